@@ -1,0 +1,21 @@
+"""initlab: a lab for neural-network weight initialization.
+
+Schemes (``initialize``, ``list_schemes``), data (``load_dataset``), models (``mlp``), training
+(``TrainConfig``, ``train_model``) and honest comparisons (``compare``).
+"""
+from initlab.data import DATASETS, Dataset, DataError, load_dataset
+from initlab.experiment import CompareResult, CompareSpec, compare, run_compare
+from initlab.models import ACTIVATIONS, mlp
+from initlab.schemes import (
+    SchemeSpec,
+    calculate_gain,
+    get_scheme,
+    initialize,
+    list_schemes,
+    parse_scheme,
+    register_scheme,
+    variance_scaling_,
+)
+from initlab.train import TrainConfig, evaluate, train_model
+
+__version__ = "0.1.0"

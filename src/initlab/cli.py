@@ -1,0 +1,196 @@
+"""The ``initlab`` command: a thin typer layer over the Python API.
+
+Every user error (unknown name, bad number, missing data, unwritable output) becomes one line on
+stderr and exit status 2; interrupting keeps every finished run on disk and exits 130.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="initlab: how should I initialize this network, and why?")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with status 2."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split ``"he,normal(std=0.1,mean=0)"`` on commas outside parentheses."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur).strip())
+    return [p for p in parts if p]
+
+
+def resolve_hidden(hidden: Optional[str], depth: Optional[int], width: Optional[int]) -> tuple[int, ...]:
+    from initlab.models import parse_hidden
+
+    if hidden is not None and (depth is not None or width is not None):
+        raise ValueError("give either --hidden or --depth/--width, not both")
+    if hidden is not None:
+        return parse_hidden(hidden)
+    if depth is None and width is None:
+        return (128,)
+    depth = 1 if depth is None else depth
+    width = 128 if width is None else width
+    if depth <= 0:
+        raise ValueError(f"--depth must be a positive integer (number of hidden layers), got {depth}")
+    if width <= 0:
+        raise ValueError(f"--width must be a positive integer, got {width}")
+    return (width,) * depth
+
+
+class RichReporter:
+    """Progress bars over runs and over epochs of the current run."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.total = self.epoch_task = None
+
+    def start(self, spec, total_runs):
+        self.epochs = spec.train.epochs
+        self.total = self.progress.add_task("runs", total=total_runs)
+        self.epoch_task = self.progress.add_task("", total=self.epochs)
+
+    def run_start(self, init, seed):
+        self.progress.reset(self.epoch_task, total=self.epochs,
+                            description=f"{init} seed {seed}")
+
+    def epoch_end(self, init, seed, row):
+        self.progress.advance(self.epoch_task)
+        acc = row.get("test_acc", math.nan)
+        self.progress.update(self.epoch_task, description=f"{init} seed {seed}  acc {acc:.3f}")
+
+    def run_end(self, init, seed, diverged):
+        self.progress.advance(self.total)
+        if diverged:
+            self.progress.console.print(f"[yellow]{init} seed {seed} diverged[/]")
+
+
+def fmt(x: float, digits: int = 4) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def summary_table(result) -> Table:
+    s = result.summary
+    spec = result.spec
+    table = Table(title=f"{spec.dataset}: final test accuracy after {spec.train.epochs} epochs "
+                        f"({spec.seeds} seed{'s' if spec.seeds > 1 else ''})")
+    table.add_column("init")
+    table.add_column("test acc (mean ± std)", justify="right")
+    table.add_column("test loss", justify="right")
+    table.add_column("epochs to 95% of best", justify="right")
+    table.add_column("diverged", justify="right")
+    for r in s.itertuples():
+        reach = "never" if math.isnan(r.epochs_to_95) else str(int(r.epochs_to_95))
+        table.add_row(r.init, f"{fmt(r.final_test_acc_mean)} ± {fmt(r.final_test_acc_std)}",
+                      fmt(r.final_test_loss_mean), reach, f"{r.diverged}/{r.runs}")
+    return table
+
+
+@app.command()
+def compare(
+    inits: str = typer.Option("zero,random,xavier,he", help="Comma-separated schemes, e.g. 'he,normal(std=0.05)'. See `initlab schemes`."),
+    dataset: str = typer.Option("mnist", help="digits (bundled, offline) | mnist | fashion-mnist"),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files (skips lookup and download)."),
+    epochs: int = typer.Option(10, help="Training epochs per run."),
+    seeds: int = typer.Option(1, help="Runs per init (paired: seed k gives every init the same batches)."),
+    first_seed: int = typer.Option(0, help="First run seed."),
+    hidden: Optional[str] = typer.Option(None, help="Hidden widths, e.g. '256,256' (default 128)."),
+    depth: Optional[int] = typer.Option(None, help="Number of hidden layers (with --width)."),
+    width: Optional[int] = typer.Option(None, help="Width of each hidden layer (with --depth)."),
+    activation: str = typer.Option("relu", help="relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, linear"),
+    optimizer: str = typer.Option("sgd", help="sgd | adam"),
+    lr: float = typer.Option(0.01, help="Learning rate."),
+    momentum: float = typer.Option(0.0, help="SGD momentum."),
+    batch_size: int = typer.Option(64, help="Minibatch size."),
+    normalize: str = typer.Option("seed", help="seed: (x-0.5)/0.5 | standardize | none"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    out: Optional[Path] = typer.Option(Path("runs/compare"), help="Output folder for config, CSVs, summary and plots."),
+):
+    """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
+    from initlab.data import DataError, load_dataset
+    from initlab.experiment import CompareSpec, run_compare
+    from initlab.train import TrainConfig
+
+    try:
+        spec = CompareSpec(
+            inits=tuple(split_top_level(inits)), dataset=dataset,
+            data_dir=None if data_dir is None else str(data_dir), normalize=normalize,
+            hidden=resolve_hidden(hidden, depth, width), activation=activation, seeds=seeds,
+            first_seed=first_seed, device=device,
+            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer),
+        )
+        from initlab.store import prepare_out_dir
+
+        if out is not None:
+            prepare_out_dir(out)
+        with console.status(f"loading {dataset}…"):
+            data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
+    except (ValueError, DataError) as e:
+        fail(str(e))
+    console.print(f"[bold]{dataset}[/]: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test, "
+                  f"network {data.in_features}-{'-'.join(map(str, spec.hidden))}-{data.num_classes} {activation}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    try:
+        with progress:
+            result = run_compare(spec, out=out, reporter=RichReporter(progress), data=data)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; finished runs are in {out}/metrics.csv" if out else "interrupted")
+        raise typer.Exit(130)
+    except ValueError as e:
+        fail(str(e))
+    console.print(summary_table(result))
+    console.print(f"{len(result.metrics)} epoch rows in {result.seconds:.1f} s"
+                  + (f"; wrote {out}/: config.json metrics.csv steps.csv summary.json test_acc.png train_loss.png steps.png" if out else ""))
+
+
+@app.command()
+def schemes():
+    """List the init schemes and their aliases."""
+    from initlab.schemes import get_scheme, list_aliases, list_schemes
+
+    table = Table(title="init schemes")
+    table.add_column("name")
+    table.add_column("aliases")
+    table.add_column("summary")
+    aliases = list_aliases()
+    for name in list_schemes():
+        fn = get_scheme(name)
+        doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
+        table.add_row(name, ", ".join(sorted(a for a, t in aliases.items() if t == name)), doc[0] if doc else "")
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Comparisons of init schemes done honestly: fresh model per run, paired seeds, held-out test set.
+
+``compare`` trains one freshly built and initialized model per (init, seed), every init of a seed
+on the same batch order, evaluates on the test split after every epoch, records divergence instead
+of crashing, and (with ``out``) writes each finished run to disk before the next one starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from initlab import store
+from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset
+from initlab.models import check_activation, check_widths, mlp
+from initlab.schemes import SchemeSpec, check_scheme, initialize, parse_scheme
+from initlab.train import INIT_STREAM, TrainConfig, make_generator, resolve_device, train_model
+
+SEED_INITS = ("zero", "random", "xavier", "he")  # the four schemes of the seed notebook
+
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """A comparison: which inits, on what data and network, trained how, over which seeds."""
+
+    inits: tuple[str, ...] = SEED_INITS  # scheme strings, e.g. "he" or "normal(std=0.05)"
+    dataset: str = "mnist"  # digits | mnist | fashion-mnist
+    data_dir: str | None = None  # local IDX files; None = system dirs, cache, then download
+    normalize: str = "seed"  # seed: (x-0.5)/0.5 | standardize: train mean/std | none
+    hidden: tuple[int, ...] = (128,)  # hidden widths; (128,) is the seed's 784-128-10 network
+    activation: str = "relu"
+    seeds: int = 1  # runs per init; run seeds are first_seed .. first_seed+seeds-1
+    first_seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self):
+        if not self.inits:
+            raise ValueError("no init schemes given; pass at least one, e.g. --inits he")
+        for text in self.inits:
+            check_scheme(text)  # raises a one-line ValueError for unknown names or bad params
+        if len(set(self.inits)) != len(self.inits):
+            raise ValueError(f"init schemes listed twice: {', '.join(self.inits)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset '{self.dataset}'; choose from: {', '.join(DATASETS)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization '{self.normalize}'; choose from: {', '.join(NORMALIZATIONS)}")
+        check_widths(self.hidden)
+        check_activation(self.activation)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds <= 0:
+            raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
+        if not isinstance(self.first_seed, int) or self.first_seed < 0:
+            raise ValueError(f"first seed must be a non-negative integer, got {self.first_seed!r}")
+        resolve_device(self.device)
+
+    @property
+    def run_seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["schemes"] = {text: parse_scheme(text).to_dict() for text in self.inits}
+        return d
+
+
+class Reporter:
+    """Receives progress events from :func:`run_compare`; the CLI's subclass draws progress bars."""
+
+    def start(self, spec: CompareSpec, total_runs: int) -> None: ...
+    def run_start(self, init: str, seed: int) -> None: ...
+    def epoch_end(self, init: str, seed: int, row: dict) -> None: ...
+    def run_end(self, init: str, seed: int, diverged: bool) -> None: ...
+
+
+@dataclass
+class CompareResult:
+    """``metrics``: one row per run per epoch; ``steps``: per-step train loss; ``summary``: per init."""
+
+    spec: CompareSpec
+    metrics: pd.DataFrame
+    steps: pd.DataFrame
+    summary: pd.DataFrame
+    out: Path | None = None
+    seconds: float = 0.0
+
+
+METRIC_COLUMNS = ["init", "seed", "epoch", "train_loss", "test_loss", "test_acc", "diverged"]
+
+
+def build_model(spec: CompareSpec, data: Dataset, scheme: SchemeSpec, seed: int, device) -> torch.nn.Module:
+    """A fresh model for one run, initialized by ``scheme`` from stream INIT_STREAM of ``seed``."""
+    model = mlp(data.in_features, spec.hidden, data.num_classes, spec.activation)
+    initialize(model, scheme, generator=make_generator(seed, INIT_STREAM))  # CPU draws: device-independent
+    return model.to(device)
+
+
+def summarize(metrics: pd.DataFrame, inits: Sequence[str]) -> pd.DataFrame:
+    """Per init: final test accuracy and loss (mean ± std over non-diverged seeds), speed, divergence.
+
+    ``epochs_to_95``: the first epoch at which the init's seed-mean test accuracy reaches 95% of the
+    best init's final seed-mean accuracy (NaN if it never does).
+    """
+    cols = ["init", "runs", "diverged", "final_test_acc_mean", "final_test_acc_std",
+            "final_test_loss_mean", "final_test_loss_std", "epochs_to_95"]
+    if metrics.empty:
+        return pd.DataFrame(columns=cols)
+    last = metrics.sort_values("epoch").groupby(["init", "seed"], sort=False).tail(1)
+    curves = metrics[~metrics["diverged"]].groupby(["init", "epoch"])["test_acc"].mean()
+    rows = []
+    for init in inits:
+        fin = last[last["init"] == init]
+        if fin.empty:
+            continue
+        ok = fin[~fin["diverged"]]
+        rows.append({
+            "init": init,
+            "runs": len(fin),
+            "diverged": int(fin["diverged"].sum()),
+            "final_test_acc_mean": ok["test_acc"].mean() if len(ok) else math.nan,
+            "final_test_acc_std": ok["test_acc"].std(ddof=1) if len(ok) > 1 else (0.0 if len(ok) else math.nan),
+            "final_test_loss_mean": ok["test_loss"].mean() if len(ok) else math.nan,
+            "final_test_loss_std": ok["test_loss"].std(ddof=1) if len(ok) > 1 else (0.0 if len(ok) else math.nan),
+        })
+    summary = pd.DataFrame(rows, columns=cols[:-1])
+    best = summary["final_test_acc_mean"].max()
+    reach = []
+    for init in summary["init"]:
+        curve = curves.get(init) if init in curves.index.get_level_values(0) else None
+        hit = math.nan
+        if curve is not None and np.isfinite(best):
+            above = curve[curve >= 0.95 * best]
+            hit = float(above.index.min()) if len(above) else math.nan
+        reach.append(hit)
+    summary["epochs_to_95"] = reach
+    return summary
+
+
+def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: Reporter | None = None,
+                data: Dataset | None = None) -> CompareResult:
+    """Run the comparison described by ``spec``; see :func:`compare` for the keyword form."""
+    reporter = reporter or Reporter()
+    t0 = time.perf_counter()
+    device = resolve_device(spec.device)
+    out_dir = store.prepare_out_dir(out) if out is not None else None
+    if data is None:
+        data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
+    data = data.to(device)
+    if out_dir is not None:
+        store.atomic_write_json(out_dir / "config.json", {
+            **spec.to_dict(), "resolved_device": str(device),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "train_size": int(data.x_train.shape[0]), "test_size": int(data.x_test.shape[0]),
+        })
+    schemes = {text: parse_scheme(text) for text in spec.inits}
+    rows: list[dict] = []
+    step_frames: list[pd.DataFrame] = []
+    reporter.start(spec, len(spec.inits) * spec.seeds)
+    for seed in spec.run_seeds:  # seed-major: a partial comparison still has every init for early seeds
+        for init in spec.inits:
+            reporter.run_start(init, seed)
+            model = build_model(spec, data, schemes[init], seed, device)
+            res = train_model(model, data, spec.train, seed=seed,
+                              on_epoch=lambda row, i=init, s=seed: reporter.epoch_end(i, s, row))
+            for row in res.epochs:
+                rows.append({"init": init, "seed": seed, **row,
+                             "diverged_step": res.diverged_step if row["diverged"] else None})
+            step_frames.append(pd.DataFrame({"init": init, "seed": seed,
+                                             "step": np.arange(len(res.step_losses)),
+                                             "train_loss": res.step_losses}))
+            if out_dir is not None:  # the finished run is on disk before the next one starts
+                store.atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(rows))
+                store.atomic_write_csv(out_dir / "steps.csv", pd.concat(step_frames, ignore_index=True))
+            reporter.run_end(init, seed, res.diverged)
+    metrics = pd.DataFrame(rows)
+    steps = pd.concat(step_frames, ignore_index=True)
+    summary = summarize(metrics, spec.inits)
+    result = CompareResult(spec, metrics, steps, summary, out_dir, time.perf_counter() - t0)
+    if out_dir is not None:
+        from initlab.plots import plot_compare
+
+        store.atomic_write_json(out_dir / "summary.json", {
+            "seconds": round(result.seconds, 3),
+            "per_init": summary.replace({np.nan: None}).to_dict(orient="records"),
+        })
+        plot_compare(result, out_dir)
+    return result
+
+
+def compare(
+    inits: Sequence[str] = SEED_INITS,
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    epochs: int = 10,
+    seeds: int = 1,
+    hidden: Sequence[int] = (128,),
+    activation: str = "relu",
+    lr: float = 0.01,
+    momentum: float = 0.0,
+    optimizer: str = "sgd",
+    batch_size: int = 64,
+    device: str = "auto",
+    out: str | Path | None = None,
+    *,
+    normalize: str = "seed",
+    first_seed: int = 0,
+    reporter: Reporter | None = None,
+) -> CompareResult:
+    """Compare init schemes on one dataset and network; the defaults are the seed notebook's experiment.
+
+    Example: ``initlab.compare(dataset="digits", epochs=5, seeds=3).summary``.
+    """
+    spec = CompareSpec(
+        inits=tuple(inits), dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
+        normalize=normalize, hidden=tuple(hidden), activation=activation, seeds=seeds, first_seed=first_seed,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer),
+        device=device,
+    )
+    return run_compare(spec, out=out, reporter=reporter)

@@ -1,0 +1,79 @@
+"""Plots of comparison results: one line per init (the seed-mean) with a band over seeds."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from initlab import store  # noqa: E402
+
+
+def save_figure(fig, path: Path, dpi: int = 130) -> Path:
+    """Render ``fig`` to PNG in memory, then write it atomically; closes the figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    store.atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def _band_plot(ax, frame: pd.DataFrame, column: str, inits, log: bool = False) -> None:
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, init in enumerate(inits):
+        sub = frame[frame["init"] == init]
+        if sub.empty:
+            continue
+        g = sub.groupby("epoch")[column]
+        mean, lo, hi = g.mean(), g.min(), g.max()
+        n = sub["seed"].nunique()
+        color = colors[i % len(colors)]
+        ax.plot(mean.index, mean.values, marker="o", ms=3, color=color, label=f"{init} (n={n})")
+        if n > 1:
+            ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.2, lw=0)
+    ax.set_xlabel("epoch")
+    if log:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+
+
+def plot_compare(result, out_dir: Path) -> list[Path]:
+    """Write ``test_acc.png``, ``train_loss.png`` and ``steps.png`` for a comparison into ``out_dir``."""
+    spec, m = result.spec, result.metrics
+    title = (f"{spec.dataset}: {'-'.join(map(str, spec.hidden))} {spec.activation} MLP, "
+             f"{spec.train.optimizer} lr {spec.train.lr:g}, batch {spec.train.batch_size}")
+    paths = []
+    ok = m[~m["diverged"]] if len(m) else m
+    for column, label, fname, log in (("test_acc", "test accuracy", "test_acc.png", False),
+                                      ("train_loss", "train loss (epoch mean)", "train_loss.png", True)):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _band_plot(ax, ok, column, spec.inits, log=log)
+        ax.set_ylabel(label)
+        ax.set_title(title + ("\nline: mean over seeds; band: min–max" if spec.seeds > 1 else ""), fontsize=10)
+        ax.legend(title="init", fontsize=9)
+        paths.append(save_figure(fig, out_dir / fname))
+    # Per-step train loss, smoothed: shows the first epoch, where inits differ most.
+    steps = result.steps
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, init in enumerate(spec.inits):
+        sub = steps[steps["init"] == init]
+        if sub.empty:
+            continue
+        curve = sub.groupby("step")["train_loss"].mean()
+        window = max(1, len(curve) // 200)
+        smooth = curve.rolling(window, min_periods=1).mean()
+        ax.plot(smooth.index, smooth.values, color=colors[i % len(colors)], lw=1.2, label=init)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("train loss (seed mean, smoothed)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(title="init", fontsize=9)
+    paths.append(save_figure(fig, out_dir / "steps.png"))
+    return paths

@@ -1,0 +1,171 @@
+"""Training one model on preloaded tensors: the honest version of the seed notebook's loop.
+
+Every run gets a model that was freshly built and initialized for it, and its seed fixes both its
+initial weights and its data order through two independent streams (:func:`derive_seed`). Runs with
+the same seed and different init schemes therefore see the same batches in the same order, which
+makes init comparisons paired: the only difference between them is the initialization.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from initlab.data import Dataset
+
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Stream ids for derive_seed: one seed feeds independent generators for init and data order.
+INIT_STREAM = 0
+DATA_STREAM = 1
+
+
+def derive_seed(seed: int, stream: int) -> int:
+    """A 63-bit seed for ``stream`` of run ``seed`` (numpy SeedSequence: streams are independent)."""
+    state = np.random.SeedSequence([int(seed), int(stream)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 32 | int(state[1])) & ((1 << 63) - 1))
+
+
+def make_generator(seed: int, stream: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded for ``stream`` of run ``seed``."""
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(seed, stream))
+    return g
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device '{device}'; choose from: {', '.join(DEVICES)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available; choose from: cpu, auto")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained. Defaults are the seed notebook's: SGD lr 0.01, batch 64, 10 epochs."""
+
+    epochs: int = 10  # full passes over the training set
+    batch_size: int = 64  # the last, smaller batch of an epoch is kept (DataLoader's drop_last=False)
+    lr: float = 0.01  # learning rate
+    momentum: float = 0.0  # SGD momentum (torch semantics: v = m·v + g; p -= lr·v); ignored by adam
+    optimizer: str = "sgd"  # sgd | adam
+    eval_batch_size: int = 8192  # test-set evaluation chunk; affects memory only, not results
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{self.optimizer}'; choose from: {', '.join(OPTIMIZERS)}")
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    return torch.optim.Adam(params, lr=config.lr)
+
+
+def epoch_permutation(n: int, generator: torch.Generator) -> torch.Tensor:
+    """The order of the ``n`` training examples for one epoch (drawn on the generator's device)."""
+    return torch.randperm(n, generator=generator, device=generator.device)
+
+
+def batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Consecutive index slices of ``perm``; the last one may be smaller."""
+    return list(torch.split(perm, batch_size))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in chunks of ``batch_size``."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size)):
+        logits = model(xb)
+        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    n = y.shape[0]
+    return loss_sum.item() / n, correct.item() / n
+
+
+@dataclass
+class RunResult:
+    """What one training run produced. ``epochs`` rows: epoch, train_loss, test_loss, test_acc."""
+
+    epochs: list[dict] = field(default_factory=list)
+    step_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per optimizer step
+    diverged: bool = False
+    diverged_epoch: int | None = None  # 1-based epoch in which the loss first became NaN/inf
+    diverged_step: int | None = None  # 0-based global optimizer step at which it did
+
+
+EpochCallback = Callable[[dict], None]
+
+
+def train_model(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> RunResult:
+    """Train ``model`` (already initialized, on the data's device) for ``config.epochs`` epochs.
+
+    The data order comes from stream :data:`DATA_STREAM` of ``seed``. Per-step losses stay on the
+    device during an epoch (no host sync per step); at the end of each epoch they are checked: a
+    NaN/inf loss marks the run diverged at its first bad step and ends it. Test loss and accuracy
+    are measured after every epoch. ``on_epoch`` receives each epoch row as it is made.
+    """
+    device = data.x_train.device
+    opt = make_optimizer(model.parameters(), config)
+    data_gen = make_generator(seed, DATA_STREAM, device)
+    n = data.x_train.shape[0]
+    result = RunResult()
+    step_chunks = []
+    step0 = 0
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        idx_batches = batches(epoch_permutation(n, data_gen), config.batch_size)
+        losses = torch.empty(len(idx_batches), device=device)
+        for i, idx in enumerate(idx_batches):
+            loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[i] = loss.detach()
+        losses_np = losses.cpu().double().numpy()
+        step_chunks.append(losses_np)
+        bad = np.flatnonzero(~np.isfinite(losses_np))
+        row = {"epoch": epoch, "train_loss": float(losses_np.mean()), "diverged": False}
+        if bad.size:
+            result.diverged, result.diverged_epoch = True, epoch
+            result.diverged_step = step0 + int(bad[0])
+            row.update(train_loss=math.nan, test_loss=math.nan, test_acc=math.nan, diverged=True)
+        else:
+            row["test_loss"], row["test_acc"] = evaluate(model, data.x_test, data.y_test, config.eval_batch_size)
+        result.epochs.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        step0 += len(idx_batches)
+        if result.diverged:
+            break
+    result.step_losses = np.concatenate(step_chunks) if step_chunks else np.zeros(0)
+    return result

@@ -1,0 +1,85 @@
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from initlab.cli import app, split_top_level
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_compare_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    r = invoke("compare", "--dataset", "digits", "--epochs", "2", "--seeds", "2", "--hidden", "16",
+               "--inits", "zero,he,normal(std=0.05)", "--device", "cpu", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "test acc" in r.output and "normal(std=0.05)" in r.output
+    m = pd.read_csv(out / "metrics.csv")
+    assert set(m["init"]) == {"zero", "he", "normal(std=0.05)"} and len(m) == 3 * 2 * 2
+    assert (out / "test_acc.png").exists()
+    assert json.loads((out / "config.json").read_text())["seeds"] == 2
+
+
+def test_schemes_lists_names():
+    r = invoke("schemes")
+    assert r.exit_code == 0
+    for name in ("xavier_uniform", "kaiming_normal", "variance_scaling", "pytorch_default"):
+        assert name in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--inits", "zero,bogus"], "unknown init scheme 'bogus'"),
+    (["--activation", "swish"], "unknown activation 'swish'"),
+    (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
+    (["--lr", "0"], "lr must be a positive number"),
+    (["--lr", "-1"], "lr must be a positive number"),
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--batch-size", "0"], "batch_size must be a positive integer"),
+    (["--hidden", "0"], "positive integer"),
+    (["--width", "0", "--depth", "2"], "--width must be a positive integer"),
+    (["--seeds", "0"], "seeds must be a positive integer"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--normalize", "zscore"], "unknown normalization 'zscore'"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, args, message):
+    r = invoke("compare", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "o"), *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_out_is_a_file(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    r = invoke("compare", "--dataset", "digits", "--out", str(f))
+    assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output
+
+
+def test_missing_local_data_dir(tmp_path):
+    r = invoke("compare", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_corrupt_idx_file(tmp_path):
+    import numpy as np
+
+    from initlab.data import write_idx
+
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((5, 28, 28), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(5, np.uint8))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x03\x01")  # truncated
+    r = invoke("compare", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "truncated" in r.output and "Traceback" not in r.output
+
+
+def test_split_top_level():
+    assert split_top_level("he, normal(std=0.1,mean=0),xavier") == ["he", "normal(std=0.1,mean=0)", "xavier"]

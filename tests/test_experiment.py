@@ -1,0 +1,79 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import initlab
+from initlab.experiment import CompareSpec, Reporter, run_compare, summarize
+
+
+def test_compare_on_digits_writes_everything(tmp_path):
+    res = initlab.compare(inits=["zero", "he"], dataset="digits", epochs=2, seeds=2, hidden=[16],
+                          device="cpu", out=tmp_path)
+    m = res.metrics
+    for col in ["init", "seed", "epoch", "train_loss", "test_loss", "test_acc", "diverged"]:
+        assert col in m.columns
+    assert len(m) == 2 * 2 * 2
+    assert set(m["init"]) == {"zero", "he"} and set(m["seed"]) == {0, 1}
+    assert list(res.summary["init"]) == ["zero", "he"]
+    he = res.summary.set_index("init").loc["he"]
+    assert he["runs"] == 2 and he["diverged"] == 0
+    assert he["final_test_acc_mean"] > res.summary.set_index("init").loc["zero"]["final_test_acc_mean"]
+    for name in ["config.json", "metrics.csv", "steps.csv", "summary.json", "test_acc.png", "train_loss.png", "steps.png"]:
+        assert (tmp_path / name).stat().st_size > 0, name
+    on_disk = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(on_disk) == len(m)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["dataset"] == "digits" and cfg["train"]["epochs"] == 2 and cfg["inits"] == ["zero", "he"]
+    assert cfg["schemes"]["he"]["name"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["init"] for r in summary["per_init"]] == ["zero", "he"]
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary files left behind"
+
+
+def test_compare_is_reproducible():
+    kw = dict(inits=["he"], dataset="digits", epochs=1, seeds=1, hidden=[8], device="cpu")
+    a, b = initlab.compare(**kw), initlab.compare(**kw)
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+
+
+def test_interrupt_keeps_finished_runs(tmp_path):
+    class StopAfterFirst(Reporter):
+        def run_end(self, init, seed, diverged):
+            raise KeyboardInterrupt
+
+    spec = CompareSpec(inits=("zero", "he"), dataset="digits", hidden=(8,), device="cpu",
+                       train=initlab.TrainConfig(epochs=2))
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(spec, out=tmp_path, reporter=StopAfterFirst())
+    m = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(m["init"]) == ["zero", "zero"] and list(m["epoch"]) == [1, 2]
+
+
+def test_divergent_run_does_not_stop_the_others():
+    res = initlab.compare(inits=["normal(std=10.0)", "zero"], dataset="digits", epochs=2, hidden=[64, 64, 64],
+                          lr=1.0, device="cpu")
+    s = res.summary.set_index("init")
+    assert s.loc["normal(std=10.0)", "diverged"] == 1
+    assert s.loc["zero", "runs"] == 1 and s.loc["zero", "diverged"] == 0
+    assert len(res.metrics[res.metrics["init"] == "zero"]) == 2  # trained on after the other diverged
+    m = res.metrics
+    bad = m[m["init"] == "normal(std=10.0)"]
+    assert bad["diverged"].iloc[-1] and not np.isnan(bad["diverged_step"].iloc[-1])
+
+
+def test_summary_epochs_to_95():
+    rows = []
+    for init, accs in {"a": [0.5, 0.9, 0.95], "b": [0.2, 0.3, 0.4]}.items():
+        for seed in (0, 1):
+            for e, acc in enumerate(accs, 1):
+                rows.append(dict(init=init, seed=seed, epoch=e, train_loss=1.0, test_loss=1.0,
+                                 test_acc=acc + 0.01 * seed, diverged=False))
+    s = summarize(pd.DataFrame(rows), ["a", "b"]).set_index("init")
+    assert s.loc["a", "final_test_acc_mean"] == pytest.approx(0.955)
+    assert s.loc["a", "final_test_acc_std"] == pytest.approx(0.01 / math.sqrt(2))
+    # 95% of the best final mean (0.955) is 0.90725: epoch 2's mean 0.905 misses it, epoch 3 reaches it
+    assert s.loc["a", "epochs_to_95"] == 3
+    assert math.isnan(s.loc["b", "epochs_to_95"])
