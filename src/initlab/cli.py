@@ -105,7 +105,8 @@ def summary_table(result) -> Table:
     table.add_column("diverged", justify="right")
     for r in s.itertuples():
         reach = "never" if math.isnan(r.epochs_to_95) else str(int(r.epochs_to_95))
-        table.add_row(r.init, f"{fmt(r.final_test_acc_mean)} ± {fmt(r.final_test_acc_std)}",
+        acc = fmt(r.final_test_acc_mean) + (f" ± {fmt(r.final_test_acc_std)}" if r.runs - r.diverged > 1 else "")
+        table.add_row(r.init, acc,
                       fmt(r.final_test_loss_mean), reach, f"{r.diverged}/{r.runs}")
     return table
 
