@@ -169,6 +169,69 @@ def compare(
                   + (f"; wrote {out}/: config.json metrics.csv steps.csv summary.json test_acc.png train_loss.png steps.png" if out else ""))
 
 
+def _sci(x) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2g}"
+
+
+def _pair(measured, predicted) -> str:
+    if predicted is None or (isinstance(predicted, float) and math.isnan(predicted)):
+        return _sci(measured)
+    return f"{_sci(measured)} ({_sci(predicted)})"
+
+
+def probe_table(summary, title: str) -> Table:
+    table = Table(title=title)
+    for col, just in (("activation", "left"), ("init", "left"), ("std first", "right"), ("std mid", "right"),
+                      ("std last", "right"), ("grad first/last", "right"), ("dead", "right"), ("sat", "right"),
+                      ("min distinct units", "right")):
+        table.add_column(col, justify=just)
+    for r in summary.itertuples():
+        table.add_row(r.activation, r.init, _pair(r.std_first, r.pred_std_first), _pair(r.std_mid, r.pred_std_mid),
+                      _pair(r.std_last, r.pred_std_last), _pair(r.grad_first_over_last, r.pred_grad_first_over_last),
+                      fmt(r.dead_frac, 2), fmt(r.sat_frac, 2),
+                      "—" if r.distinct_min != r.distinct_min else str(int(r.distinct_min)))
+    return table
+
+
+@app.command()
+def probe(
+    activations: str = typer.Option("relu,tanh", help="Comma-separated activations for the MLP."),
+    inits: str = typer.Option("zero,random,xavier,he,lecun_normal,orthogonal",
+                              help="Comma-separated schemes; with --model, 'none' keeps the model's own init."),
+    dataset: str = typer.Option("digits", help="digits (bundled, offline) | mnist | fashion-mnist"),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files."),
+    batch: int = typer.Option(512, help="Probe batch: the first BATCH training examples."),
+    depth: int = typer.Option(20, help="Number of hidden layers."),
+    width: int = typer.Option(256, help="Width of each hidden layer."),
+    seed: int = typer.Option(0, help="Seed of the init generator."),
+    model: Optional[str] = typer.Option(None, help="Probe your own model: 'module:factory' (factory() -> nn.Module)."),
+    out: Path = typer.Option(Path("runs/probe"), help="Output folder for probe.csv, summary.csv and plots."),
+):
+    """See why: per-layer activation std and gradient norms at init, measured (and predicted by mean-field theory)."""
+    from initlab.data import DataError
+    from initlab.diagnostics import depth_profile, profile_summary
+    from initlab.probe_plots import plot_profile
+    from initlab.store import atomic_write_csv, prepare_out_dir
+
+    try:
+        prepare_out_dir(out)
+        with console.status("probing…"):
+            frame = depth_profile(split_top_level(activations), split_top_level(inits), dataset=dataset,
+                                  data_dir=None if data_dir is None else str(data_dir), depth=depth, width=width,
+                                  batch=batch, seed=seed, model=model)
+    except (ValueError, DataError) as e:
+        fail(str(e))
+    summary = profile_summary(frame)
+    arch = f"model {model}" if model else f"{depth}×{width} MLP"
+    title = f"{dataset}, {arch}, batch {batch}: at init, measured (mean-field prediction)"
+    console.print(probe_table(summary, title))
+    atomic_write_csv(out / "probe.csv", frame.drop(columns=["hist_counts", "hist_edges"], errors="ignore"))
+    atomic_write_csv(out / "summary.csv", summary)
+    paths = plot_profile(frame, out, f"{dataset}, {arch}")
+    console.print(f"std: std of the first/middle/last weight layer's output; grad first/last: gradient norm at the "
+                  f"first layer over the logits'. wrote {out}/: probe.csv summary.csv " + " ".join(p.name for p in paths))
+
+
 @app.command()
 def schemes():
     """List the init schemes and their aliases."""

@@ -1,0 +1,165 @@
+"""Depth profiles at init: measured per-layer statistics (``probe``) next to mean-field predictions.
+
+``depth_profile`` builds a deep MLP per (activation, scheme), probes it once on a batch of real
+inputs and attaches ``theory.predicted_variances`` to every row; ``profile_summary`` condenses
+that to one row per (activation, init); ``load_factory`` resolves a ``module:factory`` spec for
+probing a user's own model.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from initlab import theory
+from initlab.data import load_dataset
+from initlab.models import check_activation, mlp
+from initlab.probe import probe
+from initlab.schemes import check_scheme, initialize
+
+__all__ = ["depth_profile", "profile_summary", "load_factory", "model_inputs"]
+
+
+def load_factory(spec: str) -> Callable[[], nn.Module]:
+    """Resolve ``"package.module:factory"`` to a zero-argument callable (import via importlib)."""
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise ValueError(f"--model must look like 'module:factory', got {spec!r}")
+    mod_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:  # ImportError, or the module raising on import
+        raise ValueError(f"cannot import module {mod_name!r} for --model: {type(e).__name__}: {e}") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ValueError(f"module {mod_name!r} has no callable {attr!r} for --model")
+    return factory
+
+
+def build_user_model(spec: str) -> nn.Module:
+    """Call the factory named by ``spec`` with no arguments; it must return an ``nn.Module``."""
+    try:
+        model = load_factory(spec)()
+    except ValueError as e:
+        if "--model" in str(e):
+            raise
+        raise ValueError(f"--model factory {spec!r} raised ValueError: {e}") from None
+    except Exception as e:
+        raise ValueError(f"--model factory {spec!r} raised {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def model_inputs(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
+    """Flattened inputs, or (B, 1, *image_shape) when the model's first layer is a Conv2d."""
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if isinstance(first, nn.Conv2d):
+        return x.reshape(x.shape[0], 1, *image_shape)
+    return x
+
+
+def _attach_predictions(frame: pd.DataFrame, activation: str, scheme: str, widths, input_var: float) -> pd.DataFrame:
+    pred = theory.predicted_variances(activation, scheme, widths, input_var=input_var)
+    frame = frame.copy()
+    frame["layer"] = frame["name"].str.extract(r"(\d+)$")[0].astype(float).astype("Int64")
+    last_grad = float(frame.loc[frame["name"] == f"fc{len(widths) - 1}", "grad_out_norm"].iloc[0])
+    pred_std, pred_grad = [], []
+    for row in frame.itertuples():
+        p = pred.iloc[int(row.layer) - 1]
+        is_fc = row.kind == "Linear"
+        var = p["pre_var"] if is_fc else p["post_var"]
+        pred_std.append(math.sqrt(var) if var >= 0 else math.nan)
+        pred_grad.append(last_grad * (p["pre_grad_rel"] if is_fc else p["post_grad_rel"]))
+    frame["pred_std"], frame["pred_grad_norm"] = pred_std, pred_grad
+    return frame
+
+
+def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
+                  inits: Sequence[str] = ("zero", "random", "xavier", "he", "lecun_normal", "orthogonal"),
+                  *, dataset: str = "digits", data_dir=None, normalize: str = "seed", depth: int = 20,
+                  width: int = 256, batch: int = 512, seed: int = 0, model: str | None = None,
+                  histograms: bool = True, bins: int = 60) -> pd.DataFrame:
+    """Probe a depth×width MLP (or the ``module:factory`` model) at init under each scheme.
+
+    Every (activation, init) pair gets a fresh model initialized with
+    ``torch.Generator().manual_seed(seed)`` and the first ``batch`` training examples of
+    ``dataset``; the loss is cross-entropy on their labels. For built-in MLPs each row gets
+    ``pred_std`` (sqrt of the mean-field pre-activation variance for Linear rows, of the
+    post-activation variance for activation rows) and ``pred_grad_norm`` (the measured gradient
+    norm at the logits times the predicted relative gradient norm; Schoenholz et al. 2017 §4).
+    ``input_var`` for the theory is the batch's mean squared input. With ``model``, the
+    activation loop is skipped (``activation`` = "model"), predictions are NaN, and init
+    ``"none"`` keeps the factory's own initialization.
+
+    Returns:
+        ``probe`` columns plus activation, init, layer, pred_std, pred_grad_norm.
+    """
+    for a in activations:
+        check_activation(a)
+    for s in inits:
+        if not (model is not None and s == "none"):
+            check_scheme(s)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"--depth must be a positive integer, got {depth!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"--width must be a positive integer, got {width!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
+        raise ValueError(f"--batch must be an integer >= 2, got {batch!r}")
+    if model is not None:
+        build_user_model(model)  # fail before loading data
+    data = load_dataset(dataset, data_dir=data_dir, normalize=normalize)
+    x, y = data.x_train[:batch], data.y_train[:batch]
+    input_var = float(x.pow(2).mean())
+    frames = []
+    for act in (["model"] if model is not None else list(activations)):
+        for init in inits:
+            gen = torch.Generator().manual_seed(seed)
+            if model is not None:
+                net = build_user_model(model)
+                if init != "none":
+                    initialize(net, init, generator=gen)
+                inputs = model_inputs(net, x, data.image_shape)
+            else:
+                net = initialize(mlp(data.in_features, [width] * depth, data.num_classes, act), init, generator=gen)
+                inputs = x
+            f = probe(net, inputs, y, histograms=histograms, bins=bins)
+            if model is None:
+                widths = [data.in_features] + [width] * depth + [data.num_classes]
+                f = _attach_predictions(f, act, init, widths, input_var)
+            else:
+                f["layer"] = pd.array(np.arange(1, len(f) + 1), dtype="Int64")
+                f["pred_std"] = f["pred_grad_norm"] = math.nan
+            f.insert(0, "init", init)
+            f.insert(0, "activation", act)
+            frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def profile_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (activation, init): std of the first/middle/last weight layer's output
+    (measured and predicted), last/first gradient-norm ratio, mean dead and saturated fractions."""
+    rows = []
+    for (act, init), g in frame.groupby(["activation", "init"], sort=False):
+        fc = g[g["kind"].isin(["Linear", "Conv1d", "Conv2d", "Conv3d"])].reset_index(drop=True)
+        if fc.empty:
+            fc = g.reset_index(drop=True)
+        idx = {"first": 0, "mid": (len(fc) - 1) // 2, "last": len(fc) - 1}
+        row = dict(activation=act, init=init)
+        for k, i in idx.items():
+            row[f"std_{k}"] = fc.loc[i, "out_std"]
+            row[f"pred_std_{k}"] = fc.loc[i, "pred_std"]
+            row[f"layer_{k}"] = fc.loc[i, "name"]
+        g0, gl = fc.loc[0, "grad_out_norm"], fc.loc[len(fc) - 1, "grad_out_norm"]
+        row["grad_first_over_last"] = g0 / gl if gl > 0 else math.nan
+        p0, pl = fc.loc[0, "pred_grad_norm"], fc.loc[len(fc) - 1, "pred_grad_norm"]
+        row["pred_grad_first_over_last"] = p0 / pl if pl > 0 else math.nan
+        row["dead_frac"] = float(g["dead_frac"].mean()) if g["dead_frac"].notna().any() else math.nan
+        row["sat_frac"] = float(g["sat_frac"].mean()) if g["sat_frac"].notna().any() else math.nan
+        row["distinct_min"] = fc["distinct_units"].iloc[:-1].min() if len(fc) > 1 else fc["distinct_units"].min()
+        rows.append(row)
+    return pd.DataFrame(rows)

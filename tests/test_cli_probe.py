@@ -1,0 +1,65 @@
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from initlab.cli import app
+
+runner = CliRunner()
+SMALL = ["--depth", "4", "--width", "32", "--batch", "64"]
+
+
+def invoke(*args):
+    return runner.invoke(app, ["probe", *args])
+
+
+def test_probe_end_to_end(tmp_path):
+    out = tmp_path / "probe"
+    r = invoke(*SMALL, "--activations", "relu,tanh", "--inits", "zero,he", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "zero" in r.output and "he" in r.output
+    frame = pd.read_csv(out / "probe.csv")
+    # 2 activations × 2 inits × (5 Linear + 4 activations)
+    assert len(frame) == 2 * 2 * 9
+    assert {"out_std", "pred_std", "grad_out_norm", "pred_grad_norm", "dead_frac", "eff_rank"} <= set(frame)
+    he_relu = frame[(frame["init"] == "he") & (frame["activation"] == "relu") & (frame["kind"] == "Linear")]
+    v = he_relu["pred_std"].iloc[:4]
+    assert v.max() - v.min() < 1e-12 * v.max()  # He + ReLU: constant predicted variance
+    for name in ("summary.csv", "depth_std.png", "depth_grad.png", "hist_relu.png", "hist_tanh.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_probe_user_model(tmp_path, monkeypatch):
+    (tmp_path / "mymodels.py").write_text(
+        "from torch import nn\n"
+        "def small():\n    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))\n"
+        "def conv():\n    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10))\n"
+        "def broken():\n    raise RuntimeError('no weights today')\n"
+        "def not_a_module():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for factory in ("small", "conv"):
+        out = tmp_path / factory
+        r = invoke("--model", f"mymodels:{factory}", "--inits", "none,he", "--batch", "32", "--out", str(out))
+        assert r.exit_code == 0, r.output
+        frame = pd.read_csv(out / "probe.csv")
+        assert set(frame["init"]) == {"none", "he"} and (frame["activation"] == "model").all()
+    for spec, message in [("mymodels", "must look like 'module:factory'"), ("mymodels:", "must look like"),
+                          ("a:b:c", "must look like"), ("nosuchmodule_xyz:f", "cannot import module 'nosuchmodule_xyz'"),
+                          ("mymodels:missing", "has no callable 'missing'"),
+                          ("mymodels:broken", "raised RuntimeError: no weights today"),
+                          ("mymodels:not_a_module", "returned int, not an nn.Module")]:
+        r = invoke("--model", spec, "--out", str(tmp_path / "bad"))
+        assert r.exit_code == 2, (spec, r.output)
+        assert message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--activations", "swish"], "unknown activation 'swish'"),
+    (["--inits", "bogus"], "unknown init scheme 'bogus'"),
+    (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["--depth", "0"], "--depth must be a positive integer"),
+    (["--inits", "none"], "unknown init scheme 'none'"),  # 'none' only means something with --model
+])
+def test_probe_bad_inputs_exit_2_one_line(tmp_path, args, message):
+    r = invoke(*SMALL, *args, "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2
+    assert message in r.output and len(r.output.strip().splitlines()) == 1, r.output
