@@ -121,10 +121,15 @@ def _group_key(config: TrainConfig) -> tuple:
     return (config.optimizer, config.batch_size, config.epochs, config.eval_batch_size)
 
 
-def _act_backward(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """dL/dpre from dL/dout for the named activation (the formulas of torch's own backward kernels)."""
-    if name == "relu":
-        return torch.where(out > 0, g, 0.0)
+def _act_backward(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor,
+                  live: torch.Tensor) -> torch.Tensor:
+    """dL/dpre from dL/dout for the named activation (torch's backward formulas), 0 where not ``live``."""
+    if name == "relu":  # one where for both masks: this runs every step
+        return torch.where((out > 0) & live, g, 0.0)
+    return torch.where(live, _act_grad(name, g, pre, out), 0.0)
+
+
+def _act_grad(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     if name == "tanh":
         return g * (1 - out * out)
     if name == "sigmoid":
@@ -217,13 +222,22 @@ class Population:
     # ------------------------------------------------------------------ math
 
     def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """Inputs of every layer, hidden pre-activations, and logits; x is (K, B, in)."""
+        """Inputs of every layer, hidden pre-activations, and logits.
+
+        ``x`` is (K, B, in), one batch per model, or (B, in), one batch shared by all models (then
+        the first layer is a single matmul against all K weight matrices side by side).
+        """
         act = activation_fn(self.layout.activation)
         inputs, pres, h = [], [], x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             inputs.append(h)
-            z = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if h.dim() == 2:  # shared input: (B, in) @ (in, K·out) -> (K, B, out)
+                k, n_out = w.shape[0], w.shape[1]
+                z = (h @ w.reshape(k * n_out, -1).T).view(h.shape[0], k, n_out).transpose(0, 1)
+                z = z if b is None else z + b.unsqueeze(1)
+            else:
+                z = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             if i == last:
                 return inputs, pres, z
             pres.append(z)
@@ -250,7 +264,7 @@ class Population:
             grads.append((gw, None if self.biases[i] is None else g.sum(1)))
             if i > 0:
                 gh = torch.bmm(g, self.weights[i])
-                g = torch.where(live, _act_backward(self.layout.activation, gh, pres[i - 1], inputs[i]), 0.0)
+                g = _act_backward(self.layout.activation, gh, pres[i - 1], inputs[i], live)
         grads.reverse()
         flat = [t for gw, gb in grads for t in ((gw,) if gb is None else (gw, gb))]
         self._update(flat, alive, step, state)
@@ -287,7 +301,7 @@ class Population:
         loss_sum = torch.zeros(k, dtype=torch.float64, device=x.device)
         correct = torch.zeros(k, dtype=torch.int64, device=x.device)
         for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size)):
-            _, _, logits = self._forward(xb.unsqueeze(0).expand(k, -1, -1))
+            _, _, logits = self._forward(xb)
             yk = yb.unsqueeze(0).expand(k, -1).unsqueeze(2)
             ce = torch.logsumexp(logits, dim=2, keepdim=True) - logits.gather(2, yk)
             loss_sum += ce.squeeze(2).sum(1).double()
