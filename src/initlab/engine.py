@@ -320,6 +320,8 @@ class Population:
         epoch ``on_epoch(k, row, get_module)`` is called for every model that ran it (in model
         order), then ``after_epoch(epoch)`` once.
         """
+        if self._finished:
+            raise ValueError("this population has already trained; build a new Population to train again")
         cfg, dev = self.config, self.device
         x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
         x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
