@@ -1,9 +1,11 @@
 """initlab: a lab for neural-network weight initialization.
 
 Schemes (``initialize``, ``list_schemes``), data (``load_dataset``), models (``mlp``), training
-(``TrainConfig``, ``train_model``) and honest comparisons (``compare``).
+(``TrainConfig``, ``train_model``; many models at once: ``train_population``) and honest comparisons
+(``compare``).
 """
 from initlab.data import DATASETS, Dataset, DataError, load_dataset
+from initlab.engine import Population, train_population
 from initlab.experiment import CompareResult, CompareSpec, compare, run_compare
 from initlab.models import ACTIVATIONS, mlp
 from initlab.schemes import (
