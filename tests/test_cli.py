@@ -46,6 +46,7 @@ def test_schemes_lists_names():
     (["--seeds", "0"], "seeds must be a positive integer"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--normalize", "zscore"], "unknown normalization 'zscore'"),
+    (["--engine", "gpu"], "unknown engine 'gpu'; choose from: batched, single"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, args, message):
     r = invoke("compare", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "o"), *args)

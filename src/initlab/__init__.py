@@ -1,13 +1,14 @@
 """initlab: a lab for neural-network weight initialization.
 
 Schemes (``initialize``, ``list_schemes``), data (``load_dataset``), models (``mlp``), training
-(``TrainConfig``, ``train_model``), honest comparisons (``compare``), diagnostics
+(``TrainConfig``, ``train_model``; many models at once: ``train_population``), honest comparisons (``compare``), diagnostics
 (``probe_model``, ``probe_stats``, ``layer_symmetry``) and mean-field theory (``initlab.theory``).
 
 ``initlab.probe`` is the *module*; its ``probe`` function is exported here as ``probe_model``
 (binding it as ``initlab.probe`` would shadow the module for ``import initlab.probe as m``).
 """
 from initlab.data import DATASETS, Dataset, DataError, load_dataset
+from initlab.engine import Population, train_population
 from initlab.experiment import CompareResult, CompareSpec, compare, run_compare
 from initlab.models import ACTIVATIONS, mlp
 from initlab.probe import Probe, effective_rank, layer_symmetry, neuron_symmetry, probe_stats

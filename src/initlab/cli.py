@@ -63,27 +63,29 @@ def resolve_hidden(hidden: Optional[str], depth: Optional[int], width: Optional[
 
 
 class RichReporter:
-    """Progress bars over runs and over epochs of the current run."""
+    """Progress bars over runs and over all epochs of all runs (the batched engine runs them together)."""
 
     def __init__(self, progress: Progress):
         self.progress = progress
         self.total = self.epoch_task = None
+        self.seen: dict[tuple, int] = {}
 
     def start(self, spec, total_runs):
         self.epochs = spec.train.epochs
         self.total = self.progress.add_task("runs", total=total_runs)
-        self.epoch_task = self.progress.add_task("", total=self.epochs)
+        self.epoch_task = self.progress.add_task("epochs", total=total_runs * self.epochs)
 
     def run_start(self, init, seed):
-        self.progress.reset(self.epoch_task, total=self.epochs,
-                            description=f"{init} seed {seed}")
+        self.seen[(init, seed)] = 0
 
     def epoch_end(self, init, seed, row):
+        self.seen[(init, seed)] = self.seen.get((init, seed), 0) + 1
         self.progress.advance(self.epoch_task)
         acc = row.get("test_acc", math.nan)
-        self.progress.update(self.epoch_task, description=f"{init} seed {seed}  acc {acc:.3f}")
+        self.progress.update(self.epoch_task, description=f"{init} seed {seed} epoch {row['epoch']}  acc {acc:.3f}")
 
     def run_end(self, init, seed, diverged):
+        self.progress.advance(self.epoch_task, self.epochs - self.seen.get((init, seed), self.epochs))
         self.progress.advance(self.total)
         if diverged:
             self.progress.console.print(f"[yellow]{init} seed {seed} diverged[/]")
@@ -129,6 +131,7 @@ def compare(
     batch_size: int = typer.Option(64, help="Minibatch size."),
     normalize: str = typer.Option("seed", help="seed: (x-0.5)/0.5 | standardize | none"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    engine: str = typer.Option("batched", help="batched: train all runs at once | single: one run at a time"),
     out: Optional[Path] = typer.Option(Path("runs/compare"), help="Output folder for config, CSVs, summary and plots."),
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
@@ -141,7 +144,7 @@ def compare(
             inits=tuple(split_top_level(inits)), dataset=dataset,
             data_dir=None if data_dir is None else str(data_dir), normalize=normalize,
             hidden=resolve_hidden(hidden, depth, width), activation=activation, seeds=seeds,
-            first_seed=first_seed, device=device,
+            first_seed=first_seed, device=device, engine=engine,
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer),
         )
         from initlab.store import prepare_out_dir

@@ -2,8 +2,9 @@
 
 A comparison directory holds ``config.json`` (the resolved spec, written before any run starts),
 ``metrics.csv`` (one row per run per epoch), ``steps.csv`` (per-step train loss) and, when the
-comparison ends, ``summary.json`` and plots. The CSVs are rewritten after every finished run, so an
-interrupted comparison keeps every run it finished, and a rename never leaves a half-written file.
+comparison ends, ``summary.json`` and plots. ``metrics.csv`` is rewritten after every finished run (single engine) or
+after every epoch of all runs (batched engine), so an interrupted comparison keeps what it finished,
+and a rename never leaves a half-written file.
 """
 from __future__ import annotations
 

@@ -1,0 +1,171 @@
+"""Training throughput: the seed's pipeline vs the single-model loop vs the batched engine, against sgemm.
+
+Run: ``PYTHONPATH=src python benchmarks/bench_train.py [--dataset fashion-mnist] [--steps 300]``.
+Every path trains the seed's 784-128-10 ReLU MLP (SGD lr 0.01, batch 64) on the same data in this
+one process; each is timed over ``--steps`` optimizer steps (after a warm-up) and converted to
+model-epochs per second (one epoch = ceil(n_train / 64) steps). Evaluation is not timed here; the
+end-to-end ``initlab compare`` figure in docs/performance.md includes it.
+
+FLOP count per step of one model, batch B, layers 784→128→10 (only what training must compute):
+forward 2B(784·128 + 128·10); backward: weight grads 2B(784·128 + 128·10) plus the input grad of
+layer 2, 2B·128·10 (layer 1's input grad is not needed). Total = 4B·101,632 + 2B·1,280 ≈ 26.2 MFLOP
+at B=64, i.e. 24.6 GFLOP per Fashion-MNIST epoch (the 3× forward convention would say 36.6).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import resource
+import time
+
+import torch
+from torch import nn
+
+from initlab import load_dataset
+from initlab.engine import Population
+from initlab.experiment import CompareSpec, build_model
+from initlab.schemes import parse_scheme
+from initlab.train import TrainConfig, train_model
+
+B, IN, HID, OUT = 64, 784, 128, 10
+
+
+def flops_per_step(batch=B, sizes=(IN, HID, OUT)):
+    fwd = sum(2 * batch * i * o for i, o in zip(sizes[:-1], sizes[1:]))
+    input_grads = sum(2 * batch * i * o for i, o in zip(sizes[1:-1], sizes[2:]))
+    return 2 * fwd + input_grads
+
+
+def machine_info():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    load = os.getloadavg()
+    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+            f"python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def sgemm(m, k, n, seconds=1.0):
+    """GFLOP/s of torch.mm on (m,k)@(k,n) float32."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+
+
+class SeedDataset(torch.utils.data.Dataset):
+    """The seed notebook's data path: one uint8 image per item through ToTensor + Normalize((0.5,), (0.5,))."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i].float().div(255.0).unsqueeze(0)  # ToTensor: (1, 28, 28) in [0, 1]
+        return (x - 0.5) / 0.5, int(self.labels[i])  # Normalize((0.5,), (0.5,))
+
+
+def time_seed_pipeline(images, labels, steps):
+    loader = torch.utils.data.DataLoader(SeedDataset(images, labels), batch_size=B, shuffle=True)
+    model = nn.Sequential(nn.Linear(IN, HID), nn.ReLU(), nn.Linear(HID, OUT))
+    crit, opt = nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01)
+    it = iter(loader)
+    t0 = None
+    for s in range(steps + 10):
+        if s == 10:
+            t0 = time.perf_counter()
+        inputs, targets = next(it)
+        loss = crit(model(inputs.view(inputs.shape[0], -1)), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def subset(data, n_train, n_test=64):
+    return type(data)(name=data.name, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train],
+                      x_test=data.x_test[:n_test], y_test=data.y_test[:n_test], num_classes=data.num_classes,
+                      image_shape=data.image_shape)
+
+
+def time_single(data, steps):
+    spec = CompareSpec(dataset=data.name, hidden=(HID,))
+    part = subset(data, steps * B)
+    train_model(build_model(spec, part, parse_scheme("he"), 0, "cpu"), subset(data, 10 * B), TrainConfig(epochs=1), seed=0)
+    model = build_model(spec, part, parse_scheme("he"), 0, "cpu")
+    t0 = time.perf_counter()
+    train_model(model, part, TrainConfig(epochs=1), seed=0)
+    return (time.perf_counter() - t0) / steps
+
+
+def time_engine(data, k, steps, inits=("zero", "random", "xavier", "he")):
+    spec = CompareSpec(dataset=data.name, hidden=(HID,))
+    part = subset(data, steps * B)
+    runs = [(inits[i % len(inits)], i // len(inits)) for i in range(k)]
+    models = [build_model(spec, part, parse_scheme(i), s, "cpu") for i, s in runs]
+    Population(models, TrainConfig(epochs=1), [s for _, s in runs]).train(subset(data, 10 * B))  # warm-up
+    pop = Population(models, TrainConfig(epochs=1), [s for _, s in runs])
+    t0 = time.perf_counter()
+    pop.train(part)
+    return (time.perf_counter() - t0) / steps
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | digits")
+    ap.add_argument("--steps", type=int, default=300, help="timed optimizer steps per measurement")
+    ap.add_argument("--seed-steps", type=int, default=200, help="timed steps of the seed pipeline (slow)")
+    ap.add_argument("--ks", default="1,2,4,8,16,32,64", help="population sizes for the scaling table")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(machine_info())
+    data = load_dataset(args.dataset, normalize="seed")
+    if data.in_features != IN:
+        raise SystemExit(f"{args.dataset} has {data.in_features} inputs; this benchmark is for 784-128-10")
+    n = data.x_train.shape[0]
+    steps_per_epoch = math.ceil(n / B)
+    f_step = flops_per_step()
+    print(f"{args.dataset}: {n} train; {steps_per_epoch} steps/epoch; {f_step / 1e6:.1f} MFLOP/step/model; "
+          f"{f_step * steps_per_epoch / 1e9:.1f} GFLOP/model-epoch (3x-forward convention: "
+          f"{3 * 2 * B * (IN * HID + HID * OUT) * steps_per_epoch / 1e9:.1f})")
+
+    peaks = {"64x784 @ 784x128 (fwd)": sgemm(64, 784, 128), "128x64 @ 64x784 (dW1)": sgemm(128, 64, 784),
+             "768x784 @ 784x128 (12 models' fwd as one mm)": sgemm(768, 784, 128),
+             "2048^3": sgemm(2048, 2048, 2048, seconds=2.0)}
+    for name, g in peaks.items():
+        print(f"sgemm {name:45s} {g:7.1f} GFLOP/s")
+    roof = max(peaks.values())
+
+    images = ((data.x_train * 0.5 + 0.5) * 255).round().to(torch.uint8).view(n, 28, 28)  # back to the raw bytes
+    rows = []
+    t_seed = time_seed_pipeline(images, data.y_train, args.seed_steps)
+    rows.append(("(a) seed pipeline (DataLoader, per-sample transform)", 1, t_seed))
+    rows.append(("(b) single-model loop (train_model)", 1, time_single(data, args.steps)))
+    rows.append(("(c) batched engine, 4 inits x 3 seeds", 12, time_engine(data, 12, args.steps)))
+    print(f"\n{'path':55s} {'K':>3s} {'s/model-epoch':>14s} {'model-epochs/s':>15s} {'x seed':>7s} {'GFLOP/s':>8s} {'of peak':>8s}")
+    for name, k, t_step in rows:
+        per_model_epoch = t_step * steps_per_epoch / k
+        gflops = f_step * k / t_step / 1e9
+        print(f"{name:55s} {k:3d} {per_model_epoch:14.3f} {1 / per_model_epoch:15.2f} "
+              f"{t_seed / (t_step / k):7.1f} {gflops:8.1f} {gflops / roof:8.0%}")
+
+    print(f"\nscaling of the engine with K ({args.steps} steps each):")
+    print(f"{'K':>3s} {'ms/step':>8s} {'s/model-epoch':>14s} {'model-epochs/s':>15s} {'GFLOP/s':>8s} {'of peak':>8s}")
+    for k in [int(v) for v in args.ks.split(",")]:
+        t_step = time_engine(data, k, args.steps)
+        per_model_epoch = t_step * steps_per_epoch / k
+        gflops = f_step * k / t_step / 1e9
+        print(f"{k:3d} {t_step * 1e3:8.2f} {per_model_epoch:14.3f} {1 / per_model_epoch:15.2f} {gflops:8.1f} {gflops / roof:8.0%}")
+    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; {machine_info()}")
+
+
+if __name__ == "__main__":
+    main()
