@@ -292,6 +292,69 @@ def depth(
                   + (f"; wrote {out}/: depth_XX/ depth_metrics.csv depth_summary.csv sweep.json depth_acc.png" if out else ""))
 
 
+VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
+
+
+@app.command()
+def claims(
+    only: Optional[str] = typer.Option(None, help="Comma-separated claim ids to run (default: all). See --list."),
+    out: Optional[Path] = typer.Option(Path("runs/claims"), help="Output folder: claims.json, claims.md, PNGs."),
+    list_: bool = typer.Option(False, "--list", help="List the claims and exit."),
+    quick: bool = typer.Option(False, help="Smaller experiments (seconds in all); verdicts may be less sharp."),
+    threads: int = typer.Option(1, help="torch CPU threads; small MLPs run fastest on 1."),
+):
+    """Test every claim of the seed notebook (Parts 1-2) with a small experiment: confirmed / refuted / depends."""
+    import torch
+
+    from initlab.claims import CLAIMS, get_claim, run_claims
+
+    if list_:
+        table = Table(title="claims of the seed notebook")
+        table.add_column("id")
+        table.add_column("section")
+        table.add_column("claim")
+        for c in CLAIMS.values():
+            table.add_row(c.id, c.section, c.short)
+        console.print(table)
+        return
+    try:
+        ids = None if only is None else split_top_level(only)
+        if ids is not None:
+            if not ids:
+                raise ValueError(f"--only needs claim ids; choose from: {', '.join(CLAIMS)}")
+            for i in ids:
+                get_claim(i)
+        if threads <= 0:
+            raise ValueError(f"--threads must be a positive integer, got {threads}")
+        if out is not None:
+            from initlab.store import prepare_out_dir
+
+            prepare_out_dir(out)
+    except ValueError as e:
+        fail(str(e))
+    torch.set_num_threads(threads)
+    table = Table(title="the seed notebook's claims, tested")
+    table.add_column("id", no_wrap=True)
+    table.add_column("claim")
+    table.add_column("verdict")
+    table.add_column("evidence")
+    n = len(ids) if ids is not None else len(CLAIMS)
+    with console.status(f"checking {n} claims…") as status:
+        def done(claim, res):
+            status.update(f"checked {claim.id}: {res.verdict} ({res.seconds:.1f} s)")
+            verdict = f"[{VERDICT_STYLE[res.verdict]}]{res.verdict}[/]" + (f" ({res.condition})" if res.condition else "")
+            table.add_row(claim.id, claim.short, verdict, res.summary)
+
+        try:
+            results = run_claims(ids, out=out, quick=quick, on_result=done)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted; finished claims are in {out}/claims.json" if out else "interrupted")
+            raise typer.Exit(130)
+    console.print(table)
+    total = sum(r.seconds for r in results)
+    console.print(f"{len(results)} claims in {total:.1f} s" + (f"; wrote {out}/: claims.json claims.md and plots" if out else ""))
+
+
 def main() -> None:
     try:
         app()
