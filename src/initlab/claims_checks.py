@@ -185,6 +185,9 @@ def _scale_plot(ctx, name, runs, title):
         a1.legend(fontsize=9)
         a1.grid(True, alpha=0.3)
         a2.plot(depths, [runs[d]["acc"] for d in depths], "o-", label="this init")
+        div = [d for d in depths if runs[d]["diverged"]]
+        if div:
+            a2.plot(div, [0.0] * len(div), "x", color="red", ms=9, mew=2, label="diverged (NaN loss)")
         a2.plot(depths, [runs[d]["he_acc"] for d in depths], "s--", label="He")
         a2.axhline(_constant_rate(), color="gray", ls=":", lw=1, label="constant predictor")
         a2.set_ylim(-0.03, 1.03)

@@ -193,8 +193,9 @@ def plot_depth(metrics: pd.DataFrame, path: Path, *, inits: Sequence[str], log_x
         g = sub.groupby("depth")["test_acc"]
         mean, lo, hi = g.mean(), g.min(), g.max()
         color = colors[i % len(colors)]
-        ax.plot(mean.index, mean.values, marker=markers[i % len(markers)], ms=5, color=color, lw=1.6,
-                label=init, alpha=0.9)
+        # Open markers of decreasing size: inits stuck at the same accuracy (zero, random) stay visible.
+        ax.plot(mean.index, mean.values, marker=markers[i % len(markers)], ms=9 - 1.5 * (i % 4), mfc="none",
+                mew=1.5, color=color, lw=1.6, label=init, alpha=0.9)
         if n_seeds > 1:
             ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.18, lw=0)
         div = sub[sub["diverged"].astype(bool)]
@@ -215,5 +216,5 @@ def plot_depth(metrics: pd.DataFrame, path: Path, *, inits: Sequence[str], log_x
     band = f"; line: mean of {n_seeds} seeds, band: min–max" if n_seeds > 1 else ""
     ax.set_title(title + band + ("\nx: diverged run" if (last["diverged"].astype(bool)).any() else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(title="init", fontsize=9)
+    ax.legend(title="init", fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, path)
