@@ -397,7 +397,6 @@ def check_xavier_tanh(ctx: CheckContext) -> ClaimResult:
         # Effective = the backward signal reaches the first layer within PRESERVE_FACTOR² (it passes
         # through depth+1 layers; we allow the same factor as for variances, squared for norms → grads).
         ok[act] = _preserved(r["grad_ratio"], PRESERVE_FACTOR)
-    ev["sigmoid_derivative_at_0"] = 0.25
     if ok["tanh"] and ok["sigmoid"]:
         verdict, cond = "confirmed", ""
     elif ok["tanh"] or ok["sigmoid"]:
