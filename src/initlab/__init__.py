@@ -23,6 +23,7 @@ from initlab.schemes import (
     register_scheme,
     variance_scaling_,
 )
+from initlab.sweep import DepthSweepResult, depth_sweep
 from initlab.train import TrainConfig, evaluate, train_model
 
 __version__ = "0.1.0"

@@ -252,6 +252,175 @@ def schemes():
     console.print(table)
 
 
+class SweepReporter(RichReporter):
+    """RichReporter over a depth sweep: one bar for depths, one for runs of a depth, one for epochs."""
+
+    def __init__(self, progress: Progress, depths):
+        super().__init__(progress)
+        self.depth_task = progress.add_task("depths", total=len(depths))
+        self.depth = None
+
+    def start(self, spec, total_runs):
+        self.depth = len(spec.hidden)
+        if self.total is None:
+            super().start(spec, total_runs)
+        else:
+            self.progress.reset(self.total, total=total_runs)
+        self.progress.update(self.total, description=f"depth {self.depth}: runs")
+
+    def run_end(self, init, seed, diverged):
+        self.progress.advance(self.total)
+        if diverged:
+            self.progress.console.print(f"[yellow]depth {self.depth}: {init} seed {seed} diverged[/]")
+
+
+def depth_table(result) -> Table:
+    table = Table(title=f"{result.dataset}: final test accuracy vs depth (width {result.width}, {result.activation}, "
+                        f"{result.epochs} epochs, {result.seeds} seed{'s' if result.seeds > 1 else ''})")
+    table.add_column("init")
+    for d in result.depths:
+        table.add_column(f"depth {d}", justify="right")
+    s = result.summary.set_index(["init", "depth"])
+    for init in result.inits:
+        cells = []
+        for d in result.depths:
+            r = s.loc[(init, d)]
+            cell = fmt(r["final_test_acc_mean"], 3)
+            if r["runs"] - r["diverged"] > 1:
+                cell += f" ± {fmt(r['final_test_acc_std'], 3)}"
+            if r["diverged"]:
+                cell += f" ({int(r['diverged'])}/{int(r['runs'])} div.)"
+            cells.append(cell)
+        table.add_row(init, *cells)
+    return table
+
+
+@app.command()
+def depth(
+    depths: str = typer.Option("2,5,10,20,30", help="Comma-separated numbers of hidden layers."),
+    inits: str = typer.Option("zero,random,xavier,he", help="Comma-separated schemes (see `initlab schemes`)."),
+    dataset: str = typer.Option("digits", help="digits (bundled, offline) | mnist | fashion-mnist"),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files."),
+    width: int = typer.Option(64, help="Units in every hidden layer."),
+    activation: str = typer.Option("relu", help="relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, linear"),
+    epochs: int = typer.Option(10, help="Training epochs per run."),
+    seeds: int = typer.Option(1, help="Runs per init and depth."),
+    lr: float = typer.Option(0.01, help="Learning rate."),
+    optimizer: str = typer.Option("sgd", help="sgd | adam"),
+    momentum: float = typer.Option(0.0, help="SGD momentum."),
+    batch_size: int = typer.Option(64, help="Minibatch size."),
+    log_x: bool = typer.Option(True, help="Log-scale depth axis in depth_acc.png."),
+    threads: int = typer.Option(1, help="torch CPU threads; small MLPs run fastest on 1."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    out: Optional[Path] = typer.Option(Path("runs/depth"), help="Output folder: depth_XX/ per depth, depth_*.csv, depth_acc.png."),
+):
+    """Train every init at several depths: where does each one stop training? (He et al. 2015, 30 layers)."""
+    import torch
+
+    from initlab.experiment import CompareSpec
+    from initlab.sweep import depth_sweep, parse_depths
+    from initlab.train import TrainConfig
+
+    try:
+        depth_list = parse_depths(depths)
+        if width <= 0:
+            raise ValueError(f"--width must be a positive integer, got {width}")
+        if threads <= 0:
+            raise ValueError(f"--threads must be a positive integer, got {threads}")
+        init_list = tuple(split_top_level(inits))
+        CompareSpec(inits=init_list, dataset=dataset, hidden=(width,), activation=activation, seeds=seeds,
+                    device=device, train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                     momentum=momentum, optimizer=optimizer))
+        if out is not None:
+            from initlab.store import prepare_out_dir
+
+            prepare_out_dir(out)
+    except ValueError as e:
+        fail(str(e))
+    torch.set_num_threads(threads)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    try:
+        with progress:
+            reporter = SweepReporter(progress, depth_list)
+            result = depth_sweep(depth_list, init_list, dataset=dataset, width=width, activation=activation,
+                                 epochs=epochs, seeds=seeds, lr=lr, out=out, batch_size=batch_size,
+                                 optimizer=optimizer, momentum=momentum, device=device, log_x=log_x,
+                                 data_dir=None if data_dir is None else str(data_dir), reporter=reporter,
+                                 on_depth=lambda d, r: progress.advance(reporter.depth_task))
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; finished depths are in {out}/depth_metrics.csv" if out else "interrupted")
+        raise typer.Exit(130)
+    except ValueError as e:  # includes DataError
+        fail(str(e))
+    console.print(depth_table(result))
+    console.print(f"{len(depth_list)} depths in {result.seconds:.1f} s"
+                  + (f"; wrote {out}/: depth_XX/ depth_metrics.csv depth_summary.csv sweep.json depth_acc.png" if out else ""))
+
+
+VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
+
+
+@app.command()
+def claims(
+    only: Optional[str] = typer.Option(None, help="Comma-separated claim ids to run (default: all). See --list."),
+    out: Optional[Path] = typer.Option(Path("runs/claims"), help="Output folder: claims.json, claims.md, PNGs."),
+    list_: bool = typer.Option(False, "--list", help="List the claims and exit."),
+    quick: bool = typer.Option(False, help="Smaller experiments (seconds in all); verdicts may be less sharp."),
+    threads: int = typer.Option(1, help="torch CPU threads; small MLPs run fastest on 1."),
+):
+    """Test every claim of the seed notebook (Parts 1-2) with a small experiment: confirmed / refuted / depends."""
+    import torch
+
+    from initlab.claims import CLAIMS, get_claim, run_claims
+
+    if list_:
+        table = Table(title="claims of the seed notebook")
+        table.add_column("id")
+        table.add_column("section")
+        table.add_column("claim")
+        for c in CLAIMS.values():
+            table.add_row(c.id, c.section, c.short)
+        console.print(table)
+        return
+    try:
+        ids = None if only is None else split_top_level(only)
+        if ids is not None:
+            if not ids:
+                raise ValueError(f"--only needs claim ids; choose from: {', '.join(CLAIMS)}")
+            for i in ids:
+                get_claim(i)
+        if threads <= 0:
+            raise ValueError(f"--threads must be a positive integer, got {threads}")
+        if out is not None:
+            from initlab.store import prepare_out_dir
+
+            prepare_out_dir(out)
+    except ValueError as e:
+        fail(str(e))
+    torch.set_num_threads(threads)
+    table = Table(title="the seed notebook's claims, tested")
+    table.add_column("id", no_wrap=True)
+    table.add_column("claim")
+    table.add_column("verdict")
+    table.add_column("evidence")
+    n = len(ids) if ids is not None else len(CLAIMS)
+    with console.status(f"checking {n} claims…") as status:
+        def done(claim, res):
+            status.update(f"checked {claim.id}: {res.verdict} ({res.seconds:.1f} s)")
+            verdict = f"[{VERDICT_STYLE[res.verdict]}]{res.verdict}[/]" + (f" ({res.condition})" if res.condition else "")
+            table.add_row(claim.id, claim.short, verdict, res.summary)
+
+        try:
+            results = run_claims(ids, out=out, quick=quick, on_result=done)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted; finished claims are in {out}/claims.json" if out else "interrupted")
+            raise typer.Exit(130)
+    console.print(table)
+    total = sum(r.seconds for r in results)
+    console.print(f"{len(results)} claims in {total:.1f} s" + (f"; wrote {out}/: claims.json claims.md and plots" if out else ""))
+
+
 def main() -> None:
     try:
         app()

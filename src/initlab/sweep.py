@@ -1,0 +1,220 @@
+"""Depth sweeps: at what depth does each init stop training?
+
+He et al. 2015 ("Delving Deep into Rectifiers", §2.3, Fig. 3) trained a 30-layer ReLU network
+from their init while the Xavier-initialized one did not learn at all: with Var(W) = 1/n the
+ReLU halves the forward signal variance at every layer (Var y_L = Var x · ∏ ½·n·Var W = 2^-L),
+with Var(W) = 2/n it stays constant. ``depth_sweep`` measures that on a small problem: one
+:func:`initlab.compare` per depth, hidden widths ``(width,) * depth``, the same seeds (hence the
+same batch order) for every init and depth.
+
+Every depth is on disk before the next one starts: ``out/depth_XX/`` holds that depth's whole
+comparison (config, metrics, plots), and ``out/depth_metrics.csv`` / ``depth_summary.csv`` /
+``depth_acc.png`` are rewritten (atomically) after each depth, so an interrupted sweep keeps
+every finished depth.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from initlab import store
+from initlab.experiment import SEED_INITS, CompareResult, Reporter, compare
+
+DEFAULT_DEPTHS = (2, 5, 10, 20, 30)
+
+
+def parse_depths(depths: str | Sequence[int]) -> tuple[int, ...]:
+    """Validate depths (numbers of hidden layers): distinct positive ints, from ``"2,5,10"`` or a sequence."""
+    if isinstance(depths, str):
+        parts = [p.strip() for p in depths.split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"depths must be comma-separated positive integers, got '{depths}'") from None
+    else:
+        values = list(depths)
+    if not values:
+        raise ValueError("no depths given; pass positive integers, e.g. --depths 2,5,10")
+    for d in values:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0:
+            raise ValueError(f"depth must be a positive integer (number of hidden layers), got {d!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"depths listed twice: {', '.join(map(str, values))}")
+    return tuple(int(d) for d in values)
+
+
+@dataclass
+class DepthSweepResult:
+    """``metrics``: compare's per-epoch rows plus ``depth``; ``summary``: compare's summary per (depth, init)."""
+
+    depths: tuple[int, ...]
+    inits: tuple[str, ...]
+    width: int
+    activation: str
+    dataset: str
+    epochs: int
+    seeds: int
+    metrics: pd.DataFrame
+    summary: pd.DataFrame
+    results: dict[int, CompareResult]
+    out: Path | None = None
+    seconds: float = 0.0
+
+    def table(self) -> pd.DataFrame:
+        """Final test accuracy (seed mean over non-diverged runs): rows init, columns depth."""
+        t = self.summary.pivot(index="init", columns="depth", values="final_test_acc_mean")
+        return t.reindex(index=list(self.inits), columns=list(self.depths))
+
+
+def _summaries(results: dict[int, CompareResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    metrics = pd.concat([r.metrics.assign(depth=d) for d, r in results.items()], ignore_index=True)
+    summary = pd.concat([r.summary.assign(depth=d) for d, r in results.items()], ignore_index=True)
+    front = ["depth", "init"]
+    return (metrics[front + [c for c in metrics.columns if c not in front]],
+            summary[front + [c for c in summary.columns if c not in front]])
+
+
+def depth_sweep(
+    depths: Sequence[int] = DEFAULT_DEPTHS,
+    inits: Sequence[str] = SEED_INITS,
+    dataset: str = "digits",
+    width: int = 64,
+    activation: str = "relu",
+    epochs: int = 10,
+    seeds: int = 1,
+    lr: float = 0.01,
+    out: str | Path | None = None,
+    *,
+    batch_size: int = 64,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    normalize: str = "seed",
+    data_dir: str | None = None,
+    first_seed: int = 0,
+    device: str = "auto",
+    log_x: bool = True,
+    reporter: Reporter | None = None,
+    on_depth: Callable[[int, CompareResult], None] | None = None,
+) -> DepthSweepResult:
+    """Final test accuracy of each init as the MLP gets deeper: one ``compare`` per depth.
+
+    Depth L means L hidden layers of ``width`` units (L+1 weight layers). He et al. 2015 §2.3:
+    ReLU + Var(W)=2/n_in keeps Var(activations) constant with depth, 1/n_in (Xavier for square
+    layers) shrinks it by 2^-L, so Xavier stalls first as L grows; zero init never trains.
+
+    Args:
+        depths: numbers of hidden layers, e.g. ``(2, 5, 10, 20, 30)``.
+        inits, dataset, activation, epochs, seeds, lr, batch_size, optimizer, momentum,
+            normalize, data_dir, first_seed, device: as in :func:`initlab.compare`.
+        width: units in every hidden layer.
+        out: folder for ``depth_XX/`` subfolders, ``depth_metrics.csv``, ``depth_summary.csv``,
+            ``sweep.json`` and ``depth_acc.png``; all written after every depth.
+        log_x: log-scale depth axis in the plot.
+        reporter: receives compare's progress events for every depth.
+        on_depth: called with (depth, CompareResult) after each depth is finished and saved.
+
+    Example: ``depth_sweep(depths=(2, 10), inits=("xavier", "he"), epochs=3).table()``.
+    """
+    depths = parse_depths(depths)
+    if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    inits = tuple(inits)
+    out_dir = store.prepare_out_dir(out) if out is not None else None
+    t0 = time.perf_counter()
+    results: dict[int, CompareResult] = {}
+    metrics = summary = pd.DataFrame()
+    for depth in depths:
+        res = compare(inits=inits, dataset=dataset, data_dir=data_dir, epochs=epochs, seeds=seeds,
+                      hidden=(width,) * depth, activation=activation, lr=lr, momentum=momentum,
+                      optimizer=optimizer, batch_size=batch_size, device=device,
+                      out=None if out_dir is None else out_dir / f"depth_{depth:02d}",
+                      normalize=normalize, first_seed=first_seed, reporter=reporter)
+        results[depth] = res
+        metrics, summary = _summaries(results)
+        if out_dir is not None:  # this depth is on disk before the next one starts
+            store.atomic_write_csv(out_dir / "depth_metrics.csv", metrics)
+            store.atomic_write_csv(out_dir / "depth_summary.csv", summary)
+            store.atomic_write_json(out_dir / "sweep.json", {
+                "depths": list(depths), "finished_depths": list(results), "inits": list(inits),
+                "width": width, "activation": activation, "dataset": dataset, "epochs": epochs,
+                "seeds": seeds, "lr": lr, "batch_size": batch_size, "optimizer": optimizer,
+                "momentum": momentum, "normalize": normalize, "first_seed": first_seed,
+                "seconds": round(time.perf_counter() - t0, 3),
+            })
+            plot_depth(metrics, out_dir / "depth_acc.png", inits=inits, log_x=log_x,
+                       title=_title(dataset, width, activation, epochs, lr, optimizer),
+                       chance=_chance(res))
+        if on_depth is not None:
+            on_depth(depth, res)
+    return DepthSweepResult(depths, inits, width, activation, dataset, epochs, seeds, metrics, summary,
+                            results, out_dir, time.perf_counter() - t0)
+
+
+def _title(dataset, width, activation, epochs, lr, optimizer) -> str:
+    return f"{dataset}: width-{width} {activation} MLP, {epochs} epochs {optimizer} lr {lr:g}"
+
+
+def _chance(res: CompareResult) -> float:
+    """Test accuracy of always predicting the train set's majority class (what zero init learns)."""
+    import torch
+
+    from initlab.data import load_dataset
+
+    spec = res.spec
+    data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
+    return float((data.y_test == torch.bincount(data.y_train).argmax()).double().mean())
+
+
+def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch of every (depth, init, seed) run; diverged runs count as accuracy NaN."""
+    return metrics.sort_values("epoch").groupby(["depth", "init", "seed"], sort=False).tail(1)
+
+
+def plot_depth(metrics: pd.DataFrame, path: Path, *, inits: Sequence[str], log_x: bool = True,
+               title: str = "", chance: float | None = None) -> Path:
+    """Final test accuracy vs depth, one line per init (seed mean), band min–max over seeds."""
+    from initlab.plots import plt, save_figure
+
+    last = final_rows(metrics)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    n_seeds = int(last["seed"].nunique()) if len(last) else 0
+    markers = "osD^v<>p"
+    for i, init in enumerate(inits):
+        sub = last[last["init"] == init]
+        if sub.empty:
+            continue
+        g = sub.groupby("depth")["test_acc"]
+        mean, lo, hi = g.mean(), g.min(), g.max()
+        color = colors[i % len(colors)]
+        # Open markers of decreasing size: inits stuck at the same accuracy (zero, random) stay visible.
+        ax.plot(mean.index, mean.values, marker=markers[i % len(markers)], ms=9 - 1.5 * (i % 4), mfc="none",
+                mew=1.5, color=color, lw=1.6, label=init, alpha=0.9)
+        if n_seeds > 1:
+            ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.18, lw=0)
+        div = sub[sub["diverged"].astype(bool)]
+        if len(div):
+            ax.scatter(div["depth"], [0.0] * len(div), marker="x", color=color, s=40)
+    if chance is not None and math.isfinite(chance):
+        ax.axhline(chance, color="gray", ls="--", lw=1, label=f"constant predictor ({chance:.3f})")
+    depths = sorted(last["depth"].unique()) if len(last) else []
+    if log_x and depths:
+        ax.set_xscale("log")
+    if depths:
+        ax.set_xticks(depths)
+        ax.set_xticklabels([str(d) for d in depths])
+        ax.minorticks_off()
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("depth (hidden layers)")
+    ax.set_ylabel("final test accuracy")
+    band = f"; line: mean of {n_seeds} seeds, band: min–max" if n_seeds > 1 else ""
+    ax.set_title(title + band + ("\nx: diverged run" if (last["diverged"].astype(bool)).any() else ""), fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="init", fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save_figure(fig, path)
