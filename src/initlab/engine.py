@@ -257,6 +257,9 @@ class Population:
         g = torch.exp(logits - lse)
         g.scatter_add_(2, y.unsqueeze(2), torch.full_like(picked, -1.0))
         g = torch.where(live, g / bsz, 0.0)
+        if not state and self.config.optimizer == "sgd":
+            self._sgd_fused(g, inputs, pres, live, alive)
+            return alive
         grads = []
         for i in range(len(self.weights) - 1, -1, -1):
             h = inputs[i] if i == 0 else torch.where(live, inputs[i], 0.0)
@@ -269,6 +272,29 @@ class Population:
         flat = [t for gw, gb in grads for t in ((gw,) if gb is None else (gw, gb))]
         self._update(flat, alive, step, state)
         return alive
+
+    def _sgd_fused(self, g, inputs, pres, live, alive):
+        """Plain SGD with the update folded into the weight-gradient matmul: W += (-lr·g)ᵀ h.
+
+        Scaling the small (K, B, out) output gradient by each model's -lr and accumulating with
+        ``baddbmm_`` into W saves materializing dL/dW and a separate memory-bound pass over every
+        weight (both as large as the weights). Each layer's input gradient g·W is taken before its
+        W changes. Frozen models have g = 0 and lr = 0, so their weights do not move.
+        """
+        neg_lr = torch.where(alive, -self.lr, 0.0).float().view(-1, 1, 1)
+        for i in range(len(self.weights) - 1, -1, -1):
+            h = inputs[i] if i == 0 else torch.where(live, inputs[i], 0.0)
+            if i > 0:
+                gh = torch.bmm(g, self.weights[i])
+            gs = g * neg_lr
+            if h.dim() == 2:  # one batch shared by all models
+                self.weights[i].add_(torch.matmul(gs.transpose(1, 2), h))
+            else:
+                self.weights[i].baddbmm_(gs.transpose(1, 2), h)
+            if self.biases[i] is not None:
+                self.biases[i].add_(gs.sum(1))
+            if i > 0:
+                g = _act_backward(self.layout.activation, gh, pres[i - 1], inputs[i], live)
 
     def _update(self, grads, alive, step, state):
         """Elementwise optimizer update with per-model lr (0 for frozen models)."""
