@@ -112,3 +112,39 @@ def test_batched_and_single_engines_agree():
 def test_unknown_engine_is_one_line_error():
     with pytest.raises(ValueError, match="unknown engine 'fast'; choose from: batched, single"):
         CompareSpec(engine="fast")
+
+
+def test_compare_records_probe_statistics_every_epoch(tmp_path):
+    res = initlab.compare(inits=["zero", "he"], dataset="digits", epochs=2, seeds=2, hidden=[16, 16],
+                          device="cpu", out=tmp_path)
+    p = res.probe
+    assert set(p["epoch"]) == {0, 1, 2}  # epoch 0 is the model at init
+    assert len(p) == 2 * 2 * 3 * 5  # inits x seeds x (init + 2 epochs) x leaf modules (fc, act, fc, act, fc)
+    hidden = p[p["name"].isin(["fc1", "fc2"])]
+    # zero init: every hidden layer is one distinct unit, at init and after training
+    assert (hidden[hidden["init"] == "zero"]["distinct_units"] == 1).all()
+    assert (hidden[hidden["init"] == "he"]["distinct_units"] == 16).all()
+    dead = p[(p["init"] == "zero") & p["name"].str.startswith("act")]["dead_frac"]
+    assert (dead == 1.0).all()  # relu(0) = 0 for every input: every unit dead
+    on_disk = pd.read_csv(tmp_path / "probe.csv")
+    assert len(on_disk) == len(p) and (tmp_path / "probe.png").stat().st_size > 0
+
+
+def test_probe_is_the_same_for_both_engines():
+    kw = dict(inits=["random", "he"], dataset="digits", epochs=2, seeds=1, hidden=[16], device="cpu")
+    a = initlab.compare(engine="batched", **kw).probe
+    b = initlab.compare(engine="single", **kw).probe
+    assert list(a["name"]) == list(b["name"]) and list(a["epoch"]) == list(b["epoch"])
+    num = ["out_std", "grad_out_norm", "distinct_units", "eff_rank"]
+    # same models up to float32 summation order (see test_engine): relative 1e-4 is ample
+    np.testing.assert_allclose(a[num].to_numpy(), b[num].to_numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_no_probe(tmp_path):
+    res = initlab.compare(inits=["he"], dataset="digits", epochs=1, hidden=[8], probe=False, out=tmp_path)
+    assert res.probe is None and not (tmp_path / "probe.csv").exists()
+
+
+def test_probe_size_must_be_positive():
+    with pytest.raises(ValueError, match="probe size must be a positive integer"):
+        CompareSpec(dataset="digits", probe_size=0)

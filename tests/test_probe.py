@@ -1,5 +1,6 @@
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -145,3 +146,16 @@ def test_probe_stats_columns():
     assert stats.columns.tolist() == ["name", "out_std", "dead_frac", "sat_frac", "grad_out_norm",
                                       "distinct_units", "max_cosine", "eff_rank"]
     assert len(stats) == 5 and stats.loc[0, "distinct_units"] == 9
+
+
+def test_initlab_probe_is_callable_and_still_a_module():
+    import initlab
+    import initlab.probe as module
+
+    model = initlab.mlp(6, [5], 3)
+    x = torch.randn(7, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    a = initlab.probe(model, x, y)
+    b = module.probe(model, x, y)
+    pd.testing.assert_frame_equal(a, b)
+    assert module.neuron_symmetry is initlab.neuron_symmetry

@@ -4,8 +4,9 @@ Schemes (``initialize``, ``list_schemes``), data (``load_dataset``), models (``m
 (``TrainConfig``, ``train_model``; many models at once: ``train_population``), honest comparisons (``compare``), diagnostics
 (``probe_model``, ``probe_stats``, ``layer_symmetry``) and mean-field theory (``initlab.theory``).
 
-``initlab.probe`` is the *module*; its ``probe`` function is exported here as ``probe_model``
-(binding it as ``initlab.probe`` would shadow the module for ``import initlab.probe as m``).
+``initlab.probe`` is the module :mod:`initlab.probe` and, being callable, also the function:
+``initlab.probe(model, inputs, targets)`` runs :func:`initlab.probe.probe` (``probe_model`` is an
+alias). Binding the function itself to that name would shadow the module.
 """
 from initlab.data import DATASETS, Dataset, DataError, load_dataset
 from initlab.engine import Population, train_population

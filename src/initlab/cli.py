@@ -132,6 +132,7 @@ def compare(
     normalize: str = typer.Option("seed", help="seed: (x-0.5)/0.5 | standardize | none"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     engine: str = typer.Option("batched", help="batched: train all runs at once | single: one run at a time"),
+    probe: bool = typer.Option(True, help="Record per-layer statistics (dead units, symmetry, gradients) every epoch."),
     out: Optional[Path] = typer.Option(Path("runs/compare"), help="Output folder for config, CSVs, summary and plots."),
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
@@ -144,7 +145,7 @@ def compare(
             inits=tuple(split_top_level(inits)), dataset=dataset,
             data_dir=None if data_dir is None else str(data_dir), normalize=normalize,
             hidden=resolve_hidden(hidden, depth, width), activation=activation, seeds=seeds,
-            first_seed=first_seed, device=device, engine=engine,
+            first_seed=first_seed, device=device, engine=engine, probe=probe,
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer),
         )
         from initlab.store import prepare_out_dir
@@ -169,7 +170,8 @@ def compare(
         fail(str(e))
     console.print(summary_table(result))
     console.print(f"{len(result.metrics)} epoch rows in {result.seconds:.1f} s"
-                  + (f"; wrote {out}/: config.json metrics.csv steps.csv summary.json test_acc.png train_loss.png steps.png" if out else ""))
+                  + (f"; wrote {out}/: config.json metrics.csv steps.csv summary.json test_acc.png train_loss.png steps.png"
+                     + (" probe.csv probe.png" if probe else "") if out else ""))
 
 
 def _sci(x) -> str:

@@ -24,7 +24,7 @@ from initlab import store
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset
 from initlab.models import check_activation, check_widths, mlp
 from initlab.schemes import SchemeSpec, check_scheme, initialize, parse_scheme
-from initlab.train import INIT_STREAM, TrainConfig, make_generator, resolve_device, train_model
+from initlab.train import INIT_STREAM, PROBE_STREAM, TrainConfig, make_generator, resolve_device, train_model
 
 SEED_INITS = ("zero", "random", "xavier", "he")  # the four schemes of the seed notebook
 ENGINES = ("batched", "single")  # batched: initlab.engine, all runs at once; single: train_model per run
@@ -45,6 +45,8 @@ class CompareSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "auto"  # auto | cpu | cuda
     engine: str = "batched"  # batched: all runs as one computation | single: one train_model per run
+    probe: bool = True  # per-layer statistics (initlab.probe) at init and after every epoch, every run
+    probe_size: int = 256  # examples in the fixed probe batch (same for all runs and epochs)
 
     def __post_init__(self):
         if not self.inits:
@@ -66,6 +68,8 @@ class CompareSpec:
         resolve_device(self.device)
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine '{self.engine}'; choose from: {', '.join(ENGINES)}")
+        if isinstance(self.probe_size, bool) or not isinstance(self.probe_size, int) or self.probe_size <= 0:
+            raise ValueError(f"probe size must be a positive integer, got {self.probe_size!r}")
 
     @property
     def run_seeds(self) -> list[int]:
@@ -96,6 +100,43 @@ class CompareResult:
     summary: pd.DataFrame
     out: Path | None = None
     seconds: float = 0.0
+    probe: pd.DataFrame | None = None  # per run, epoch (0 = at init) and layer: initlab.probe.probe_stats
+
+
+class ProbeLog:
+    """Per-layer statistics of every run at init and after every epoch, on one fixed probe batch.
+
+    The batch is ``spec.probe_size`` training examples drawn once from stream PROBE_STREAM of seed 0,
+    so every run and epoch is measured on the same inputs. Rows land in ``probe.csv`` as they come.
+    """
+
+    def __init__(self, spec: CompareSpec, data: Dataset, out_dir: Path | None):
+        self.enabled, self.out_dir = spec.probe, out_dir
+        self.order = {init: i for i, init in enumerate(spec.inits)}
+        self.frames: dict[tuple[int, int, int], pd.DataFrame] = {}  # (seed, init position, epoch) -> rows
+        if self.enabled:
+            g = make_generator(0, PROBE_STREAM)
+            idx = torch.randperm(data.x_train.shape[0], generator=g)[: spec.probe_size].to(data.x_train.device)
+            self.x, self.y = data.x_train[idx], data.y_train[idx]
+
+    def record(self, init: str, seed: int, epoch: int, model: torch.nn.Module) -> None:
+        if not self.enabled:
+            return
+        from initlab.probe import probe_stats
+
+        frame = probe_stats(model, self.x, self.y)
+        frame.insert(0, "epoch", epoch)
+        frame.insert(0, "seed", seed)
+        frame.insert(0, "init", init)
+        self.frames[(seed, self.order[init], epoch)] = frame
+
+    def frame(self) -> pd.DataFrame | None:
+        """All rows, ordered by seed, init (as listed) and epoch, whichever engine produced them."""
+        return pd.concat([self.frames[k] for k in sorted(self.frames)], ignore_index=True) if self.frames else None
+
+    def write(self) -> None:
+        if self.out_dir is not None and self.frames:
+            store.atomic_write_csv(self.out_dir / "probe.csv", self.frame())
 
 
 METRIC_COLUMNS = ["init", "seed", "epoch", "train_loss", "test_loss", "test_acc", "diverged"]
@@ -157,7 +198,7 @@ def _step_frame(init: str, seed: int, step_losses: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"init": init, "seed": seed, "step": np.arange(len(step_losses)), "train_loss": step_losses})
 
 
-def _train_single(spec, data, schemes, device, out_dir, reporter):
+def _train_single(spec, data, schemes, device, out_dir, reporter, plog):
     """One ``train_model`` per run, seed-major; each finished run is on disk before the next starts."""
     rows: list[dict] = []
     step_frames: list[pd.DataFrame] = []
@@ -165,18 +206,25 @@ def _train_single(spec, data, schemes, device, out_dir, reporter):
         for init in spec.inits:
             reporter.run_start(init, seed)
             model = build_model(spec, data, schemes[init], seed, device)
-            res = train_model(model, data, spec.train, seed=seed,
-                              on_epoch=lambda row, i=init, s=seed: reporter.epoch_end(i, s, row))
+            plog.record(init, seed, 0, model)
+
+            def on_epoch(row, init=init, seed=seed, model=model):
+                if not row["diverged"]:
+                    plog.record(init, seed, row["epoch"], model)
+                reporter.epoch_end(init, seed, row)
+
+            res = train_model(model, data, spec.train, seed=seed, on_epoch=on_epoch)
             rows += [_run_row(init, seed, row, res.diverged_step) for row in res.epochs]
             step_frames.append(_step_frame(init, seed, res.step_losses))
             if out_dir is not None:
                 store.atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(rows))
                 store.atomic_write_csv(out_dir / "steps.csv", pd.concat(step_frames, ignore_index=True))
+                plog.write()
             reporter.run_end(init, seed, res.diverged)
     return rows, step_frames
 
 
-def _train_batched(spec, data, schemes, device, out_dir, reporter):
+def _train_batched(spec, data, schemes, device, out_dir, reporter, plog):
     """All runs in :func:`initlab.engine.train_population`; metrics.csv is rewritten after every epoch.
 
     Rows reach disk before the reporter hears of them, so an interrupt keeps every reported epoch.
@@ -186,6 +234,8 @@ def _train_batched(spec, data, schemes, device, out_dir, reporter):
 
     runs = [(init, seed) for seed in spec.run_seeds for init in spec.inits]  # same order as single
     models = [build_model(spec, data, schemes[init], seed, device) for init, seed in runs]
+    for (init, seed), model in zip(runs, models):
+        plog.record(init, seed, 0, model)
     done: dict[int, list[dict]] = {k: [] for k in range(len(runs))}
     pending: list[tuple[int, dict]] = []
 
@@ -193,12 +243,15 @@ def _train_batched(spec, data, schemes, device, out_dir, reporter):
         return [_run_row(*runs[k], row, steps_at.get(k)) for k in range(len(runs)) for row in done[k]]
 
     def on_epoch(k, row, get_module):
+        if plog.enabled and not row["diverged"]:
+            plog.record(*runs[k], row["epoch"], get_module())
         done[k].append(row)
         pending.append((k, row))
 
     def after_epoch(epoch):
         if out_dir is not None:
             store.atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(ordered_rows({})))
+            plog.write()
         for k, row in pending:
             reporter.epoch_end(*runs[k], row)
             if row["diverged"] or row["epoch"] == spec.train.epochs:
@@ -236,19 +289,21 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     schemes = {text: parse_scheme(text) for text in spec.inits}
     reporter.start(spec, len(spec.inits) * spec.seeds)
     train_runs = _train_batched if spec.engine == "batched" else _train_single
-    rows, step_frames = train_runs(spec, data, schemes, device, out_dir, reporter)
+    plog = ProbeLog(spec, data, out_dir)
+    rows, step_frames = train_runs(spec, data, schemes, device, out_dir, reporter, plog)
     metrics = pd.DataFrame(rows)
     steps = pd.concat(step_frames, ignore_index=True)
     summary = summarize(metrics, spec.inits)
-    result = CompareResult(spec, metrics, steps, summary, out_dir, time.perf_counter() - t0)
+    result = CompareResult(spec, metrics, steps, summary, out_dir, time.perf_counter() - t0, plog.frame())
     if out_dir is not None:
-        from initlab.plots import plot_compare
+        from initlab.plots import plot_compare, plot_probe
 
         store.atomic_write_json(out_dir / "summary.json", {
             "seconds": round(result.seconds, 3),
             "per_init": summary.replace({np.nan: None}).to_dict(orient="records"),
         })
         plot_compare(result, out_dir)
+        plot_probe(result, out_dir)
     return result
 
 
@@ -271,6 +326,7 @@ def compare(
     first_seed: int = 0,
     reporter: Reporter | None = None,
     engine: str = "batched",
+    probe: bool = True,
 ) -> CompareResult:
     """Compare init schemes on one dataset and network; the defaults are the seed notebook's experiment.
 
@@ -284,6 +340,6 @@ def compare(
         inits=tuple(inits), dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
         normalize=normalize, hidden=tuple(hidden), activation=activation, seeds=seeds, first_seed=first_seed,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer),
-        device=device, engine=engine,
+        device=device, engine=engine, probe=probe,
     )
     return run_compare(spec, out=out, reporter=reporter)

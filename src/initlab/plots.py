@@ -76,3 +76,51 @@ def plot_compare(result, out_dir: Path) -> list[Path]:
     ax.legend(title="init", fontsize=9)
     paths.append(save_figure(fig, out_dir / "steps.png"))
     return paths
+
+
+def _probe_curves(probe: pd.DataFrame) -> pd.DataFrame:
+    """Per (init, seed, epoch): the few numbers the training-probe plot shows."""
+    fcs = sorted({n for n in probe["name"] if n.startswith("fc")}, key=lambda n: int(n[2:]))
+    hidden_fc, acts = fcs[:-1], [n for n in probe["name"].unique() if n.startswith("act")]
+    rows = []
+    for (init, seed, epoch), g in probe.groupby(["init", "seed", "epoch"], sort=False):
+        by = g.set_index("name")
+        hid = by.loc[hidden_fc] if hidden_fc else by.iloc[:0]
+        act = by.loc[acts] if acts else by.iloc[:0]
+        rows.append({
+            "init": init, "seed": seed, "epoch": epoch,
+            "distinct": hid["distinct_units"].min() if len(hid) else float("nan"),
+            "dead": act["dead_frac"].mean() if len(act) else float("nan"),
+            "sat": act["sat_frac"].mean() if len(act) else float("nan"),
+            "grad_first": by.loc[fcs[0], "grad_out_norm"] if fcs else float("nan"),
+            "eff_rank": act["eff_rank"].iloc[-1] if len(act) else float("nan"),
+        })
+    return pd.DataFrame(rows)
+
+
+def plot_probe(result, out_dir: Path) -> Path | None:
+    """``probe.png``: what happens inside each init's network over training (epoch 0 = at init)."""
+    if result.probe is None or result.probe.empty:
+        return None
+    spec = result.spec
+    curves = _probe_curves(result.probe)
+    relu_like = curves["dead"].notna().any()
+    panels = [("distinct", "distinct hidden units\n(fewest over hidden layers)", False),
+              ("dead" if relu_like else "sat",
+               "dead units (mean over layers)" if relu_like else "saturated units (mean over layers)", False),
+              ("grad_first", "‖dL/d(first layer output)‖", True),
+              ("eff_rank", "effective rank of last hidden activation", False)]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (col, label, log) in zip(axes.flat, panels):
+        frame = curves.rename(columns={col: "value"})[["init", "seed", "epoch", "value"]]
+        zeros = []
+        if log:  # zero-init gradients are exactly 0: not drawable on a log axis
+            zeros = sorted(set(frame.loc[frame["value"] == 0, "init"]), key=spec.inits.index)
+            frame = frame[frame["value"] > 0]
+        _band_plot(ax, frame, "value", spec.inits, log=log)
+        ax.set_title(label + (f"\n(exactly 0, not drawn: {', '.join(zeros)})" if zeros else ""), fontsize=10)
+    axes.flat[0].legend(title="init", fontsize=8)
+    fig.suptitle(f"{spec.dataset}: inside the network during training (probe batch of {spec.probe_size}; "
+                 f"epoch 0 = at init)", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, out_dir / "probe.png")

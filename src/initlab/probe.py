@@ -20,6 +20,8 @@ keep meaning the module.
 from __future__ import annotations
 
 import math
+import sys
+import types
 from typing import Any
 
 import pandas as pd
@@ -256,3 +258,13 @@ def probe_stats(model: nn.Module, inputs: Tensor, targets: Tensor | None = None)
     (distinct_units) dominate the cost: ~2 s for a 20×256 MLP on 512 examples on a busy 2-core CPU.
     """
     return probe(model, inputs, targets).reindex(columns=STATS_COLUMNS)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``initlab.probe(model, inputs, targets)`` call :func:`probe` while staying a module."""
+
+    def __call__(self, model: nn.Module, inputs: Tensor, targets: Tensor | None = None, **kwargs) -> pd.DataFrame:
+        return probe(model, inputs, targets, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

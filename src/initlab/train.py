@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # Stream ids for derive_seed: one seed feeds independent generators for init and data order.
 INIT_STREAM = 0
 DATA_STREAM = 1
+PROBE_STREAM = 2  # with seed 0: the fixed probe batch shared by every run of a comparison
 
 
 def derive_seed(seed: int, stream: int) -> int:
