@@ -22,6 +22,11 @@ def save_figure(fig, path: Path, dpi: int = 130) -> Path:
     return Path(path)
 
 
+# Paired seeds share random draws, so inits that differ only in scale (xavier vs he on a wide first
+# layer) can give nearly the same curve: line styles keep a curve visible under another.
+STYLES = ("-", "--", "-.", ":")
+
+
 def _band_plot(ax, frame: pd.DataFrame, column: str, inits, log: bool = False) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, init in enumerate(inits):
@@ -32,7 +37,8 @@ def _band_plot(ax, frame: pd.DataFrame, column: str, inits, log: bool = False) -
         mean, lo, hi = g.mean(), g.min(), g.max()
         n = sub["seed"].nunique()
         color = colors[i % len(colors)]
-        ax.plot(mean.index, mean.values, marker="o", ms=3, color=color, label=f"{init} (n={n})")
+        ax.plot(mean.index, mean.values, marker="o", ms=3, color=color, ls=STYLES[i % len(STYLES)],
+                label=f"{init} (n={n})")
         if n > 1:
             ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.2, lw=0)
     ax.set_xlabel("epoch")
@@ -67,7 +73,8 @@ def plot_compare(result, out_dir: Path) -> list[Path]:
         curve = sub.groupby("step")["train_loss"].mean()
         window = max(1, len(curve) // 200)
         smooth = curve.rolling(window, min_periods=1).mean()
-        ax.plot(smooth.index, smooth.values, color=colors[i % len(colors)], lw=1.2, label=init)
+        ax.plot(smooth.index, smooth.values, color=colors[i % len(colors)], ls=STYLES[i % len(STYLES)], lw=1.2,
+                label=init)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("train loss (seed mean, smoothed)")
     ax.set_yscale("log")
