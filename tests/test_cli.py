@@ -84,3 +84,30 @@ def test_corrupt_idx_file(tmp_path):
 
 def test_split_top_level():
     assert split_top_level("he, normal(std=0.1,mean=0),xavier") == ["he", "normal(std=0.1,mean=0)", "xavier"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--epochs", "abc"], "Invalid value for '--epochs'"),
+    (["compare", "--bogus"], "No such option: --bogus"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+])
+def test_usage_errors_are_one_line_exit_2(capsys, argv, message):
+    from initlab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_main_returns_command_exit_codes(capsys, tmp_path):
+    from initlab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--dataset", "digits", "--lr", "0", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "lr must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["schemes"])
+    assert exc.value.code == 0

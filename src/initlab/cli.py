@@ -423,11 +423,22 @@ def claims(
     console.print(f"{len(results)} claims in {total:.1f} s" + (f"; wrote {out}/: claims.json claims.md and plots" if out else ""))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Usage errors (bad option value, unknown option) print one line, exit 2."""
     try:
-        app()
+        rv = app(args=argv, prog_name="initlab", standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # the CLI framework's usage errors carry a message and an exit code
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        if not e.format_message().strip():  # bare `initlab`: help was printed, nothing went wrong
+            sys.exit(0)
+        name = getattr(getattr(e, "ctx", None), "command_path", "initlab")
+        err_console.print(f"[bold red]error:[/] {e.format_message()} (see '{name} --help')",
+                          highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":
