@@ -124,8 +124,11 @@ def _group_key(config: TrainConfig) -> tuple:
 def _act_backward(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor,
                   live: torch.Tensor) -> torch.Tensor:
     """dL/dpre from dL/dout for the named activation (torch's backward formulas), 0 where not ``live``."""
-    if name == "relu":  # one where for both masks: this runs every step
-        return torch.where((out > 0) & live, g, 0.0)
+    if name == "relu":
+        # autograd's own ReLU backward kernel instead of where((out > 0) & live, ...): fewer bool
+        # temporaries (isolated ~100 vs ~400 µs at K=12, 64×128; within noise end to end)
+        g = torch.ops.aten.threshold_backward(g, out, 0)
+        return torch.where(live, g, 0.0)
     return torch.where(live, _act_grad(name, g, pre, out), 0.0)
 
 
@@ -241,7 +244,9 @@ class Population:
             if i == last:
                 return inputs, pres, z
             pres.append(z)
-            h = act(z)
+            # ReLU in place: its backward needs only the output (out > 0 exactly where pre > 0),
+            # and writing into z saves allocating (and faulting in) a fresh tensor every step
+            h = z.clamp_min_(0) if self.layout.activation == "relu" else act(z)
 
     def _step(self, x, y, alive, step, state, losses_out):
         """One optimizer step of every model; writes the step's losses (NaN once frozen) to ``losses_out``."""
