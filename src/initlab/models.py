@@ -75,13 +75,16 @@ def mlp(
     return nn.Sequential(OrderedDict(layers))
 
 
+def parse_int_list(text: str | Sequence[int], what: str) -> list:
+    """``"256,256"`` (CLI form) -> ``[256, 256]``; a sequence passes through. ``what`` names it in errors."""
+    if not isinstance(text, str):
+        return list(text)
+    try:
+        return [int(p.strip()) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated positive integers, got '{text}'") from None
+
+
 def parse_hidden(text: str | Sequence[int]) -> tuple[int, ...]:
     """Parse ``"256,256"`` (CLI form) or a sequence into validated hidden widths."""
-    if isinstance(text, str):
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        try:
-            widths = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"hidden widths must be comma-separated positive integers, got '{text}'") from None
-        return check_widths(widths)
-    return check_widths(text)
+    return check_widths(parse_int_list(text, "hidden widths"))

@@ -25,20 +25,14 @@ import pandas as pd
 
 from initlab import store
 from initlab.experiment import SEED_INITS, CompareResult, Reporter, compare
+from initlab.models import parse_int_list
 
 DEFAULT_DEPTHS = (2, 5, 10, 20, 30)
 
 
 def parse_depths(depths: str | Sequence[int]) -> tuple[int, ...]:
     """Validate depths (numbers of hidden layers): distinct positive ints, from ``"2,5,10"`` or a sequence."""
-    if isinstance(depths, str):
-        parts = [p.strip() for p in depths.split(",") if p.strip()]
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"depths must be comma-separated positive integers, got '{depths}'") from None
-    else:
-        values = list(depths)
+    values = parse_int_list(depths, "depths")
     if not values:
         raise ValueError("no depths given; pass positive integers, e.g. --depths 2,5,10")
     for d in values:
