@@ -63,3 +63,18 @@ def test_probe_bad_inputs_exit_2_one_line(tmp_path, args, message):
     r = invoke(*SMALL, *args, "--out", str(tmp_path / "o"))
     assert r.exit_code == 2
     assert message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_probe_user_model_from_working_directory(tmp_path, monkeypatch):
+    """`initlab probe --model mod:fn` finds mod.py in the current directory, as `python -m` would."""
+    import sys
+
+    (tmp_path / "cwd_net_for_probe.py").write_text(
+        "import torch.nn as nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    r = invoke("--model", "cwd_net_for_probe:make", "--inits", "he", "--batch", "32", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(tmp_path / "o" / "probe.csv")) == 3  # fc, relu, fc

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,6 +32,11 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
         raise ValueError(f"--model must look like 'module:factory', got {spec!r}")
     mod_name, attr = spec.split(":")
+    # Like `python -m` and uvicorn: modules in the current directory are importable. An installed
+    # console script's sys.path[0] is its bin/ folder, so add the working directory explicitly.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(mod_name)
     except Exception as e:  # ImportError, or the module raising on import
