@@ -40,7 +40,7 @@ def test_schemes_lists_names():
     (["--lr", "0"], "lr must be a positive number"),
     (["--lr", "-1"], "lr must be a positive number"),
     (["--epochs", "0"], "epochs must be a positive integer"),
-    (["--batch-size", "0"], "batch_size must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
     (["--hidden", "0"], "positive integer"),
     (["--width", "0", "--depth", "2"], "--width must be a positive integer"),
     (["--seeds", "0"], "seeds must be a positive integer"),

@@ -1,6 +1,7 @@
 """Tests for initlab.data: digits, the IDX reader, local lookup, and downloads from a local server."""
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.server
@@ -434,3 +435,158 @@ def test_real_fashion_mnist_loads(monkeypatch):
 
 def test_default_system_dirs_include_debian_location():
     assert FASHION_DIR in DEFAULT_SYSTEM_DIRS["fashion-mnist"]
+
+
+# --------------------------------------------------------------------------- unwritable or unusable cache folders
+# Tests run as root, so chmod cannot make a folder unwritable: failures are simulated with a file
+# where a folder should be, and with monkeypatched OS calls raising the errors a user would see.
+
+class _FullDisk:
+    """A file object whose writes fail like a full disk."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def _break_cache(how: str, tmp_path: Path, monkeypatch) -> Path:
+    """Make writing the cache fail in one way; return the folder the error must name."""
+    cache = tmp_path / "cache"
+    if how == "env_is_a_file":
+        cache.write_text("not a folder")
+        return cache
+    if how == "parent_is_a_file":
+        (tmp_path / "blocker").write_text("not a folder")
+        monkeypatch.setenv("INITLAB_DATA", str(tmp_path / "blocker" / "cache"))
+        return tmp_path / "blocker"
+    if how == "mkdir_denied":
+        def mkdir(self, *args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    elif how == "mkstemp_denied":
+        def mkstemp(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        monkeypatch.setattr(data.tempfile, "mkstemp", mkstemp)
+    elif how == "disk_full":
+        real = os.fdopen
+        monkeypatch.setattr(data.os, "fdopen", lambda fd, *a, **k: _FullDisk(real(fd, *a, **k)))
+    elif how == "replace_denied":
+        def replace(src, dst):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dst))
+        monkeypatch.setattr(data.os, "replace", replace)
+    elif how == "read_only_fs":
+        def mkstemp(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+        monkeypatch.setattr(data.tempfile, "mkstemp", mkstemp)
+    return cache / "mnist"
+
+
+CACHE_FAILURES = ["env_is_a_file", "parent_is_a_file", "mkdir_denied", "mkstemp_denied", "disk_full",
+                  "replace_denied", "read_only_fs"]
+
+
+@pytest.mark.parametrize("how", CACHE_FAILURES)
+def test_unwritable_cache_is_one_line_naming_folder_and_way_out(server, tmp_path, monkeypatch, how):
+    make_idx_set(tmp_path / "src")
+    hashes = serve_set(server, tmp_path / "src", "")
+    monkeypatch.setitem(data.MIRRORS, "mnist", [server.url + "/", server.url + "/second/"])
+    monkeypatch.setitem(data.SHA256, "mnist", hashes)
+    folder = _break_cache(how, tmp_path, monkeypatch)
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist")
+    msg = str(info.value)
+    assert "\n" not in msg and str(folder) in msg, msg
+    assert "INITLAB_DATA" in msg and "--data-dir" in msg, msg
+    assert not msg.startswith("could not download"), msg  # not blamed on the network
+    assert len(server.hits) <= 1  # a local failure is not retried on the next mirror
+    partial = [p for p in tmp_path.rglob("*") if ".part-" in p.name]
+    assert partial == []
+
+
+@pytest.mark.parametrize("how", CACHE_FAILURES)
+def test_download_unwritable_destination_raises_data_error(server, tmp_path, monkeypatch, how):
+    body = b"payload"
+    server.routes["/f.gz"] = (200, body, None)
+    folder = _break_cache(how, tmp_path, monkeypatch)
+    dest_dir = Path(os.environ["INITLAB_DATA"]) / "mnist"
+    with pytest.raises(DataError) as info:
+        download(server.url + "/f.gz", dest_dir / "f.gz", hashlib.sha256(body).hexdigest())
+    msg = str(info.value)
+    assert "\n" not in msg and "INITLAB_DATA" in msg and "--data-dir" in msg, msg
+    assert str(folder) in msg or str(dest_dir) in msg, msg
+    assert not dest_dir.is_dir() or [p.name for p in dest_dir.iterdir()] == []
+
+
+def test_file_in_place_of_cache_is_named_before_any_download(server, tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("oops")
+    monkeypatch.setitem(data.MIRRORS, "mnist", [server.url + "/"])
+    with pytest.raises(DataError, match=rf"cannot create data folder {tmp_path / 'cache' / 'mnist'} "
+                                        rf"\(NotADirectoryError: {tmp_path / 'cache'} exists and is not a folder\)"):
+        load_dataset("mnist")
+    assert server.hits == []
+
+
+def _deny_under(monkeypatch, folder: Path):
+    real = Path.is_file
+
+    def is_file(self):
+        if str(self).startswith(str(folder)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self)
+    monkeypatch.setattr(Path, "is_file", is_file)
+
+
+def test_unsearchable_cache_folder(tmp_path, monkeypatch):
+    _deny_under(monkeypatch, tmp_path / "cache")
+    with pytest.raises(DataError, match=r"cannot search data folder .*cache.mnist \(PermissionError: Permission denied\); "
+                                        r"set INITLAB_DATA .* --data-dir"):
+        load_dataset("mnist")
+
+
+def test_unsearchable_data_dir(tmp_path, monkeypatch):
+    _deny_under(monkeypatch, tmp_path / "mine")
+    with pytest.raises(DataError, match=r"cannot search data folder .*mine \(PermissionError.*--data-dir"):
+        load_dataset("mnist", data_dir=tmp_path / "mine")
+
+
+def test_unsearchable_system_dir_is_skipped(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "cache" / "fashion-mnist")
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "sys"]})
+    _deny_under(monkeypatch, tmp_path / "sys")
+    assert load_dataset("fashion-mnist").x_train.shape == (20, 784)
+
+
+@pytest.mark.parametrize("how", ["no_home", "unknown_user_in_env", "unknown_user_in_data_dir"])
+def test_unresolvable_folders_are_data_errors(monkeypatch, how):
+    kwargs = {}
+    if how == "no_home":
+        monkeypatch.delenv("INITLAB_DATA")
+
+        def home():
+            raise RuntimeError("Could not determine home directory.")
+        monkeypatch.setattr(Path, "home", staticmethod(home))
+    elif how == "unknown_user_in_env":
+        monkeypatch.setenv("INITLAB_DATA", "~no_such_user_initlab/data")
+    else:
+        kwargs["data_dir"] = "~no_such_user_initlab/data"
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", **kwargs)
+    msg = str(info.value)
+    assert "\n" not in msg and "--data-dir" in msg, msg
+
+
+@pytest.mark.parametrize("mirror", ["not a url/", "ftp2://x/", "http://[::1/"])
+def test_malformed_mirror_is_a_data_error_and_the_next_mirror_is_tried(server, tmp_path, monkeypatch, mirror):
+    make_idx_set(tmp_path / "src")
+    hashes = serve_set(server, tmp_path / "src", "")
+    monkeypatch.setitem(data.MIRRORS, "mnist", [mirror, server.url + "/"])
+    monkeypatch.setitem(data.SHA256, "mnist", hashes)
+    assert load_dataset("mnist").x_train.shape == (20, 784)

@@ -42,7 +42,7 @@ def test_compare_is_reproducible():
 def test_interrupt_keeps_finished_runs(tmp_path):
     """Single engine: runs finish one after another, each on disk before the next starts."""
     class StopAfterFirst(Reporter):
-        def run_end(self, init, seed, diverged):
+        def run_end(self, init, seed, diverged, reason=None):
             raise KeyboardInterrupt
 
     spec = CompareSpec(inits=("zero", "he"), dataset="digits", hidden=(8,), device="cpu",

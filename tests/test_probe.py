@@ -144,7 +144,7 @@ def test_probe_stats_columns():
     x, y = _batch()
     stats = probe_stats(net, x, y)
     assert stats.columns.tolist() == ["name", "out_std", "dead_frac", "sat_frac", "grad_out_norm",
-                                      "distinct_units", "max_cosine", "eff_rank"]
+                                      "distinct_units", "max_cosine", "eff_rank", "nonfinite_frac"]
     assert len(stats) == 5 and stats.loc[0, "distinct_units"] == 9
 
 

@@ -3,10 +3,12 @@ reproducibility with generators, the registry, specs and error messages."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -21,7 +23,9 @@ from initlab.schemes import (
     list_aliases,
     list_schemes,
     parse_scheme,
+    parse_scheme_list,
     register_scheme,
+    split_top_level,
     variance_scaling_,
 )
 
@@ -468,3 +472,153 @@ def test_no_warning_for_builtin_use():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         initialize(nn.Linear(4, 4), "he", generator=gen())
+
+
+# --------------------------------------------------------------------------- lists of schemes (parse_scheme_list)
+
+# Typical parameters of every registered scheme, including the defaults each one declares.
+TYPICAL_PARAMS = {
+    "constant": [{"value": 0.5}, {"value": -1}, {"value": 0}, {"value": 1e-5}],
+    "normal": [{}, {"std": 0.05}, {"std": 0.01, "mean": 0.0}, {"mean": -0.25, "std": 1e-3}],
+    "uniform": [{}, {"a": 0.05}, {"a": 1}],
+    "trunc_normal": [{}, {"mean": 0, "std": 0.02, "a": -0.04, "b": 0.04}],
+    "variance_scaling": [{}, {"scale": 2.0, "mode": "fan_out", "distribution": "uniform"},
+                         {"scale": 1, "mode": "fan_avg", "distribution": "untruncated_normal"}],
+    "xavier_uniform": [{}, {"gain": 1.4142135623730951}, {"gain": 5 / 3}],
+    "xavier_normal": [{}, {"gain": 0.5}],
+    "kaiming_uniform": [{}, {"a": 0.01, "mode": "fan_out", "nonlinearity": "leaky_relu"}, {"nonlinearity": "tanh"}],
+    "kaiming_normal": [{}, {"mode": "fan_in", "nonlinearity": "relu"}, {"a": 0.2, "nonlinearity": "leaky_relu"}],
+    "orthogonal": [{}, {"gain": 2 ** 0.5}],
+}
+
+
+def _typical_specs():
+    for name in ALL_NAMES:
+        canonical = get_scheme(name).name
+        defaults = {k: v for k, v in get_scheme(name).params.items() if v is not inspect.Parameter.empty}
+        for params in [defaults, *TYPICAL_PARAMS.get(canonical, [{}])]:
+            if canonical == "constant" and "value" not in params:
+                continue
+            yield SchemeSpec(name, params)
+
+
+@pytest.mark.parametrize("spec", list(_typical_specs()), ids=str)
+def test_scheme_list_canonical_text_round_trips(spec):
+    (text,) = parse_scheme_list(spec)
+    assert text == str(spec)
+    assert parse_scheme(text) == spec
+    assert parse_scheme_list(text) == (text,) == parse_scheme_list(spec.to_dict())
+
+
+@pytest.mark.parametrize("inits, expected", [
+    ("he", ("he",)),
+    ("xavier", ("xavier",)),  # a bare string is never iterated char by char
+    ("he,normal(std=0.1,mean=0)", ("he", "normal(std=0.1,mean=0)")),
+    (" he , xavier ", ("he", "xavier")),
+    ("normal( std = 0.10 )", ("normal(std=0.1)",)),
+    ("variance_scaling(scale=2,mode='fan_out')", ("variance_scaling(scale=2,mode=fan_out)",)),
+    (SchemeSpec("normal", {"std": 0.05}), ("normal(std=0.05)",)),
+    ({"name": "normal", "params": {"std": 0.05}}, ("normal(std=0.05)",)),
+    ({"name": "he"}, ("he",)),
+    (["he", "xavier"], ("he", "xavier")),
+    (("he", SchemeSpec("zero"), {"name": "lecun"}), ("he", "zero", "lecun")),
+    (["he,xavier", "normal(std=0.2)"], ("he", "xavier", "normal(std=0.2)")),  # string items split too
+    ((s for s in ["he", "orthogonal"]), ("he", "orthogonal")),
+    (["he", "kaiming_uniform"], ("he", "kaiming_uniform")),  # aliases stay as written
+    (SchemeSpec("normal", {"std": np.float64(0.05)}), ("normal(std=0.05)",)),
+])
+def test_parse_scheme_list_accepts(inits, expected):
+    assert parse_scheme_list(inits) == expected
+
+
+@pytest.mark.parametrize("inits, message", [
+    ("", "init scheme list is empty"),
+    ("   ", "init scheme list is empty"),
+    ([], "no init schemes given"),
+    ((), "no init schemes given"),
+    ("he,,xavier", "has an empty item"),
+    ("he,", "has an empty item"),
+    (",he", "has an empty item"),
+    ("he, ,xavier", "has an empty item"),
+    (["he", ""], "is empty"),
+    (["he", "xavier,"], "has an empty item"),
+    ("he(", "unbalanced parentheses"),
+    ("he)", "unbalanced parentheses"),
+    ("normal(std=0.1))", "unbalanced parentheses"),
+    ("normal((std=0.1)", "unbalanced parentheses"),
+    ("he,normal(std=0.1", "unbalanced parentheses"),
+    ("custom(s='x)", "unclosed quote"),
+    ("he,he", "'he' is listed twice"),
+    ("he, he ", "'he' is listed twice"),
+    ("normal(std=0.10),normal(std=0.1)", "'normal(std=0.1)' is listed twice"),
+    (["he", SchemeSpec("he")], "'he' is listed twice"),
+    ([SchemeSpec("normal", {"std": 0.1}), "normal(std=0.1)"], "listed twice"),
+    (3, "got int 3"),
+    (None, "got NoneType None"),
+    (b"he", "got bytes"),
+    (["he", 3], "init scheme must be a string, SchemeSpec or dict, got int 3"),
+    (["he", None], "got NoneType"),
+    (["he", ["xavier"]], "got list"),
+    ([1.5], "got float"),
+    ("bogus", "unknown init scheme 'bogus'"),
+    ("he,bogus(x=1)", "unknown init scheme 'bogus'"),
+    ("normal(std=-1)", "std must be > 0"),
+    ("normal(sd=1)", "unexpected parameter 'sd'"),
+    ({"nme": "he"}, "scheme dict needs keys"),
+    ("he xavier", "malformed init scheme"),
+])
+def test_parse_scheme_list_rejects_with_one_line(inits, message):
+    with pytest.raises(ValueError) as info:
+        parse_scheme_list(inits)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_parse_scheme_list_rejects_params_that_do_not_survive_text(clean_registry):
+    @register_scheme("anything_lf")
+    def anything_(w, *, generator=None, **params):
+        return w
+
+    with pytest.raises(ValueError, match="cannot be written as text"):
+        parse_scheme_list(SchemeSpec("anything_lf", {"shape": [1, 2]}))
+    assert parse_scheme_list(SchemeSpec("anything_lf", {"tag": "a,b"})) == ("anything_lf(tag='a,b')",)
+
+
+def test_parse_scheme_list_allow_passes_names_through():
+    assert parse_scheme_list("none,he", allow={"none"}) == ("none", "he")
+    with pytest.raises(ValueError, match="unknown init scheme 'none'"):
+        parse_scheme_list("none,he")
+
+
+def test_parse_scheme_list_is_exported():
+    import initlab
+
+    assert initlab.parse_scheme_list is parse_scheme_list
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("he", ["he"]),
+    ("he, normal(std=0.1,mean=0),xavier", ["he", "normal(std=0.1,mean=0)", "xavier"]),
+    ("a(b(c,d),e),f", ["a(b(c,d),e)", "f"]),
+    ("custom(s='x,)y'),he", ["custom(s='x,)y')", "he"]),
+    ('custom(s="a\\"),b"),he', ['custom(s="a\\"),b")', "he"]),
+    ("relu,tanh", ["relu", "tanh"]),
+])
+def test_split_top_level(text, expected):
+    assert split_top_level(text) == expected
+    assert split_top_level(text, keep_empty=True) == expected
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("a,,b", ["a", "", "b"]), ("a,", ["a", ""]), (",a", ["", "a"]), ("", [""]), (" , ", ["", ""]),
+])
+def test_split_top_level_empty_items(text, kept):
+    assert split_top_level(text, keep_empty=True) == kept
+    with pytest.raises(ValueError, match=r"--activations .*(empty item|is empty)"):
+        split_top_level(text, what="--activations")
+
+
+@pytest.mark.parametrize("text", ["a(", "a)", "a(b))", "((a)", ")(", "a('b)", 'a("b'])
+def test_split_top_level_unbalanced(text):
+    for keep in (False, True):
+        with pytest.raises(ValueError, match="unbalanced parentheses|unclosed quote"):
+            split_top_level(text, keep_empty=keep)

@@ -21,6 +21,7 @@ from initlab.schemes import (
     initialize,
     list_schemes,
     parse_scheme,
+    parse_scheme_list,
     register_scheme,
     variance_scaling_,
 )

@@ -158,13 +158,15 @@ def _jsonable(obj: Any) -> Any:
 
 
 def run_claims(ids: Sequence[str] | None = None, *, out: str | Path | None = None, quick: bool = False,
-               on_result: Callable[[Claim, ClaimResult], None] | None = None) -> list[ClaimResult]:
+               on_result: Callable[[Claim, ClaimResult], None] | None = None,
+               overwrite: bool = False) -> list[ClaimResult]:
     """Run the claims ``ids`` (all when None) in registry order; write claims.json/.md after each.
 
-    Unknown ids raise before anything runs.
+    Unknown ids raise before anything runs. ``out`` follows the output-folder contract
+    (:func:`initlab.store.check_out_dir`); ``overwrite`` replaces an earlier claims result.
     """
     claims = [get_claim(i) for i in (ids if ids is not None else list(CLAIMS))]
-    out_dir = store.prepare_out_dir(out) if out is not None else None
+    out_dir = store.claim_out_dir(out, "claims", overwrite=overwrite) if out is not None else None
     results: list[ClaimResult] = []
     for claim in claims:
         res = claim.run(quick=quick, out=out_dir)

@@ -1,51 +1,57 @@
 """The ``initlab`` command: a thin typer layer over the Python API.
 
 Every user error (unknown name, bad number, missing data, unwritable output) becomes one line on
-stderr and exit status 2; interrupting keeps every finished run on disk and exits 130.
+stderr and exit status 2. User text is never read as rich markup or emoji codes. Ctrl-C and
+SIGTERM stop cleanly: the result folder says which runs and epochs finished, the message says the
+same, and the exit status is 130 (SIGINT) or 143 (SIGTERM); ``--resume`` continues.
 """
 from __future__ import annotations
 
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="initlab: how should I initialize this network, and why?")
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: ':ok:' in a user's scheme name stays ':ok:'; markup is ours only (user text is escaped)
+console = Console(emoji=False, highlight=False)
+err_console = Console(stderr=True, emoji=False, highlight=False)
+
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so the same clean stop as Ctrl-C runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def fail(message: str) -> None:
-    """Print a one-line error and exit with status 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print a one-line error (``message`` verbatim, never markup) and exit with status 2."""
+    err_console.print(Text.assemble(("error: ", "bold red"), " ".join(str(message).split())), soft_wrap=True)
     raise typer.Exit(2)
 
 
-def split_top_level(text: str) -> list[str]:
-    """Split ``"he,normal(std=0.1,mean=0)"`` on commas outside parentheses."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur).strip())
-    return [p for p in parts if p]
+def split_top_level(text: str, what: str = "list") -> list[str]:
+    """Comma-separated items, split outside parentheses; empty items are an error."""
+    from initlab.schemes import split_top_level as split
+
+    return split(text, what=what)
 
 
 def resolve_hidden(hidden: Optional[str], depth: Optional[int], width: Optional[int]) -> tuple[int, ...]:
-    from initlab.models import parse_hidden
+    from initlab.models import MAX_DEPTH, MAX_WIDTH, parse_hidden
 
     if hidden is not None and (depth is not None or width is not None):
         raise ValueError("give either --hidden or --depth/--width, not both")
@@ -55,11 +61,64 @@ def resolve_hidden(hidden: Optional[str], depth: Optional[int], width: Optional[
         return (128,)
     depth = 1 if depth is None else depth
     width = 128 if width is None else width
-    if depth <= 0:
-        raise ValueError(f"--depth must be a positive integer (number of hidden layers), got {depth}")
-    if width <= 0:
-        raise ValueError(f"--width must be a positive integer, got {width}")
+    if not 0 < depth <= MAX_DEPTH:
+        raise ValueError(f"--depth must be a positive integer up to {MAX_DEPTH} (number of hidden layers), got {depth}")
+    if not 0 < width <= MAX_WIDTH:
+        raise ValueError(f"--width must be a positive integer up to {MAX_WIDTH}, got {width}")
     return (width,) * depth
+
+
+def arch_text(n_in: int, hidden, n_out: int) -> str:
+    """``64-256×40-10`` for a 40-layer width-256 MLP (runs of equal widths folded)."""
+    parts, i = [], 0
+    hidden = list(hidden)
+    while i < len(hidden):
+        j = i
+        while j < len(hidden) and hidden[j] == hidden[i]:
+            j += 1
+        parts.append(str(hidden[i]) if j - i == 1 else f"{hidden[i]}×{j - i}")
+        i = j
+    return "-".join([str(n_in), *parts, str(n_out)])
+
+
+def check_positive(**values: int) -> None:
+    """One-line errors for integer options that must be positive (and fit int64)."""
+    from initlab.train import MAX_INT
+
+    for name, v in values.items():
+        if not 0 < v <= MAX_INT:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+
+
+def interrupted(e: KeyboardInterrupt, out: Optional[Path]) -> None:
+    """Say truthfully what an interrupted comparison left, then exit 130 (SIGINT) or 143 (SIGTERM)."""
+    code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+    what = "terminated" if code == EXIT_SIGTERM else "interrupted"
+    result = getattr(e, "result", None)
+    msg = what
+    if result is not None and result.runs is not None:
+        st = result.runs["status"]
+        n, fin = len(st), int(st.isin(["done", "diverged"]).sum())
+        cut = result.runs[st == "interrupted"]
+        msg += f": {fin} of {n} runs finished ({int((st == 'done').sum())} done, {int((st == 'diverged').sum())} diverged)"
+        if len(cut):
+            lo, hi = int(cut["epochs_done"].min()), int(cut["epochs_done"].max())
+            span = f"{lo}" if lo == hi else f"{lo}–{hi}"
+            msg += f", {len(cut)} interrupted after {span} of {result.spec.train.epochs} epochs"
+        queued = int((st == "queued").sum())
+        if queued:
+            msg += f", {queued} not started"
+        if out is not None:
+            msg += f"; statuses are in {out}/runs.csv and metrics.csv"
+            if fin < n:
+                msg += "; rerun the same command with --resume to finish the rest"
+    elif out is not None and out.exists():
+        msg += f" before any run finished; {out} holds only what was written so far"
+    finished = getattr(e, "finished_depths", None)
+    if finished is not None:
+        msg += f"; finished depths: {', '.join(map(str, finished)) or 'none'}"
+    err_console.print(Text(msg), soft_wrap=True)
+    raise typer.Exit(code)
 
 
 class RichReporter:
@@ -78,46 +137,70 @@ class RichReporter:
     def run_start(self, init, seed):
         self.seen[(init, seed)] = 0
 
+    def run_skipped(self, init, seed, status):
+        self.run_end(init, seed, False)
+
     def epoch_end(self, init, seed, row):
         self.seen[(init, seed)] = self.seen.get((init, seed), 0) + 1
         self.progress.advance(self.epoch_task)
         acc = row.get("test_acc", math.nan)
-        self.progress.update(self.epoch_task, description=f"{init} seed {seed} epoch {row['epoch']}  acc {acc:.3f}")
+        self.progress.update(self.epoch_task,
+                             description=escape(f"{init} seed {seed} epoch {row['epoch']}  acc {acc:.3f}"))
 
-    def run_end(self, init, seed, diverged):
+    def run_end(self, init, seed, diverged, reason=None):
         self.progress.advance(self.epoch_task, self.epochs - self.seen.get((init, seed), self.epochs))
         self.progress.advance(self.total)
         if diverged:
-            self.progress.console.print(f"[yellow]{init} seed {seed} diverged[/]")
+            self.progress.console.print(Text(f"{init} seed {seed} diverged: {reason or 'see metrics.csv'}",
+                                             style="yellow"))
 
 
 def fmt(x: float, digits: int = 4) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def status_cell(r) -> str:
+    """``3 done`` / ``2 done, 1 diverged`` / ``1 done, 2 interrupted`` for one init's runs."""
+    parts = [f"{n} {label}" for n, label in ((r.done, "done"), (r.diverged, "diverged"),
+                                             (r.interrupted, "interrupted")) if n]
+    return ", ".join(parts) or "—"
+
+
 def summary_table(result) -> Table:
     s = result.summary
     spec = result.spec
-    table = Table(title=f"{spec.dataset}: final test accuracy after {spec.train.epochs} epochs "
-                        f"({spec.seeds} seed{'s' if spec.seeds > 1 else ''})")
+    state = "" if result.complete else " — INTERRUPTED, partial"
+    table = Table(title=escape(f"{spec.dataset}: final test accuracy after {spec.train.epochs} epochs "
+                               f"({spec.seeds} seed{'s' if spec.seeds > 1 else ''}){state}"),
+                  caption=escape(f"mean over runs that finished every epoch; chance: "
+                                 f"≤ {result.chance['threshold']:.3f} (majority class {result.chance['rate']:.3f} "
+                                 f"+ 3 binomial σ)") if result.chance else None)
     table.add_column("init")
     table.add_column("test acc (mean ± std)", justify="right")
     table.add_column("test loss", justify="right")
     table.add_column("epochs to 95% of best", justify="right")
-    table.add_column("diverged", justify="right")
+    table.add_column("runs", justify="right")
     for r in s.itertuples():
-        reach = "never" if math.isnan(r.epochs_to_95) else str(int(r.epochs_to_95))
-        acc = fmt(r.final_test_acc_mean) + (f" ± {fmt(r.final_test_acc_std)}" if r.runs - r.diverged > 1 else "")
-        table.add_row(r.init, acc,
-                      fmt(r.final_test_loss_mean), reach, f"{r.diverged}/{r.runs}")
+        if r.at_chance:
+            reach = "at chance"
+        elif r.done == 0:
+            reach = "—"
+        else:
+            reach = "never" if math.isnan(r.epochs_to_95) else str(int(r.epochs_to_95))
+        acc = fmt(r.final_test_acc_mean) + (f" ± {fmt(r.final_test_acc_std)}" if r.done > 1 else "")
+        table.add_row(Text(r.init), acc, fmt(r.final_test_loss_mean), reach, Text(status_cell(r)))
     return table
+
+
+OUT_HELP = ("Must be new, empty, or an earlier initlab result folder (with --overwrite or --resume); "
+            "initlab never writes over files it did not create.")
 
 
 @app.command()
 def compare(
     inits: str = typer.Option("zero,random,xavier,he", help="Comma-separated schemes, e.g. 'he,normal(std=0.05)'. See `initlab schemes`."),
     dataset: str = typer.Option("mnist", help="digits (bundled, offline) | mnist | fashion-mnist"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files (skips lookup and download)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files (skips lookup and download); not for digits."),
     epochs: int = typer.Option(10, help="Training epochs per run."),
     seeds: int = typer.Option(1, help="Runs per init (paired: seed k gives every init the same batches)."),
     first_seed: int = typer.Option(0, help="First run seed."),
@@ -127,51 +210,58 @@ def compare(
     activation: str = typer.Option("relu", help="relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, linear"),
     optimizer: str = typer.Option("sgd", help="sgd | adam"),
     lr: float = typer.Option(0.01, help="Learning rate."),
-    momentum: float = typer.Option(0.0, help="SGD momentum."),
+    momentum: float = typer.Option(0.0, help="SGD momentum (sgd only)."),
     batch_size: int = typer.Option(64, help="Minibatch size."),
     normalize: str = typer.Option("seed", help="seed: (x-0.5)/0.5 | standardize | none"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    engine: str = typer.Option("batched", help="batched: train all runs at once | single: one run at a time"),
+    engine: str = typer.Option("batched", help="batched: train groups of runs at once | single: one run at a time"),
     probe: bool = typer.Option(True, help="Record per-layer statistics (dead units, symmetry, gradients) every epoch."),
-    out: Optional[Path] = typer.Option(Path("runs/compare"), help="Output folder for config, CSVs, summary and plots."),
+    diverge_loss: float = typer.Option(1000.0, help="A run diverges when its end-of-epoch test loss exceeds "
+                                                    "DIVERGE_LOSS × ln(classes) (or any loss/activation is NaN/inf); inf: no bound."),
+    out: str = typer.Option("runs/compare", help="Output folder for config, CSVs, summary and plots. " + OUT_HELP),
+    overwrite: bool = typer.Option(False, help="Replace the earlier result in --out (its files only)."),
+    resume: bool = typer.Option(False, help="Continue the unfinished runs of an interrupted compare in --out (same options)."),
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
-    from initlab.data import DataError, load_dataset
-    from initlab.experiment import CompareSpec, run_compare
-    from initlab.train import TrainConfig
+    from initlab.data import load_dataset
+    from initlab.experiment import CompareSpec, check_memory, check_resume, run_compare
+    from initlab.store import check_out_dir
+    from initlab.train import TrainConfig, resolve_device
 
     try:
+        check_positive(epochs=epochs, seeds=seeds, batch_size=batch_size)
         spec = CompareSpec(
-            inits=tuple(split_top_level(inits)), dataset=dataset,
+            inits=split_top_level(inits, "--inits"), dataset=dataset,
             data_dir=None if data_dir is None else str(data_dir), normalize=normalize,
             hidden=resolve_hidden(hidden, depth, width), activation=activation, seeds=seeds,
             first_seed=first_seed, device=device, engine=engine, probe=probe,
-            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer),
+            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
+                              diverge_loss=diverge_loss),
         )
-        from initlab.store import prepare_out_dir
-
-        if out is not None:
-            prepare_out_dir(out)
-        with console.status(f"loading {dataset}…"):
+        check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
+        if resume:
+            check_resume(out, spec)
+        with console.status(escape(f"loading {dataset}…")):
             data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
-    except (ValueError, DataError) as e:
+        check_memory(spec, data, resolve_device(spec.device))
+    except ValueError as e:  # includes DataError
         fail(str(e))
-    console.print(f"[bold]{dataset}[/]: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test, "
-                  f"network {data.in_features}-{'-'.join(map(str, spec.hidden))}-{data.num_classes} {activation}")
+    console.print(Text(f"{dataset}: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test, network "
+                       f"{arch_text(data.in_features, spec.hidden, data.num_classes)} {activation}"))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
     try:
         with progress:
-            result = run_compare(spec, out=out, reporter=RichReporter(progress), data=data)
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted; finished runs are in {out}/metrics.csv" if out else "interrupted")
-        raise typer.Exit(130)
+            result = run_compare(spec, out=out, reporter=RichReporter(progress), data=data,
+                                 overwrite=overwrite, resume=resume)
+    except KeyboardInterrupt as e:
+        interrupted(e, Path(out))
     except ValueError as e:
         fail(str(e))
     console.print(summary_table(result))
-    console.print(f"{len(result.metrics)} epoch rows in {result.seconds:.1f} s"
-                  + (f"; wrote {out}/: config.json metrics.csv steps.csv summary.json test_acc.png train_loss.png steps.png"
-                     + (" probe.csv probe.png" if probe else "") if out else ""))
+    console.print(Text(f"{len(result.metrics)} epoch rows in {result.seconds:.1f} s; wrote {out}/: config.json "
+                       "metrics.csv runs.csv steps.csv summary.json test_acc.png train_loss.png steps.png"
+                       + (" probe.csv probe.png" if probe else "")))
 
 
 def _sci(x) -> str:
@@ -185,13 +275,13 @@ def _pair(measured, predicted) -> str:
 
 
 def probe_table(summary, title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for col, just in (("activation", "left"), ("init", "left"), ("std first", "right"), ("std mid", "right"),
                       ("std last", "right"), ("grad first/last", "right"), ("dead", "right"), ("sat", "right"),
                       ("min distinct units", "right")):
         table.add_column(col, justify=just)
     for r in summary.itertuples():
-        table.add_row(r.activation, r.init, _pair(r.std_first, r.pred_std_first), _pair(r.std_mid, r.pred_std_mid),
+        table.add_row(Text(r.activation), Text(r.init), _pair(r.std_first, r.pred_std_first), _pair(r.std_mid, r.pred_std_mid),
                       _pair(r.std_last, r.pred_std_last), _pair(r.grad_first_over_last, r.pred_grad_first_over_last),
                       fmt(r.dead_frac, 2), fmt(r.sat_frac, 2),
                       "—" if r.distinct_min != r.distinct_min else str(int(r.distinct_min)))
@@ -204,37 +294,57 @@ def probe(
     inits: str = typer.Option("zero,random,xavier,he,lecun_normal,orthogonal",
                               help="Comma-separated schemes; with --model, 'none' keeps the model's own init."),
     dataset: str = typer.Option("digits", help="digits (bundled, offline) | mnist | fashion-mnist"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files; not for digits."),
     batch: int = typer.Option(512, help="Probe batch: the first BATCH training examples."),
     depth: int = typer.Option(20, help="Number of hidden layers."),
     width: int = typer.Option(256, help="Width of each hidden layer."),
     seed: int = typer.Option(0, help="Seed of the init generator."),
     model: Optional[str] = typer.Option(None, help="Probe your own model: 'module:factory' (factory() -> nn.Module)."),
-    out: Path = typer.Option(Path("runs/probe"), help="Output folder for probe.csv, summary.csv and plots."),
+    out: str = typer.Option("runs/probe", help="Output folder for probe.csv, summary.csv and plots. " + OUT_HELP),
+    overwrite: bool = typer.Option(False, help="Replace the earlier probe result in --out (its files only)."),
 ):
     """See why: per-layer activation std and gradient norms at init, measured (and predicted by mean-field theory)."""
-    from initlab.data import DataError
     from initlab.diagnostics import depth_profile, profile_summary
+    from initlab.models import MAX_DEPTH, MAX_WIDTH
     from initlab.probe_plots import plot_profile
-    from initlab.store import atomic_write_csv, prepare_out_dir
+    from initlab.schemes import parse_scheme_list
+    from initlab.store import atomic_write_csv, check_out_dir, claim_out_dir
+    from initlab.train import MAX_INT
 
     try:
-        prepare_out_dir(out)
+        if not 0 < depth <= MAX_DEPTH:
+            raise ValueError(f"--depth must be a positive integer up to {MAX_DEPTH}, got {depth}")
+        if not 0 < width <= MAX_WIDTH:
+            raise ValueError(f"--width must be a positive integer up to {MAX_WIDTH}, got {width}")
+        if not 0 <= seed <= MAX_INT:
+            raise ValueError(f"--seed must be an integer from 0 to {MAX_INT}, got {seed}")
+        if model is not None and activations != "relu,tanh":
+            raise ValueError("--activations has no effect with --model (the model has its own); drop one of them")
+        if data_dir is not None and dataset == "digits":
+            raise ValueError("--data-dir has no effect with dataset 'digits' (bundled); drop it or choose mnist or fashion-mnist")
+        init_list = parse_scheme_list(inits, allow={"none"} if model is not None else ())
+        check_out_dir(out, "probe", overwrite=overwrite)
         with console.status("probing…"):
-            frame = depth_profile(split_top_level(activations), split_top_level(inits), dataset=dataset,
+            frame = depth_profile(split_top_level(activations, "--activations"), init_list, dataset=dataset,
                                   data_dir=None if data_dir is None else str(data_dir), depth=depth, width=width,
                                   batch=batch, seed=seed, model=model)
-    except (ValueError, DataError) as e:
+        summary = profile_summary(frame)
+        out_dir = claim_out_dir(out, "probe", overwrite=overwrite)
+        arch = f"model {model}" if model else f"{depth}×{width} MLP"
+        title = f"{dataset}, {arch}, batch {batch}: at init, measured (mean-field prediction)"
+        console.print(probe_table(summary, title))
+        atomic_write_csv(out_dir / "probe.csv", frame.drop(columns=["hist_counts", "hist_edges"], errors="ignore"))
+        atomic_write_csv(out_dir / "summary.csv", summary)
+        paths = plot_profile(frame, out_dir, f"{dataset}, {arch}")
+    except ValueError as e:  # includes DataError
         fail(str(e))
-    summary = profile_summary(frame)
-    arch = f"model {model}" if model else f"{depth}×{width} MLP"
-    title = f"{dataset}, {arch}, batch {batch}: at init, measured (mean-field prediction)"
-    console.print(probe_table(summary, title))
-    atomic_write_csv(out / "probe.csv", frame.drop(columns=["hist_counts", "hist_edges"], errors="ignore"))
-    atomic_write_csv(out / "summary.csv", summary)
-    paths = plot_profile(frame, out, f"{dataset}, {arch}")
-    console.print(f"std: std of the first/middle/last weight layer's output; grad first/last: gradient norm at the "
-                  f"first layer over the logits'. wrote {out}/: probe.csv summary.csv " + " ".join(p.name for p in paths))
+    except OSError as e:
+        from initlab.store import write_error
+
+        fail(str(write_error(e)))
+    console.print(Text(f"std: std of the first/middle/last weight layer's output; grad first/last: gradient norm at "
+                       f"the first layer over the logits'. wrote {out_dir}/: probe.csv summary.csv "
+                       + " ".join(p.name for p in paths)))
 
 
 @app.command()
@@ -270,15 +380,18 @@ class SweepReporter(RichReporter):
             self.progress.reset(self.total, total=total_runs)
         self.progress.update(self.total, description=f"depth {self.depth}: runs")
 
-    def run_end(self, init, seed, diverged):
+    def run_end(self, init, seed, diverged, reason=None):
         self.progress.advance(self.total)
         if diverged:
-            self.progress.console.print(f"[yellow]depth {self.depth}: {init} seed {seed} diverged[/]")
+            self.progress.console.print(Text(f"depth {self.depth}: {init} seed {seed} diverged: {reason}",
+                                             style="yellow"))
 
 
 def depth_table(result) -> Table:
-    table = Table(title=f"{result.dataset}: final test accuracy vs depth (width {result.width}, {result.activation}, "
-                        f"{result.epochs} epochs, {result.seeds} seed{'s' if result.seeds > 1 else ''})")
+    table = Table(title=escape(f"{result.dataset}: final test accuracy vs depth (width {result.width}, "
+                               f"{result.activation}, {result.epochs} epochs, {result.seeds} "
+                               f"seed{'s' if result.seeds > 1 else ''})"),
+                  caption="div.: runs diverged (not in the mean); (chance): no better than the majority class")
     table.add_column("init")
     for d in result.depths:
         table.add_column(f"depth {d}", justify="right")
@@ -288,12 +401,14 @@ def depth_table(result) -> Table:
         for d in result.depths:
             r = s.loc[(init, d)]
             cell = fmt(r["final_test_acc_mean"], 3)
-            if r["runs"] - r["diverged"] > 1:
+            if r["done"] > 1:
                 cell += f" ± {fmt(r['final_test_acc_std'], 3)}"
+            if r["at_chance"]:
+                cell += " (chance)"
             if r["diverged"]:
                 cell += f" ({int(r['diverged'])}/{int(r['runs'])} div.)"
             cells.append(cell)
-        table.add_row(init, *cells)
+        table.add_row(Text(init), *cells)
     return table
 
 
@@ -314,29 +429,29 @@ def depth(
     log_x: bool = typer.Option(True, help="Log-scale depth axis in depth_acc.png."),
     threads: int = typer.Option(1, help="torch CPU threads; small MLPs run fastest on 1."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    out: Optional[Path] = typer.Option(Path("runs/depth"), help="Output folder: depth_XX/ per depth, depth_*.csv, depth_acc.png."),
+    diverge_loss: float = typer.Option(1000.0, help="Divergence bound: end-of-epoch test loss > DIVERGE_LOSS × ln(classes)."),
+    out: str = typer.Option("runs/depth", help="Output folder: depth_XX/ per depth, depth_*.csv, depth_acc.png. " + OUT_HELP),
+    overwrite: bool = typer.Option(False, help="Replace the earlier depth sweep in --out (its files only)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted depth sweep in --out (same options)."),
 ):
     """Train every init at several depths: where does each one stop training? (He et al. 2015, 30 layers)."""
     import torch
 
     from initlab.experiment import CompareSpec
+    from initlab.store import check_out_dir
     from initlab.sweep import depth_sweep, parse_depths
     from initlab.train import TrainConfig
 
     try:
         depth_list = parse_depths(depths)
-        if width <= 0:
-            raise ValueError(f"--width must be a positive integer, got {width}")
-        if threads <= 0:
-            raise ValueError(f"--threads must be a positive integer, got {threads}")
-        init_list = tuple(split_top_level(inits))
-        CompareSpec(inits=init_list, dataset=dataset, hidden=(width,), activation=activation, seeds=seeds,
-                    device=device, train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                                     momentum=momentum, optimizer=optimizer))
-        if out is not None:
-            from initlab.store import prepare_out_dir
-
-            prepare_out_dir(out)
+        check_positive(width=width, threads=threads, epochs=epochs, seeds=seeds, batch_size=batch_size)
+        resolve_hidden(None, max(depth_list), width)
+        spec = CompareSpec(inits=split_top_level(inits, "--inits"), dataset=dataset,
+                           data_dir=None if data_dir is None else str(data_dir), hidden=(width,),
+                           activation=activation, seeds=seeds, device=device,
+                           train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                                             optimizer=optimizer, diverge_loss=diverge_loss))
+        check_out_dir(out, "depth", overwrite=overwrite, resume=resume)
     except ValueError as e:
         fail(str(e))
     torch.set_num_threads(threads)
@@ -345,19 +460,19 @@ def depth(
     try:
         with progress:
             reporter = SweepReporter(progress, depth_list)
-            result = depth_sweep(depth_list, init_list, dataset=dataset, width=width, activation=activation,
+            result = depth_sweep(depth_list, spec.inits, dataset=dataset, width=width, activation=activation,
                                  epochs=epochs, seeds=seeds, lr=lr, out=out, batch_size=batch_size,
                                  optimizer=optimizer, momentum=momentum, device=device, log_x=log_x,
-                                 data_dir=None if data_dir is None else str(data_dir), reporter=reporter,
-                                 on_depth=lambda d, r: progress.advance(reporter.depth_task))
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted; finished depths are in {out}/depth_metrics.csv" if out else "interrupted")
-        raise typer.Exit(130)
+                                 data_dir=spec.data_dir, reporter=reporter, diverge_loss=diverge_loss,
+                                 on_depth=lambda d, r: progress.advance(reporter.depth_task),
+                                 overwrite=overwrite, resume=resume)
+    except KeyboardInterrupt as e:
+        interrupted(e, Path(out))
     except ValueError as e:  # includes DataError
         fail(str(e))
     console.print(depth_table(result))
-    console.print(f"{len(depth_list)} depths in {result.seconds:.1f} s"
-                  + (f"; wrote {out}/: depth_XX/ depth_metrics.csv depth_summary.csv sweep.json depth_acc.png" if out else ""))
+    console.print(Text(f"{len(depth_list)} depths in {result.seconds:.1f} s; wrote {out}/: depth_XX/ "
+                       "depth_metrics.csv depth_summary.csv sweep.json depth_acc.png"))
 
 
 VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
@@ -366,7 +481,8 @@ VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
 @app.command()
 def claims(
     only: Optional[str] = typer.Option(None, help="Comma-separated claim ids to run (default: all). See --list."),
-    out: Optional[Path] = typer.Option(Path("runs/claims"), help="Output folder: claims.json, claims.md, PNGs."),
+    out: str = typer.Option("runs/claims", help="Output folder: claims.json, claims.md, PNGs. " + OUT_HELP),
+    overwrite: bool = typer.Option(False, help="Replace the earlier claims result in --out (its files only)."),
     list_: bool = typer.Option(False, "--list", help="List the claims and exit."),
     quick: bool = typer.Option(False, help="Smaller experiments (seconds in all); verdicts may be less sharp."),
     threads: int = typer.Option(1, help="torch CPU threads; small MLPs run fastest on 1."),
@@ -385,19 +501,14 @@ def claims(
             table.add_row(c.id, c.section, c.short)
         console.print(table)
         return
-    try:
-        ids = None if only is None else split_top_level(only)
-        if ids is not None:
-            if not ids:
-                raise ValueError(f"--only needs claim ids; choose from: {', '.join(CLAIMS)}")
-            for i in ids:
-                get_claim(i)
-        if threads <= 0:
-            raise ValueError(f"--threads must be a positive integer, got {threads}")
-        if out is not None:
-            from initlab.store import prepare_out_dir
+    from initlab.store import check_out_dir
 
-            prepare_out_dir(out)
+    try:
+        ids = None if only is None else split_top_level(only, "--only")
+        for i in ids or ():
+            get_claim(i)
+        check_positive(threads=threads)
+        check_out_dir(out, "claims", overwrite=overwrite)
     except ValueError as e:
         fail(str(e))
     torch.set_num_threads(threads)
@@ -409,35 +520,46 @@ def claims(
     n = len(ids) if ids is not None else len(CLAIMS)
     with console.status(f"checking {n} claims…") as status:
         def done(claim, res):
-            status.update(f"checked {claim.id}: {res.verdict} ({res.seconds:.1f} s)")
+            status.update(escape(f"checked {claim.id}: {res.verdict} ({res.seconds:.1f} s)"))
             verdict = f"[{VERDICT_STYLE[res.verdict]}]{res.verdict}[/]" + (f" ({res.condition})" if res.condition else "")
-            table.add_row(claim.id, claim.short, verdict, res.summary)
+            table.add_row(claim.id, escape(claim.short), verdict, escape(res.summary))
 
         try:
-            results = run_claims(ids, out=out, quick=quick, on_result=done)
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted; finished claims are in {out}/claims.json" if out else "interrupted")
-            raise typer.Exit(130)
+            results = run_claims(ids, out=out, quick=quick, on_result=done, overwrite=overwrite)
+        except KeyboardInterrupt as e:
+            code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+            err_console.print(Text(f"{'terminated' if code == EXIT_SIGTERM else 'interrupted'}: "
+                                   f"{len(table.rows)} of {n} claims finished; they are in {out}/claims.json"))
+            raise typer.Exit(code)
+        except ValueError as e:
+            fail(str(e))
     console.print(table)
     total = sum(r.seconds for r in results)
-    console.print(f"{len(results)} claims in {total:.1f} s" + (f"; wrote {out}/: claims.json claims.md and plots" if out else ""))
+    console.print(Text(f"{len(results)} claims in {total:.1f} s; wrote {out}/: claims.json claims.md and plots"))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point. Usage errors (bad option value, unknown option) print one line, exit 2."""
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave signals to the host
+        previous = None
+    try:
         rv = app(args=argv, prog_name="initlab", standalone_mode=False)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT)
     except Exception as e:  # the CLI framework's usage errors carry a message and an exit code
         if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
             raise
         if not e.format_message().strip():  # bare `initlab`: help was printed, nothing went wrong
             sys.exit(0)
         name = getattr(getattr(e, "ctx", None), "command_path", "initlab")
-        err_console.print(f"[bold red]error:[/] {e.format_message()} (see '{name} --help')",
-                          highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("error: ", "bold red"), " ".join(e.format_message().split()),
+                                        f" (see '{name} --help')"), soft_wrap=True)
         sys.exit(e.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

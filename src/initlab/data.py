@@ -16,7 +16,9 @@ then the big-endian data in C order. Files may be gzipped (detected by the magic
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import gzip
 import hashlib
@@ -183,57 +185,106 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = No
 
 # --------------------------------------------------------------------------- downloads
 
+class _LocalWriteError(DataError):
+    """Writing the download folder failed: no other mirror can help, so nothing retries it."""
+
+
+_WAY_OUT = "set INITLAB_DATA to a writable folder, or pass --data-dir DIR holding the four IDX files"
+
+
+def _write_failure(folder: Path, err: BaseException, doing: str = "write to") -> _LocalWriteError:
+    reason = f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
+    return _LocalWriteError(f"cannot {doing} data folder {folder} ({reason}); {_WAY_OUT}".replace("\n", " "))
+
+
 def download(url: str, dest: Path, sha256: str, *, timeout: float = 30) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying its SHA-256.
 
     Streams into a temporary file next to ``dest``, checks Content-Length (when sent) and the
     hash, then ``os.replace``s it into place. On any failure the temporary file is removed, so
-    ``dest`` is either complete and verified or absent. Raises DataError.
+    ``dest`` is either complete and verified or absent. Raises DataError, one line: network
+    problems name the URL; a folder that cannot be created or written (permissions, a file in the
+    way, a full disk) names the folder and the way out (``INITLAB_DATA`` or ``--data-dir``).
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part-")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_failure(dest.parent, e, "create") from e
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part-")
+    except OSError as e:
+        raise _write_failure(dest.parent, e) from e
     tmp = Path(tmp_name)
     try:
         digest, size = hashlib.sha256(), 0
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                length = resp.headers.get("Content-Length")
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-        except urllib.error.HTTPError as e:
-            raise DataError(f"{url}: HTTP {e.code} {e.reason}") from e
-        except urllib.error.URLError as e:
-            raise DataError(f"{url}: {e.reason}") from e
-        except (OSError, http.client.HTTPException) as e:  # resets, timeouts, IncompleteRead
-            raise DataError(f"{url}: transfer failed ({type(e).__name__}: {e})") from e
-        if length is not None and size != int(length):
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    resp = urllib.request.urlopen(url, timeout=timeout)
+                except urllib.error.HTTPError as e:
+                    raise DataError(f"{url}: HTTP {e.code} {e.reason}") from e
+                except urllib.error.URLError as e:
+                    raise DataError(f"{url}: {e.reason}") from e
+                except (OSError, http.client.HTTPException) as e:
+                    raise DataError(f"{url}: transfer failed ({type(e).__name__}: {e})") from e
+                except ValueError as e:  # a malformed mirror URL ("unknown url type")
+                    raise DataError(f"{url}: {e}") from e
+                with resp:
+                    length = resp.headers.get("Content-Length")
+                    while True:
+                        try:
+                            chunk = resp.read(1 << 20)
+                        except (OSError, http.client.HTTPException) as e:  # resets, timeouts, IncompleteRead
+                            raise DataError(f"{url}: transfer failed ({type(e).__name__}: {e})") from e
+                        if not chunk:
+                            break
+                        out.write(chunk)  # an OSError here is the disk's, not the network's
+                        digest.update(chunk)
+                        size += len(chunk)
+        except OSError as e:  # writing or closing the temporary file
+            raise _write_failure(dest.parent, e) from e
+        if length is not None and str(size) != length.strip():
             raise DataError(f"{url}: connection closed after {size} of {length} bytes")
         actual = digest.hexdigest()
         if actual != sha256.lower():
             raise DataError(f"checksum mismatch for {dest.name} from {url}: expected sha256 {sha256}, got {actual}")
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as e:
+            raise _write_failure(dest.parent, e) from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
     return dest
 
 
 def cache_dir() -> Path:
-    """The download cache: ``$INITLAB_DATA`` if set, else ``~/.cache/initlab``."""
+    """The download cache: ``$INITLAB_DATA`` if set, else ``~/.cache/initlab``.
+
+    Raises DataError when neither names a usable path (no home folder, ``~user`` unknown).
+    """
     env = os.environ.get("INITLAB_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "initlab"
+    try:
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "initlab"
+    except (RuntimeError, KeyError, OSError) as e:  # no $HOME and no passwd entry, or unknown ~user
+        where = f"INITLAB_DATA={env!r}" if env else "the home folder"
+        raise DataError(f"cannot resolve the data cache from {where} ({e}); {_WAY_OUT}") from e
 
 
 def _fetch(name: str, filename: str, folder: Path) -> Path:
-    """Download one file of ``name`` into ``folder``, trying each mirror in turn."""
+    """Download one file of ``name`` into ``folder``, trying each mirror in turn.
+
+    A folder that cannot be written fails at once (another mirror would not help).
+    """
     errors = []
     for base in MIRRORS[name]:
         url = base.rstrip("/") + "/" + filename
         try:
             return download(url, folder / filename, SHA256[name][filename])
+        except _LocalWriteError:
+            raise
         except DataError as e:
             errors.append(str(e))
     reasons = "; ".join(errors).replace("\n", " ") or "no mirrors configured"
@@ -243,18 +294,34 @@ def _fetch(name: str, filename: str, folder: Path) -> Path:
 # --------------------------------------------------------------------------- loading
 
 def _locate(folder: Path) -> dict[str, Path | None]:
-    """Map each IDX role to its file in ``folder`` (gzipped preferred over raw), or None."""
+    """Map each IDX role to its file in ``folder`` (gzipped preferred over raw), or None.
+
+    Raises OSError (e.g. PermissionError) when ``folder`` cannot be searched; a missing folder,
+    or a file in its place, just has no IDX files.
+    """
     found = {}
     for role, stem in IDX_FILES.items():
         found[role] = next((p for p in (folder / f"{stem}.gz", folder / stem) if p.is_file()), None)
     return found
 
 
+def _cannot_search(folder: Path, err: BaseException, way_out: str) -> DataError:
+    reason = f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
+    return DataError(f"cannot search data folder {folder} ({reason}); {way_out}".replace("\n", " "))
+
+
 def _idx_paths(name: str, data_dir: str | Path | None, allow_download: bool) -> dict[str, Path]:
     """Find (or download) the four IDX files of ``name``, following the module's lookup order."""
     if data_dir is not None:
-        roots = [Path(data_dir).expanduser() / name, Path(data_dir).expanduser()]
-        found = [_locate(r) for r in roots]
+        try:
+            base = Path(data_dir).expanduser()
+        except (RuntimeError, KeyError, TypeError) as e:  # unknown ~user, not a path
+            raise DataError(f"cannot use data_dir {data_dir!r} ({e}); pass --data-dir DIR holding the four IDX files") from e
+        roots = [base / name, base]
+        try:
+            found = [_locate(r) for r in roots]
+        except (OSError, ValueError) as e:
+            raise _cannot_search(base, e, "pass a readable --data-dir DIR holding the four IDX files") from e
         for f in found:
             if all(f.values()):
                 return f
@@ -264,16 +331,26 @@ def _idx_paths(name: str, data_dir: str | Path | None, allow_download: bool) -> 
         raise DataError(f"{name} file {missing}.gz (or raw {missing}) not found in {roots[best]}"
                         f" (also looked in {roots[1 - best]}); put all four IDX files there")
     for folder in SYSTEM_DIRS.get(name, []):
-        f = _locate(folder)
+        try:
+            f = _locate(folder)
+        except (OSError, ValueError):
+            continue  # an unreadable system folder is as good as absent
         if all(f.values()):
             return f
     folder = cache_dir() / name
-    f = _locate(folder)
+    try:
+        f = _locate(folder)
+    except (OSError, ValueError) as e:
+        raise _cannot_search(folder, e, _WAY_OUT) from e
     if all(f.values()):
         return f
     if not allow_download:
         searched = ", ".join(str(d) for d in [*SYSTEM_DIRS.get(name, []), folder])
         raise DataError(f"{name} not found in {searched} and downloads are off; {_OFFLINE_HINT}")
+    # A file where a folder should be: say so before trying any mirror.
+    blocker = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), None)
+    if blocker is not None and not blocker.is_dir():
+        raise _write_failure(folder, NotADirectoryError(errno.ENOTDIR, f"{blocker} exists and is not a folder"), "create")
     for role, path in f.items():
         if path is None:
             f[role] = _fetch(name, IDX_FILES[role] + ".gz", folder)

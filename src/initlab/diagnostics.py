@@ -8,8 +8,11 @@ probing a user's own model.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import math
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -27,19 +30,125 @@ from initlab.schemes import check_scheme, initialize
 __all__ = ["depth_profile", "profile_summary", "load_factory", "model_inputs"]
 
 
+_MODULE_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+# Top-level module name -> file that load_factory loaded from a working directory.
+_CWD_MODULES: dict[str, str] = {}
+# The working directory load_factory last appended to sys.path (replaced when it changes).
+_APPENDED_PATH: list[str] = []
+
+
+def _same_path(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _cwd_module_file(top: str, cwd: str) -> str | None:
+    """``cwd/top/__init__.py`` or ``cwd/top.py`` (a package wins, as in Python's own finder), or None."""
+    for candidate in (os.path.join(cwd, top, "__init__.py"), os.path.join(cwd, f"{top}.py")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _elsewhere(top: str, cwd_file: str, cwd: str) -> str | None:
+    """Where ``top`` is already imported or installed, ignoring the working directory, or None."""
+    loaded = sys.modules.get(top)
+    if loaded is not None:
+        where = getattr(loaded, "__file__", None)
+        return None if where and _same_path(where, cwd_file) else (where or f"the already imported module {top!r}")
+    if top in sys.builtin_module_names:
+        return f"the built-in module {top!r}"
+    paths = [p for p in sys.path if isinstance(p, str) and not _same_path(p or os.curdir, cwd)]
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(top, paths if finder is importlib.machinery.PathFinder else None)
+        except Exception:  # a third-party finder failing is not our user's problem
+            continue
+        if spec is None:
+            continue
+        where = spec.origin if spec.has_location else None
+        locations = list(spec.submodule_search_locations or [])
+        if (where and _same_path(where, cwd_file)) or any(_same_path(loc, os.path.dirname(cwd_file)) for loc in locations):
+            continue  # a finder that looked in the working directory found the user's own file
+        return where or (locations[0] if locations else f"the installed module {top!r}")
+    return None
+
+
+def _import_user_module(mod_name: str):
+    top = mod_name.partition(".")[0]
+    cwd = os.getcwd()
+    # The user module's own sibling imports (`import helpers`) need the working directory on the
+    # path; appended, so installed packages always come first (a stray ./torch.py shadows nothing).
+    # A previous working directory that we appended goes, so its files are not found from here.
+    for old in [p for p in _APPENDED_PATH if p != cwd]:
+        _APPENDED_PATH.remove(old)
+        if old in sys.path:
+            sys.path.remove(old)
+    if not any(isinstance(p, str) and _same_path(p or os.curdir, cwd) for p in sys.path):
+        sys.path.append(cwd)
+        _APPENDED_PATH.append(cwd)
+    file = _cwd_module_file(top, cwd)
+    if file is None:
+        return importlib.import_module(mod_name)
+    loaded = sys.modules.get(top)
+    if loaded is not None and top in _CWD_MODULES and not _same_path(_CWD_MODULES[top], file):
+        # Ours, loaded from another working directory: forget it (and its submodules) and reload.
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
+        del _CWD_MODULES[top]
+        loaded = None
+    other = _elsewhere(top, file, cwd)
+    if other is not None:
+        raise ValueError(
+            f"--model module {top!r} is both {file} in the working directory and {other}; "
+            f"rename your {os.path.relpath(file, cwd)} (installed and imported modules are never shadowed)"
+        )
+    if loaded is None:
+        is_pkg = os.path.basename(file) == "__init__.py"
+        spec = importlib.util.spec_from_file_location(
+            top, file, submodule_search_locations=[os.path.dirname(file)] if is_pkg else None)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[top] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(top, None)
+            raise
+        _CWD_MODULES[top] = file
+    return importlib.import_module(mod_name)
+
+
 def load_factory(spec: str) -> Callable[[], nn.Module]:
-    """Resolve ``"package.module:factory"`` to a zero-argument callable (import via importlib)."""
+    """Resolve ``"package.module:factory"`` to a zero-argument callable.
+
+    The module is looked up like ``python -m`` would, in the working directory first
+    (``./module.py`` or ``./package/__init__.py``), then as an installed module, but without
+    putting the working directory at the front of ``sys.path``: the user's module is loaded from its
+    file and registered under its own name only, and the working directory is *appended* to
+    ``sys.path`` for its sibling imports. So a stray ``./sklearn.py`` or ``./torch.py`` never
+    shadows the installed package for the rest of the process. If the module's top-level name is
+    both a file in the working directory and an installed (or already imported) module, e.g.
+    ``--model sklearn:make`` next to ``./sklearn.py``, neither is guessed: ValueError asks to rename
+    the file. Modules loaded once are cached in ``sys.modules`` (a same-named module from another
+    working directory is reloaded).
+    """
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
         raise ValueError(f"--model must look like 'module:factory', got {spec!r}")
-    mod_name, attr = spec.split(":")
-    # Like `python -m` and uvicorn: modules in the current directory are importable. An installed
-    # console script's sys.path[0] is its bin/ folder, so add the working directory explicitly.
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    mod_name, attr = (part.strip() for part in spec.split(":"))
+    if not _MODULE_RE.fullmatch(mod_name) or not attr.isidentifier():
+        raise ValueError(f"--model must look like 'module:factory' with Python names, got {spec!r}")
     try:
-        module = importlib.import_module(mod_name)
-    except Exception as e:  # ImportError, or the module raising on import
+        module = _import_user_module(mod_name)
+    except ValueError as e:
+        if "--model" in str(e):
+            raise
+        raise ValueError(f"cannot import module {mod_name!r} for --model: ValueError: {e}") from None
+    except (Exception, SystemExit) as e:  # ImportError, or the module raising (or exiting) on import
         raise ValueError(f"cannot import module {mod_name!r} for --model: {type(e).__name__}: {e}") from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
@@ -55,7 +164,7 @@ def build_user_model(spec: str) -> nn.Module:
         if "--model" in str(e):
             raise
         raise ValueError(f"--model factory {spec!r} raised ValueError: {e}") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise ValueError(f"--model factory {spec!r} raised {type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
@@ -147,9 +256,28 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
     return pd.concat(frames, ignore_index=True)
 
 
+def _ratio(num, den) -> float:
+    """num / den as Python floats: NaN when den <= 0 or either is NaN, inf / inf = NaN, x / inf = 0."""
+    num, den = float(num), float(den)
+    return num / den if den > 0 and not math.isnan(num) else math.nan
+
+
+def _first_nonfinite(g: pd.DataFrame) -> str:
+    """Name of the first row (forward order) whose output held inf/NaN, or "" if none."""
+    if "nonfinite_frac" in g:
+        bad = g["nonfinite_frac"].to_numpy(dtype=float) > 0
+    else:  # frames from before the column existed
+        bad = ~np.isfinite(g["out_std"].to_numpy(dtype=float))
+    return str(g["name"].iloc[int(np.argmax(bad))]) if bad.any() else ""
+
+
 def profile_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (activation, init): std of the first/middle/last weight layer's output
-    (measured and predicted), last/first gradient-norm ratio, mean dead and saturated fractions."""
+    (measured and predicted), first/last gradient-norm ratio, mean dead and saturated fractions.
+
+    Overflowed measurements are data: stds and ratios are then inf or NaN (never an error), and
+    ``nonfinite_from`` names the first layer whose output held inf/NaN ("" when none did).
+    """
     rows = []
     for (act, init), g in frame.groupby(["activation", "init"], sort=False):
         fc = g[g["kind"].isin(["Linear", "Conv1d", "Conv2d", "Conv3d"])].reset_index(drop=True)
@@ -161,12 +289,11 @@ def profile_summary(frame: pd.DataFrame) -> pd.DataFrame:
             row[f"std_{k}"] = fc.loc[i, "out_std"]
             row[f"pred_std_{k}"] = fc.loc[i, "pred_std"]
             row[f"layer_{k}"] = fc.loc[i, "name"]
-        g0, gl = fc.loc[0, "grad_out_norm"], fc.loc[len(fc) - 1, "grad_out_norm"]
-        row["grad_first_over_last"] = g0 / gl if gl > 0 else math.nan
-        p0, pl = fc.loc[0, "pred_grad_norm"], fc.loc[len(fc) - 1, "pred_grad_norm"]
-        row["pred_grad_first_over_last"] = p0 / pl if pl > 0 else math.nan
+        row["grad_first_over_last"] = _ratio(fc.loc[0, "grad_out_norm"], fc.loc[len(fc) - 1, "grad_out_norm"])
+        row["pred_grad_first_over_last"] = _ratio(fc.loc[0, "pred_grad_norm"], fc.loc[len(fc) - 1, "pred_grad_norm"])
         row["dead_frac"] = float(g["dead_frac"].mean()) if g["dead_frac"].notna().any() else math.nan
         row["sat_frac"] = float(g["sat_frac"].mean()) if g["sat_frac"].notna().any() else math.nan
         row["distinct_min"] = fc["distinct_units"].iloc[:-1].min() if len(fc) > 1 else fc["distinct_units"].min()
+        row["nonfinite_from"] = _first_nonfinite(g)
         rows.append(row)
     return pd.DataFrame(rows)

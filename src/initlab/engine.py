@@ -22,7 +22,9 @@ A model whose loss becomes NaN/inf is frozen on device (no host sync): from that
 activations and gradients are zeroed with ``torch.where`` and its learning rate is 0, so its
 parameters stay as they were and the others never see it (bmm keeps models independent anyway).
 At the end of that epoch it is recorded as diverged, exactly as ``train_model`` records it, and
-removed from the population.
+removed from the population. The end-of-epoch evaluation applies the rest of the divergence rule
+(:data:`initlab.train.DIVERGE_LOSS`) as ``train_model`` does: a NaN/inf layer output (named like
+the module's ``fc3``/``act3``) or a test loss above the bound removes the model too.
 """
 from __future__ import annotations
 
@@ -36,7 +38,17 @@ from torch import nn
 
 from initlab.data import Dataset
 from initlab.models import ACTIVATIONS, activation_fn, mlp
-from initlab.train import DATA_STREAM, RunResult, TrainConfig, batches, epoch_permutation, make_generator
+from initlab.train import (
+    DATA_STREAM,
+    NONFINITE_LOSS,
+    RunResult,
+    TrainConfig,
+    batches,
+    epoch_permutation,
+    loss_bound_reason,
+    make_generator,
+    nonfinite_reason,
+)
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of engine state per group (params, optimizer state, activations)
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults
@@ -118,7 +130,7 @@ def default_max_models(layout: MLPLayout, config: TrainConfig, n_train: int,
 
 def _group_key(config: TrainConfig) -> tuple:
     # lr and momentum may differ per model; everything else fixes the shape of the computation.
-    return (config.optimizer, config.batch_size, config.epochs, config.eval_batch_size)
+    return (config.optimizer, config.batch_size, config.epochs, config.eval_batch_size, config.diverge_loss)
 
 
 def _act_backward(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor,
@@ -142,6 +154,17 @@ def _act_grad(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) 
     with torch.enable_grad():  # the rest (selu, gelu, ...): autograd on one elementwise op is cheap
         z = pre.detach().requires_grad_(True)
         return torch.autograd.grad(activation_fn(name)(z), z, g)[0]
+
+
+def _layer_name(position: int) -> str:
+    """Position 2i is ``fc{i+1}``'s output, 2i+1 ``act{i+1}``'s: the ``mlp`` module names."""
+    return f"{'fc' if position % 2 == 0 else 'act'}{position // 2 + 1}"
+
+
+def _note_nonfinite(first_bad: torch.Tensor, out: torch.Tensor, position: int) -> None:
+    """Set ``first_bad[k] = position`` where model k's ``out`` holds NaN/inf and nothing did before."""
+    finite = torch.isfinite(out).flatten(1).all(1) if out.dim() > 1 else torch.isfinite(out)
+    first_bad.copy_(torch.where((first_bad < 0) & ~finite, position, first_bad))
 
 
 class Population:
@@ -224,11 +247,14 @@ class Population:
 
     # ------------------------------------------------------------------ math
 
-    def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    def _forward(self, x: torch.Tensor, first_bad: torch.Tensor | None = None
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Inputs of every layer, hidden pre-activations, and logits.
 
         ``x`` is (K, B, in), one batch per model, or (B, in), one batch shared by all models (then
         the first layer is a single matmul against all K weight matrices side by side).
+        ``first_bad`` (K,) int64, -1 = all finite so far: set in place to the position (see
+        :func:`_layer_name`) of each model's first layer output holding NaN/inf.
         """
         act = activation_fn(self.layout.activation)
         inputs, pres, h = [], [], x
@@ -241,12 +267,16 @@ class Population:
                 z = z if b is None else z + b.unsqueeze(1)
             else:
                 z = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if first_bad is not None:
+                _note_nonfinite(first_bad, z, 2 * i)
             if i == last:
                 return inputs, pres, z
             pres.append(z)
             # ReLU in place: its backward needs only the output (out > 0 exactly where pre > 0),
             # and writing into z saves allocating (and faulting in) a fresh tensor every step
             h = z.clamp_min_(0) if self.layout.activation == "relu" else act(z)
+            if first_bad is not None:
+                _note_nonfinite(first_bad, h, 2 * i + 1)
 
     def _step(self, x, y, alive, step, state, losses_out):
         """One optimizer step of every model; writes the step's losses (NaN once frozen) to ``losses_out``."""
@@ -326,19 +356,23 @@ class Population:
                 p.addcmul_(g, neg_lr.view(shape(p)))
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-        """Mean cross-entropy and accuracy of every model in the population on ``(x, y)`` (one sync)."""
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192
+                 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """Mean cross-entropy and accuracy of every model in the population on ``(x, y)`` (one sync),
+        and per model the name of its first layer output holding NaN/inf (None if all finite)."""
         k = len(self.index)
         loss_sum = torch.zeros(k, dtype=torch.float64, device=x.device)
         correct = torch.zeros(k, dtype=torch.int64, device=x.device)
+        first_bad = torch.full((k,), -1, dtype=torch.int64, device=x.device)
         for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size)):
-            _, _, logits = self._forward(xb)
+            _, _, logits = self._forward(xb, first_bad)
             yk = yb.unsqueeze(0).expand(k, -1).unsqueeze(2)
             ce = torch.logsumexp(logits, dim=2, keepdim=True) - logits.gather(2, yk)
             loss_sum += ce.squeeze(2).sum(1).double()
             correct += (logits.argmax(dim=2) == yk.squeeze(2)).sum(1)
         n = y.shape[0]
-        return loss_sum.cpu().numpy() / n, correct.cpu().numpy() / n
+        bad = [None if j < 0 else _layer_name(j) for j in first_bad.tolist()]
+        return loss_sum.cpu().numpy() / n, correct.cpu().numpy() / n, bad
 
     # ------------------------------------------------------------------ training
 
@@ -368,6 +402,7 @@ class Population:
         else:
             state = []
         step, step0 = 0, 0
+        bound = cfg.loss_bound(data.num_classes)
         for epoch in range(1, cfg.epochs + 1):
             if not self.index:
                 break
@@ -392,15 +427,29 @@ class Population:
                 if bad.size:
                     res = results[k]
                     res.diverged, res.diverged_epoch, res.diverged_step = True, epoch, step0 + int(bad[0])
+                    res.diverge_reason = NONFINITE_LOSS
                     rows[k].update(train_loss=math.nan, test_loss=math.nan, test_acc=math.nan, diverged=True)
                 else:
                     keep.append(pos)
             if len(keep) < len(self.index):
                 state = self._keep(keep, state)
             if self.index:
-                test_loss, test_acc = self.evaluate(x_test, y_test, cfg.eval_batch_size)
+                test_loss, test_acc, first_bad = self.evaluate(x_test, y_test, cfg.eval_batch_size)
+                keep = []
                 for pos, k in enumerate(self.index):
                     rows[k]["test_loss"], rows[k]["test_acc"] = float(test_loss[pos]), float(test_acc[pos])
+                    reason = None
+                    if first_bad[pos] is not None:
+                        reason = nonfinite_reason(first_bad[pos])
+                    elif not test_loss[pos] <= bound:
+                        reason = loss_bound_reason(float(test_loss[pos]), cfg, data.num_classes)
+                    if reason is None:
+                        keep.append(pos)
+                    else:
+                        rows[k]["diverged"] = True
+                        results[k].diverged, results[k].diverged_epoch, results[k].diverge_reason = True, epoch, reason
+                if len(keep) < len(self.index):
+                    state = self._keep(keep, state)
             finished_now = epoch == cfg.epochs
             for k in sorted(rows):
                 results[k].epochs.append(rows[k])

@@ -1,10 +1,13 @@
 """Comparisons of init schemes done honestly: fresh model per run, paired seeds, held-out test set.
 
 ``compare`` trains one freshly built and initialized model per (init, seed), every init of a seed
-on the same batch order, evaluates on the test split after every epoch, records divergence instead
-of crashing, and (with ``out``) writes results to disk as they are known. By default all runs train
-together in the batched engine (:mod:`initlab.engine`), which gives the same numbers as training
-them one at a time (``engine="single"``) up to float32 summation order, several times faster.
+on the same batch order, evaluates on the test split after every epoch, records divergence (where
+and why, :data:`initlab.train.DIVERGE_LOSS`) instead of crashing, and (with ``out``) writes results
+to disk as they are known, every run with its status (:mod:`initlab.runbook`). By default runs
+train together in the batched engine (:mod:`initlab.engine`), one memory-sized group at a time,
+which gives the same numbers as training them one at a time (``engine="single"``) up to float32
+summation order, several times faster. An interrupted comparison (Ctrl-C, SIGTERM, ``kill -9``)
+continues with ``resume=True``: finished runs are kept, the others rerun from their start.
 """
 from __future__ import annotations
 
@@ -21,59 +24,77 @@ import pandas as pd
 import torch
 
 from initlab import store
-from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset
-from initlab.models import check_activation, check_widths, mlp
-from initlab.schemes import SchemeSpec, check_scheme, initialize, parse_scheme
-from initlab.train import INIT_STREAM, PROBE_STREAM, TrainConfig, make_generator, resolve_device, train_model
+from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
+from initlab.memory import available_bytes, format_bytes
+from initlab.models import check_activation, check_widths, mlp, parse_hidden
+from initlab.runbook import Run, RunBook
+from initlab.schemes import SchemeSpec, initialize, parse_scheme, parse_scheme_list
+from initlab.train import (
+    INIT_STREAM,
+    MAX_INT,
+    PROBE_STREAM,
+    TrainConfig,
+    check_init,
+    make_generator,
+    resolve_device,
+    train_model,
+)
 
 SEED_INITS = ("zero", "random", "xavier", "he")  # the four schemes of the seed notebook
-ENGINES = ("batched", "single")  # batched: initlab.engine, all runs at once; single: train_model per run
+ENGINES = ("batched", "single")  # batched: initlab.engine, a group of runs at once; single: train_model per run
+BUNDLED = ("digits",)  # datasets that ship with a dependency: --data-dir has no effect on them
+# Fields of CompareSpec that change how a comparison is computed but not its results (the engines
+# agree up to float32 summation order, tests/test_engine.py): a resumed comparison may change them.
+RESUMABLE_CHANGES = ("device", "engine")
 
 
 @dataclass(frozen=True)
 class CompareSpec:
     """A comparison: which inits, on what data and network, trained how, over which seeds."""
 
-    inits: tuple[str, ...] = SEED_INITS  # scheme strings, e.g. "he" or "normal(std=0.05)"
+    inits: tuple[str, ...] = SEED_INITS  # scheme strings, e.g. "he" or "normal(std=0.05)"; also SchemeSpec/dict
     dataset: str = "mnist"  # digits | mnist | fashion-mnist
     data_dir: str | None = None  # local IDX files; None = system dirs, cache, then download
     normalize: str = "seed"  # seed: (x-0.5)/0.5 | standardize: train mean/std | none
-    hidden: tuple[int, ...] = (128,)  # hidden widths; (128,) is the seed's 784-128-10 network
+    hidden: tuple[int, ...] = (128,)  # hidden widths; (128,) is the seed's 784-128-10 network; or "128,128"
     activation: str = "relu"
     seeds: int = 1  # runs per init; run seeds are first_seed .. first_seed+seeds-1
     first_seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "auto"  # auto | cpu | cuda
-    engine: str = "batched"  # batched: all runs as one computation | single: one train_model per run
+    engine: str = "batched"  # batched: groups of runs as one computation | single: one train_model per run
     probe: bool = True  # per-layer statistics (initlab.probe) at init and after every epoch, every run
     probe_size: int = 256  # examples in the fixed probe batch (same for all runs and epochs)
 
     def __post_init__(self):
-        if not self.inits:
-            raise ValueError("no init schemes given; pass at least one, e.g. --inits he")
-        for text in self.inits:
-            check_scheme(text)  # raises a one-line ValueError for unknown names or bad params
-        if len(set(self.inits)) != len(self.inits):
-            raise ValueError(f"init schemes listed twice: {', '.join(self.inits)}")
+        # canonical forms first: one scheme string or a list of them, SchemeSpec/dict; "64,64" or ints
+        object.__setattr__(self, "inits", parse_scheme_list(self.inits))
+        hidden = parse_hidden(self.hidden) if isinstance(self.hidden, str) else check_widths(self.hidden)
+        object.__setattr__(self, "hidden", hidden)
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset '{self.dataset}'; choose from: {', '.join(DATASETS)}")
+        if self.data_dir is not None and self.dataset in BUNDLED:
+            raise ValueError(f"--data-dir has no effect with dataset '{self.dataset}' (bundled); drop it or "
+                             f"choose from: {', '.join(d for d in DATASETS if d not in BUNDLED)}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization '{self.normalize}'; choose from: {', '.join(NORMALIZATIONS)}")
-        check_widths(self.hidden)
         check_activation(self.activation)
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds <= 0:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 0 < self.seeds <= MAX_INT:
             raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
-        if not isinstance(self.first_seed, int) or self.first_seed < 0:
-            raise ValueError(f"first seed must be a non-negative integer, got {self.first_seed!r}")
+        if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
+                or not 0 <= self.first_seed <= MAX_INT - self.seeds:
+            raise ValueError(f"first seed must be an integer from 0 to {MAX_INT} - seeds, got {self.first_seed!r}")
+        if not isinstance(self.train, TrainConfig):
+            raise ValueError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         resolve_device(self.device)
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine '{self.engine}'; choose from: {', '.join(ENGINES)}")
-        if isinstance(self.probe_size, bool) or not isinstance(self.probe_size, int) or self.probe_size <= 0:
+        if isinstance(self.probe_size, bool) or not isinstance(self.probe_size, int) or not 0 < self.probe_size <= MAX_INT:
             raise ValueError(f"probe size must be a positive integer, got {self.probe_size!r}")
 
     @property
-    def run_seeds(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
+    def run_seeds(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -81,18 +102,43 @@ class CompareSpec:
         return d
 
 
+def spec_differences(old: dict, new: dict) -> list[str]:
+    """Names of the fields (``train.lr`` for nested ones) whose values differ between two spec dicts."""
+    diff = []
+    for key in sorted(set(old) | set(new)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key == "train":
+            diff += [f"train.{k}" for k in sorted(set(a) | set(b)) if _norm(a.get(k)) != _norm(b.get(k))]
+        elif _norm(a) != _norm(b):
+            diff.append(key)
+    return diff
+
+
+def _norm(v):
+    """JSON round-trips turn tuples into lists; compare the JSON forms."""
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
+    return v
+
+
 class Reporter:
     """Receives progress events from :func:`run_compare`; the CLI's subclass draws progress bars."""
 
     def start(self, spec: CompareSpec, total_runs: int) -> None: ...
+    def run_skipped(self, init: str, seed: int, status: str) -> None: ...  # finished in an earlier session
     def run_start(self, init: str, seed: int) -> None: ...
     def epoch_end(self, init: str, seed: int, row: dict) -> None: ...
-    def run_end(self, init: str, seed: int, diverged: bool) -> None: ...
+    def run_end(self, init: str, seed: int, diverged: bool, reason: str | None = None) -> None: ...
 
 
 @dataclass
 class CompareResult:
-    """``metrics``: one row per run per epoch; ``steps``: per-step train loss; ``summary``: per init."""
+    """``metrics``: one row per run per epoch; ``steps``: per-step train loss; ``summary``: per init;
+    ``runs``: one row per run with its status; ``complete``: False after an interruption."""
 
     spec: CompareSpec
     metrics: pd.DataFrame
@@ -101,45 +147,22 @@ class CompareResult:
     out: Path | None = None
     seconds: float = 0.0
     probe: pd.DataFrame | None = None  # per run, epoch (0 = at init) and layer: initlab.probe.probe_stats
+    runs: pd.DataFrame | None = None
+    chance: dict = field(default_factory=dict)  # majority-class rate, threshold, test size
+    complete: bool = True
 
 
-class ProbeLog:
-    """Per-layer statistics of every run at init and after every epoch, on one fixed probe batch.
+def chance_level(y_test: torch.Tensor) -> dict:
+    """What "no better than chance" means on this test set.
 
-    The batch is ``spec.probe_size`` training examples drawn once from stream PROBE_STREAM of seed 0,
-    so every run and epoch is measured on the same inputs. Rows land in ``probe.csv`` as they come.
+    ``rate``: accuracy of always answering the test set's most frequent class (the best constant
+    classifier, e.g. what zero init learns). ``threshold``: rate + 3·√(rate(1−rate)/n), three
+    binomial standard deviations above it; a final accuracy at or below it is not evidence of
+    learning. On MNIST (rate 0.1135, n 10000) the threshold is 0.123; on digits (0.103, 360) 0.151.
     """
-
-    def __init__(self, spec: CompareSpec, data: Dataset, out_dir: Path | None):
-        self.enabled, self.out_dir = spec.probe, out_dir
-        self.order = {init: i for i, init in enumerate(spec.inits)}
-        self.frames: dict[tuple[int, int, int], pd.DataFrame] = {}  # (seed, init position, epoch) -> rows
-        if self.enabled:
-            g = make_generator(0, PROBE_STREAM)
-            idx = torch.randperm(data.x_train.shape[0], generator=g)[: spec.probe_size].to(data.x_train.device)
-            self.x, self.y = data.x_train[idx], data.y_train[idx]
-
-    def record(self, init: str, seed: int, epoch: int, model: torch.nn.Module) -> None:
-        if not self.enabled:
-            return
-        from initlab.probe import probe_stats
-
-        frame = probe_stats(model, self.x, self.y)
-        frame.insert(0, "epoch", epoch)
-        frame.insert(0, "seed", seed)
-        frame.insert(0, "init", init)
-        self.frames[(seed, self.order[init], epoch)] = frame
-
-    def frame(self) -> pd.DataFrame | None:
-        """All rows, ordered by seed, init (as listed) and epoch, whichever engine produced them."""
-        return pd.concat([self.frames[k] for k in sorted(self.frames)], ignore_index=True) if self.frames else None
-
-    def write(self) -> None:
-        if self.out_dir is not None and self.frames:
-            store.atomic_write_csv(self.out_dir / "probe.csv", self.frame())
-
-
-METRIC_COLUMNS = ["init", "seed", "epoch", "train_loss", "test_loss", "test_acc", "diverged"]
+    n = int(y_test.shape[0])
+    rate = majority_rate(y_test)
+    return {"rate": rate, "threshold": rate + 3 * math.sqrt(rate * (1 - rate) / n), "test_size": n}
 
 
 def build_model(spec: CompareSpec, data: Dataset, scheme: SchemeSpec, seed: int, device) -> torch.nn.Module:
@@ -149,40 +172,55 @@ def build_model(spec: CompareSpec, data: Dataset, scheme: SchemeSpec, seed: int,
     return model.to(device)
 
 
-def summarize(metrics: pd.DataFrame, inits: Sequence[str]) -> pd.DataFrame:
-    """Per init: final test accuracy and loss (mean ± std over non-diverged seeds), speed, divergence.
+def summarize(metrics: pd.DataFrame, inits: Sequence[str], *, runs: pd.DataFrame | None = None,
+              chance: float = math.nan) -> pd.DataFrame:
+    """Per init: final test accuracy and loss (mean ± std over finished, non-diverged runs), speed, status.
 
-    ``epochs_to_95``: the first epoch at which the init's seed-mean test accuracy reaches 95% of the
-    best init's final seed-mean accuracy (NaN if it never does).
+    Only runs that trained every epoch count in the means (a diverged or interrupted run's last
+    accuracy says nothing about the init's final accuracy). ``at_chance``: the init's mean final
+    accuracy is at or below ``chance`` (:func:`chance_level`'s threshold). ``epochs_to_95``: the
+    first epoch at which the init's seed-mean test accuracy reaches 95% of the best final
+    seed-mean accuracy among inits that are not at chance; NaN for an init at chance, with no
+    finished run, or that never gets there: no ranking credits a diverged run or a chance-level one.
     """
-    cols = ["init", "runs", "diverged", "final_test_acc_mean", "final_test_acc_std",
-            "final_test_loss_mean", "final_test_loss_std", "epochs_to_95"]
-    if metrics.empty:
+    cols = ["init", "runs", "done", "diverged", "interrupted", "final_test_acc_mean", "final_test_acc_std",
+            "final_test_loss_mean", "final_test_loss_std", "at_chance", "epochs_to_95"]
+    if metrics.empty and (runs is None or runs.empty):
         return pd.DataFrame(columns=cols)
-    last = metrics.sort_values("epoch").groupby(["init", "seed"], sort=False).tail(1)
-    curves = metrics[~metrics["diverged"]].groupby(["init", "epoch"])["test_acc"].mean()
+    if runs is None:  # metrics only (older callers): a run is done when its last row did not diverge
+        last = metrics.sort_values("epoch").groupby(["init", "seed"], sort=False).tail(1)
+        runs = pd.DataFrame({"init": last["init"], "seed": last["seed"],
+                             "status": np.where(last["diverged"].astype(bool), "diverged", "done")})
+    done_keys = set(map(tuple, runs.loc[runs["status"] == "done", ["init", "seed"]].to_numpy().tolist()))
+    finished = metrics[[(i, s) in done_keys for i, s in zip(metrics["init"], metrics["seed"])]] if len(metrics) else metrics
+    last = finished.sort_values("epoch").groupby(["init", "seed"], sort=False).tail(1) if len(finished) else finished
     rows = []
     for init in inits:
-        fin = last[last["init"] == init]
-        if fin.empty:
+        r = runs[runs["init"] == init]
+        if r.empty:
             continue
-        ok = fin[~fin["diverged"]]
+        fin = last[last["init"] == init] if len(last) else last
+        n = len(fin)
+        acc = fin["test_acc"].mean() if n else math.nan
         rows.append({
-            "init": init,
-            "runs": len(fin),
-            "diverged": int(fin["diverged"].sum()),
-            "final_test_acc_mean": ok["test_acc"].mean() if len(ok) else math.nan,
-            "final_test_acc_std": ok["test_acc"].std(ddof=1) if len(ok) > 1 else (0.0 if len(ok) else math.nan),
-            "final_test_loss_mean": ok["test_loss"].mean() if len(ok) else math.nan,
-            "final_test_loss_std": ok["test_loss"].std(ddof=1) if len(ok) > 1 else (0.0 if len(ok) else math.nan),
+            "init": init, "runs": len(r), "done": int((r["status"] == "done").sum()),
+            "diverged": int((r["status"] == "diverged").sum()),
+            "interrupted": int((~r["status"].isin(["done", "diverged"])).sum()),
+            "final_test_acc_mean": acc,
+            "final_test_acc_std": fin["test_acc"].std(ddof=1) if n > 1 else (0.0 if n else math.nan),
+            "final_test_loss_mean": fin["test_loss"].mean() if n else math.nan,
+            "final_test_loss_std": fin["test_loss"].std(ddof=1) if n > 1 else (0.0 if n else math.nan),
+            "at_chance": bool(n and math.isfinite(chance) and acc <= chance),
         })
     summary = pd.DataFrame(rows, columns=cols[:-1])
-    best = summary["final_test_acc_mean"].max()
+    ranked = summary[(summary["done"] > 0) & ~summary["at_chance"].astype(bool)]
+    best = ranked["final_test_acc_mean"].max() if len(ranked) else math.nan
+    curves = finished.groupby(["init", "epoch"])["test_acc"].mean() if len(finished) else None
     reach = []
-    for init in summary["init"]:
-        curve = curves.get(init) if init in curves.index.get_level_values(0) else None
+    for row in summary.itertuples():
         hit = math.nan
-        if curve is not None and np.isfinite(best):
+        if curves is not None and row.init in ranked["init"].values and np.isfinite(best):
+            curve = curves.loc[row.init]
             above = curve[curve >= 0.95 * best]
             hit = float(above.index.min()) if len(above) else math.nan
         reach.append(hit)
@@ -190,130 +228,281 @@ def summarize(metrics: pd.DataFrame, inits: Sequence[str]) -> pd.DataFrame:
     return summary
 
 
-def _run_row(init: str, seed: int, row: dict, diverged_step: int | None) -> dict:
-    return {"init": init, "seed": seed, **row, "diverged_step": diverged_step if row["diverged"] else None}
+# ---------------------------------------------------------------------- memory
+
+STEP_ROW_BYTES = 64  # one per-step loss in memory and in the steps frame written to disk
+EPOCH_ROW_BYTES = 600  # one metrics row (a dict) plus its share of the frames built from it
+PROBE_ROW_BYTES = 400  # one probe_stats row of one layer
 
 
-def _step_frame(init: str, seed: int, step_losses: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"init": init, "seed": seed, "step": np.arange(len(step_losses)), "train_loss": step_losses})
+def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
+    """Bytes a comparison will hold at once: one engine group of models, and the result tables.
+
+    The engine part is ``engine.bytes_per_model`` (parameters, gradients, optimizer state and
+    activations) times the group size (``engine.default_max_models``; 1 for ``single``); the
+    results part counts per-step losses, metrics rows and probe rows of every run, which stay in
+    memory to be returned. Data already loaded is not counted.
+    """
+    from initlab.engine import MLPLayout, bytes_per_model, default_max_models
+
+    layout = MLPLayout((data.in_features, *spec.hidden, data.num_classes), spec.activation)
+    n_train = int(data.x_train.shape[0])
+    per_model = bytes_per_model(layout, spec.train, n_train)
+    runs = len(spec.inits) * spec.seeds
+    group = 1 if spec.engine == "single" else min(runs, default_max_models(layout, spec.train, n_train))
+    steps_per_epoch = -(-n_train // spec.train.batch_size)
+    layers = 2 * len(spec.hidden) + 1
+    results = runs * spec.train.epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES)
+    if spec.probe:
+        results += runs * (spec.train.epochs + 1) * layers * PROBE_ROW_BYTES
+    return {"per_model": per_model, "group": group * per_model, "group_size": group, "results": results,
+            "total": group * per_model + results}
 
 
-def _train_single(spec, data, schemes, device, out_dir, reporter, plog):
-    """One ``train_model`` per run, seed-major; each finished run is on disk before the next starts."""
-    rows: list[dict] = []
-    step_frames: list[pd.DataFrame] = []
-    for seed in spec.run_seeds:  # seed-major: a partial comparison still has every init for early seeds
-        for init in spec.inits:
-            reporter.run_start(init, seed)
-            model = build_model(spec, data, schemes[init], seed, device)
-            plog.record(init, seed, 0, model)
-
-            def on_epoch(row, init=init, seed=seed, model=model):
-                if not row["diverged"]:
-                    plog.record(init, seed, row["epoch"], model)
-                reporter.epoch_end(init, seed, row)
-
-            res = train_model(model, data, spec.train, seed=seed, on_epoch=on_epoch)
-            rows += [_run_row(init, seed, row, res.diverged_step) for row in res.epochs]
-            step_frames.append(_step_frame(init, seed, res.step_losses))
-            if out_dir is not None:
-                store.atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(rows))
-                store.atomic_write_csv(out_dir / "steps.csv", pd.concat(step_frames, ignore_index=True))
-                plog.write()
-            reporter.run_end(init, seed, res.diverged)
-    return rows, step_frames
+def check_memory(spec: CompareSpec, data: Dataset, device: torch.device) -> dict:
+    """Refuse (one-line ValueError, with the estimate) a comparison that cannot fit in free memory."""
+    est = estimate_memory(spec, data)
+    free = available_bytes(device)
+    if free is None:
+        return est
+    net = f"{data.in_features}-{'-'.join(map(str, spec.hidden)) or '(none)'}-{data.num_classes}"
+    if est["per_model"] > free:
+        raise ValueError(f"one {net} model needs ~{format_bytes(est['per_model'])} to train (parameters, gradients, "
+                         f"optimizer state, activations) but {device.type} has {format_bytes(free)} free; "
+                         "use fewer or narrower layers")
+    if est["total"] > free:
+        raise ValueError(f"{len(spec.inits) * spec.seeds} runs × {spec.train.epochs} epochs need ~"
+                         f"{format_bytes(est['total'])} (models training at once: {format_bytes(est['group'])}, "
+                         f"results: {format_bytes(est['results'])}) but {device.type} has {format_bytes(free)} free; "
+                         "use fewer seeds or epochs, a larger --batch-size, or --no-probe")
+    return est
 
 
-def _train_batched(spec, data, schemes, device, out_dir, reporter, plog):
-    """All runs in :func:`initlab.engine.train_population`; metrics.csv is rewritten after every epoch.
+# ---------------------------------------------------------------------- training
 
-    Rows reach disk before the reporter hears of them, so an interrupt keeps every reported epoch.
-    ``diverged_step`` of a diverged row and ``steps.csv`` are known once training ends.
+
+class ProbeBatch:
+    """The fixed batch every run is checked and probed on: ``spec.probe_size`` training examples
+    drawn once from stream PROBE_STREAM of seed 0, the same for every run and epoch."""
+
+    def __init__(self, spec: CompareSpec, data: Dataset):
+        self.enabled = spec.probe
+        g = make_generator(0, PROBE_STREAM)
+        idx = torch.randperm(data.x_train.shape[0], generator=g)[: spec.probe_size].to(data.x_train.device)
+        self.x, self.y = data.x_train[idx], data.y_train[idx]
+
+    def record(self, run: Run, epoch: int, model: torch.nn.Module) -> None:
+        if self.enabled:
+            from initlab.probe import probe_stats
+
+            run.probe[epoch] = probe_stats(model, self.x, self.y)
+
+
+def _start(run: Run, model: torch.nn.Module, pb: ProbeBatch, reporter: Reporter) -> bool:
+    """Check and probe a fresh model; False (and the run diverged at init) if its forward overflows."""
+    run.reset()
+    run.status = "running"
+    reporter.run_start(run.init, run.seed)
+    pb.record(run, 0, model)
+    reason = check_init(model, pb.x)
+    if reason is None:
+        return True
+    run.diverge(0, None, reason)
+    run.rows = [{"epoch": 0, "train_loss": math.nan, "diverged": True, "test_loss": math.nan, "test_acc": math.nan}]
+    run.steps = np.zeros(0)
+    reporter.run_end(run.init, run.seed, True, reason)
+    return False
+
+
+def _finish(run: Run, res, reporter: Reporter) -> None:
+    run.steps = res.step_losses
+    if res.diverged:
+        run.diverge(res.diverged_epoch, res.diverged_step, res.diverge_reason)
+    else:
+        run.status = "done"
+    reporter.run_end(run.init, run.seed, res.diverged, res.diverge_reason)
+
+
+def _train_single(spec, data, schemes, device, book, reporter, pb):
+    """One ``train_model`` per run, seed-major; metrics are on disk after every epoch."""
+    for run in book.pending():
+        model = build_model(spec, data, schemes[run.init], run.seed, device)
+        if not _start(run, model, pb, reporter):
+            book.write(steps=True, probe=True)
+            continue
+        book.write()
+
+        def on_epoch(row, run=run, model=model):
+            if not row["diverged"]:
+                pb.record(run, row["epoch"], model)
+            run.rows.append(row)
+            book.write()
+            reporter.epoch_end(run.init, run.seed, row)
+
+        res = train_model(model, data, spec.train, seed=run.seed, on_epoch=on_epoch)
+        _finish(run, res, reporter)
+        book.write(steps=True, probe=True)
+
+
+def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size):
+    """Groups of ``group_size`` runs, each group one :func:`initlab.engine.train_population`.
+
+    Only one group's models exist at a time. metrics.csv/runs.csv are rewritten after every epoch,
+    before the reporter hears of it, so an interrupt keeps every reported epoch; per-step losses
+    and probe rows of a group are written when the group ends.
     """
     from initlab.engine import train_population
 
-    runs = [(init, seed) for seed in spec.run_seeds for init in spec.inits]  # same order as single
-    models = [build_model(spec, data, schemes[init], seed, device) for init, seed in runs]
-    for (init, seed), model in zip(runs, models):
-        plog.record(init, seed, 0, model)
-    done: dict[int, list[dict]] = {k: [] for k in range(len(runs))}
-    pending: list[tuple[int, dict]] = []
+    pending = book.pending()
+    for start in range(0, len(pending), group_size):
+        group = pending[start:start + group_size]
+        runs, models = [], []
+        for run in group:
+            model = build_model(spec, data, schemes[run.init], run.seed, device)
+            if _start(run, model, pb, reporter):
+                runs.append(run)
+                models.append(model)
+        book.write(steps=True, probe=True)
+        if not runs:
+            continue
+        queue: list[tuple[Run, dict]] = []
 
-    def ordered_rows(steps_at: dict[int, int | None]) -> list[dict]:
-        return [_run_row(*runs[k], row, steps_at.get(k)) for k in range(len(runs)) for row in done[k]]
+        def on_epoch(k, row, get_module):
+            if pb.enabled and not row["diverged"]:
+                pb.record(runs[k], row["epoch"], get_module())
+            runs[k].rows.append(row)
+            queue.append((runs[k], row))
 
-    def on_epoch(k, row, get_module):
-        if plog.enabled and not row["diverged"]:
-            plog.record(*runs[k], row["epoch"], get_module())
-        done[k].append(row)
-        pending.append((k, row))
+        def after_epoch(epoch):
+            book.write()
+            for run, row in queue:
+                reporter.epoch_end(run.init, run.seed, row)
+            queue.clear()
 
-    def after_epoch(epoch):
-        if out_dir is not None:
-            store.atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(ordered_rows({})))
-            plog.write()
-        for k, row in pending:
-            reporter.epoch_end(*runs[k], row)
-            if row["diverged"] or row["epoch"] == spec.train.epochs:
-                reporter.run_end(*runs[k], row["diverged"])
-        pending.clear()
+        results = train_population(models, data, spec.train, [r.seed for r in runs], on_epoch=on_epoch,
+                                   after_epoch=after_epoch, max_models=len(models))
+        del models
+        for run, res in zip(runs, results):
+            _finish(run, res, reporter)
+        book.write(steps=True, probe=True)
 
-    for init, seed in runs:
-        reporter.run_start(init, seed)
-    results = train_population(models, data, spec.train, [seed for _, seed in runs],
-                               on_epoch=on_epoch, after_epoch=after_epoch)
-    rows = ordered_rows({k: res.diverged_step for k, res in enumerate(results)})
-    step_frames = [_step_frame(*runs[k], res.step_losses) for k, res in enumerate(results)]
-    if out_dir is not None:
-        store.atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(rows))
-        store.atomic_write_csv(out_dir / "steps.csv", pd.concat(step_frames, ignore_index=True))
-    return rows, step_frames
+
+def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
+    return {**spec.to_dict(), "resolved_device": str(device), "torch": torch.__version__,
+            "python": platform.python_version(), "train_size": int(data.x_train.shape[0]),
+            "test_size": int(data.x_test.shape[0])}
+
+
+def check_resume(out: str | Path, spec: CompareSpec) -> None:
+    """Refuse to resume ``out`` with a different configuration, naming the differing fields."""
+    import json
+
+    try:
+        old = json.loads((Path(out) / "config.json").read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"cannot resume '{out}': its config.json is missing or unreadable; "
+                         "use --overwrite to start again") from None
+    diff = spec_differences({k: v for k, v in old.items() if k in spec.to_dict()}, spec.to_dict())
+    if diff:
+        raise ValueError(f"cannot resume '{out}': its configuration differs in {', '.join(diff)}; "
+                         "rerun with the same options, or use --overwrite or another --out")
+
+
+def _result(spec, book, out_dir, t0, chance, complete) -> CompareResult:
+    metrics, runs = book.metrics(), book.runs_frame()
+    summary = summarize(metrics, spec.inits, runs=runs, chance=chance["threshold"])
+    return CompareResult(spec, metrics, book.steps_frame(), summary, out_dir, time.perf_counter() - t0,
+                         book.probe_frame(), runs, chance, complete)
+
+
+def _write_summary(result: CompareResult) -> None:
+    from initlab.plots import plot_compare, plot_probe
+
+    d = result.out
+    spec = result.spec
+    store.atomic_write_json(d / "summary.json", {
+        "status": "complete" if result.complete else "interrupted",
+        "seconds": round(result.seconds, 3),
+        "chance": result.chance,
+        "divergence": {"rule": "non-finite training loss or activation, or end-of-epoch test loss > "
+                               "diverge_loss·ln(C)", "diverge_loss": spec.train.diverge_loss,
+                       "loss_bound": spec.train.loss_bound(result.chance["classes"])},
+        "per_init": result.summary.replace({np.nan: None}).to_dict(orient="records"),
+        "runs": result.runs.astype(object).where(result.runs.notna(), None).to_dict(orient="records"),
+    })
+    if len(result.metrics):
+        plot_compare(result, d)
+        plot_probe(result, d)
 
 
 def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: Reporter | None = None,
-                data: Dataset | None = None) -> CompareResult:
-    """Run the comparison described by ``spec``; see :func:`compare` for the keyword form."""
+                data: Dataset | None = None, overwrite: bool = False, resume: bool = False) -> CompareResult:
+    """Run the comparison described by ``spec``; see :func:`compare` for the keyword form.
+
+    With ``out``, the folder follows the output-folder contract (:mod:`initlab.store`). On
+    Ctrl-C/SIGTERM (``KeyboardInterrupt``) the files are brought up to date (unfinished runs marked
+    ``interrupted``, summary.json with status "interrupted") and the exception is re-raised with
+    the partial :class:`CompareResult` as its ``result`` attribute.
+    """
     reporter = reporter or Reporter()
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
-    out_dir = store.prepare_out_dir(out) if out is not None else None
+    if out is not None:
+        store.check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
+        if resume:
+            check_resume(out, spec)
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
+    est = check_memory(spec, data, device)
     data = data.to(device)
-    if out_dir is not None:
-        store.atomic_write_json(out_dir / "config.json", {
-            **spec.to_dict(), "resolved_device": str(device),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "train_size": int(data.x_train.shape[0]), "test_size": int(data.x_test.shape[0]),
-        })
+    out_dir = store.claim_out_dir(out, "compare", overwrite=overwrite, resume=resume) if out is not None else None
+    chance = {**chance_level(data.y_test), "classes": data.num_classes}
+    book = RunBook(spec.inits, spec.run_seeds, out_dir, chance["threshold"])
+    try:
+        if out_dir is not None:
+            store.atomic_write_json(out_dir / "config.json", _config_record(spec, data, device))
+            if resume:
+                book.load()
+            book.write(steps=True, probe=True)
+    except OSError as e:
+        raise store.write_error(e) from None
     schemes = {text: parse_scheme(text) for text in spec.inits}
-    reporter.start(spec, len(spec.inits) * spec.seeds)
-    train_runs = _train_batched if spec.engine == "batched" else _train_single
-    plog = ProbeLog(spec, data, out_dir)
-    rows, step_frames = train_runs(spec, data, schemes, device, out_dir, reporter, plog)
-    metrics = pd.DataFrame(rows)
-    steps = pd.concat(step_frames, ignore_index=True)
-    summary = summarize(metrics, spec.inits)
-    result = CompareResult(spec, metrics, steps, summary, out_dir, time.perf_counter() - t0, plog.frame())
+    reporter.start(spec, len(book.runs))
+    for run in book:
+        if run.finished:
+            reporter.run_skipped(run.init, run.seed, run.status)
+    pb = ProbeBatch(spec, data)
+    try:
+        if spec.engine == "batched":
+            _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"])
+        else:
+            _train_single(spec, data, schemes, device, book, reporter, pb)
+    except KeyboardInterrupt as e:
+        book.interrupt()
+        result = _result(spec, book, out_dir, t0, chance, complete=False)
+        if out_dir is not None:
+            book.write(steps=True, probe=True)
+            _write_summary(result)
+        e.result = result
+        raise
+    except OSError as e:
+        raise store.write_error(e) from None
+    result = _result(spec, book, out_dir, t0, chance, complete=True)
     if out_dir is not None:
-        from initlab.plots import plot_compare, plot_probe
-
-        store.atomic_write_json(out_dir / "summary.json", {
-            "seconds": round(result.seconds, 3),
-            "per_init": summary.replace({np.nan: None}).to_dict(orient="records"),
-        })
-        plot_compare(result, out_dir)
-        plot_probe(result, out_dir)
+        try:
+            _write_summary(result)
+        except OSError as e:
+            raise store.write_error(e) from None
     return result
 
 
 def compare(
-    inits: Sequence[str] = SEED_INITS,
+    inits: str | Sequence[str | SchemeSpec | dict] = SEED_INITS,
     dataset: str = "mnist",
     data_dir: str | None = None,
     epochs: int = 10,
     seeds: int = 1,
-    hidden: Sequence[int] = (128,),
+    hidden: str | Sequence[int] = (128,),
     activation: str = "relu",
     lr: float = 0.01,
     momentum: float = 0.0,
@@ -327,19 +516,26 @@ def compare(
     reporter: Reporter | None = None,
     engine: str = "batched",
     probe: bool = True,
+    diverge_loss: float = TrainConfig.diverge_loss,
+    overwrite: bool = False,
+    resume: bool = False,
 ) -> CompareResult:
     """Compare init schemes on one dataset and network; the defaults are the seed notebook's experiment.
 
-    ``engine="batched"`` trains all runs together (:mod:`initlab.engine`); ``"single"`` trains
-    them one after another with :func:`initlab.train.train_model`. Both give the same results up to
-    float32 summation order.
+    ``inits``: one scheme (``"he"``), a comma-separated string (``"he,normal(std=0.05)"``), or a
+    sequence of strings, ``SchemeSpec``s or their dicts. ``hidden``: ``"64,64"`` or a sequence.
+    ``engine="batched"`` trains groups of runs together (:mod:`initlab.engine`); ``"single"``
+    trains them one after another with :func:`initlab.train.train_model`. Both give the same
+    results up to float32 summation order. ``diverge_loss``: see :data:`initlab.train.DIVERGE_LOSS`.
+    ``overwrite``/``resume``: reuse an earlier result folder (:func:`initlab.store.check_out_dir`).
 
     Example: ``initlab.compare(dataset="digits", epochs=5, seeds=3).summary``.
     """
     spec = CompareSpec(
-        inits=tuple(inits), dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-        normalize=normalize, hidden=tuple(hidden), activation=activation, seeds=seeds, first_seed=first_seed,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer),
+        inits=inits, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
+        normalize=normalize, hidden=hidden, activation=activation, seeds=seeds, first_seed=first_seed,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
+                          diverge_loss=diverge_loss),
         device=device, engine=engine, probe=probe,
     )
-    return run_compare(spec, out=out, reporter=reporter)
+    return run_compare(spec, out=out, reporter=reporter, overwrite=overwrite, resume=resume)

@@ -7,7 +7,8 @@ can read the architecture back from the module (see :func:`initlab.engine.mlp_la
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -39,13 +40,53 @@ def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return ACTIVATIONS[check_activation(name)][1]
 
 
+# Widest hidden layer accepted: a 2**20 x 2**20 float32 weight alone is 4 TiB, so anything wider
+# would not fit in memory anyway; rejecting it up front beats an overflow or OOM mid-run.
+MAX_WIDTH = 1 << 20
+# Most hidden layers accepted: signal propagation is studied up to a few hundred layers; 10k is
+# far past where any init keeps a plain MLP trainable, and keeps per-layer bookkeeping bounded.
+MAX_DEPTH = 10_000
+INT64_MAX = (1 << 63) - 1
+
+
+def _as_int(value: object) -> int | None:
+    """``value`` as a Python int if it is an integer (numpy and 0-d torch ints included, bools not)."""
+    if isinstance(value, bool):  # numpy bools are not numbers.Integral
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
+            and not value.is_complex() and value.dtype != torch.bool:
+        return int(value)
+    return None
+
+
 def check_widths(hidden: Sequence[int]) -> tuple[int, ...]:
-    """Validate hidden widths: a sequence of positive ints (empty means a linear classifier)."""
-    widths = tuple(hidden)
-    for w in widths:
-        if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
-            raise ValueError(f"hidden width must be a positive integer, got {w!r}")
-    return widths
+    """Validate hidden widths and return them as a tuple of Python ints.
+
+    Each width is an integer (numpy integer types are accepted and converted) in 1..``MAX_WIDTH``,
+    and there are at most ``MAX_DEPTH`` of them. An empty sequence means a linear classifier. Text such as ``"64,64"`` goes through
+    :func:`parse_hidden` instead, which rejects empty text.
+    """
+    if isinstance(hidden, (str, bytes)):
+        raise ValueError(
+            f"hidden widths must be a sequence of positive integers, got the string {hidden!r}; "
+            "parse text like '64,64' with initlab.models.parse_hidden"
+        )
+    if _as_int(hidden) is not None or not isinstance(hidden, Iterable):
+        raise ValueError(f"hidden widths must be a sequence of positive integers like (128, 128), got {hidden!r}")
+    widths = []
+    for w in hidden:
+        n = _as_int(w)
+        if n is None or not 1 <= n <= MAX_WIDTH:
+            raise ValueError(
+                f"hidden width must be a positive integer at most {MAX_WIDTH} "
+                f"(wider layers would not fit in memory), got {w!r}"
+            )
+        widths.append(n)
+    if len(widths) > MAX_DEPTH:
+        raise ValueError(f"at most {MAX_DEPTH} hidden layers are supported, got {len(widths)}")
+    return tuple(widths)
 
 
 def mlp(
@@ -58,14 +99,19 @@ def mlp(
 ) -> nn.Sequential:
     """A multilayer perceptron ``in -> hidden[0] -> ... -> out`` with ``activation`` between layers.
 
-    ``mlp(784, [128], 10)`` is the seed notebook's 784-128-10 ReLU network. No activation follows
+    ``mlp(784, [128], 10)`` is the seed notebook's 784-128-10 ReLU network; ``hidden`` may also be
+    text (``"128,128"``, see :func:`parse_hidden`) and ``()`` gives a linear classifier. No activation follows
     the last layer: it returns logits. Layers are named ``fc1, act1, fc2, act2, ..., fcL``.
     """
     check_activation(activation)
-    widths = check_widths(hidden)
+    widths = parse_hidden(hidden) if isinstance(hidden, str) else check_widths(hidden)
+    sizes_in_out = []
     for name, n in (("in_features", in_features), ("out_features", out_features)):
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        value = _as_int(n)
+        if value is None or not 1 <= value <= INT64_MAX:
             raise ValueError(f"{name} must be a positive integer, got {n!r}")
+        sizes_in_out.append(value)
+    in_features, out_features = sizes_in_out
     sizes = (in_features, *widths, out_features)
     layers: dict[str, nn.Module] = {}
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
@@ -75,16 +121,51 @@ def mlp(
     return nn.Sequential(OrderedDict(layers))
 
 
-def parse_int_list(text: str | Sequence[int], what: str) -> list:
-    """``"256,256"`` (CLI form) -> ``[256, 256]``; a sequence passes through. ``what`` names it in errors."""
+def parse_int_list(text: str | Sequence[int], what: str) -> list[int]:
+    """``"256,256"`` (CLI form) -> ``[256, 256]``; a sequence of integers passes through as ints.
+
+    ``what`` names the option in errors. Empty or blank text and empty items (``"128,,128"``,
+    ``"128,"``, ``",128"``) are errors, as are non-integers and integers outside int64. Sign and
+    range beyond that are the caller's to check.
+    """
+    hint = "comma-separated positive integers"
     if not isinstance(text, str):
-        return list(text)
-    try:
-        return [int(p.strip()) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated positive integers, got '{text}'") from None
+        if _as_int(text) is not None or not isinstance(text, Iterable) or isinstance(text, bytes):
+            raise ValueError(f"{what} must be {hint} or a sequence of integers, got {text!r}")
+        values = []
+        for v in text:
+            n = _as_int(v)
+            if n is None:
+                raise ValueError(f"{what} must be positive integers, got {v!r} in {text!r}")
+            values.append(n)
+        items = values
+    else:
+        if not text.strip():
+            raise ValueError(f"no {what} given, got {text!r}; pass {hint}")
+        items = []
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                raise ValueError(f"{what} must be {hint}, got {text!r} (empty item: doubled, leading or trailing comma)")
+            try:
+                items.append(int(part))
+            except ValueError:
+                raise ValueError(f"{what} must be {hint}, got {text!r}") from None
+    for n in items:
+        if not -INT64_MAX - 1 <= n <= INT64_MAX:
+            raise ValueError(f"{what} value {n} is out of range (more than 64 bits) in {text!r}")
+    return items
 
 
 def parse_hidden(text: str | Sequence[int]) -> tuple[int, ...]:
-    """Parse ``"256,256"`` (CLI form) or a sequence into validated hidden widths."""
+    """Parse ``"256,256"`` (CLI form) or a sequence into validated hidden widths.
+
+    Empty text is an error (it used to mean a linear classifier silently); pass ``hidden=()``
+    from Python for that.
+    """
     return check_widths(parse_int_list(text, "hidden widths"))
+
+
+# Deeper than any MLP worth training here; checked before a (width,)*depth tuple is built, so an
+# absurd --depth is refused at once rather than after allocating a billion-entry tuple.
+MAX_DEPTH = 10_000

@@ -50,16 +50,35 @@ def effective_rank(x: Tensor, *, center: bool = True) -> float:
     subtracts the batch mean of each unit first, so the constant direction every input shares
     does not count: the result is the number of directions along which the batch *varies*,
     between 1 and min(B, units); an all-constant output gives 0.
+
+    Any inf/NaN entry (an overflowed layer) gives NaN: its spectrum is undefined. Finite values
+    beyond 1e100 (whose float64 Gram matrix could overflow) are divided by their maximum first,
+    which leaves the rank unchanged; if the eigen-solver fails, the result is NaN, not an error.
     """
+    if x.numel() == 0:
+        return math.nan
     m = x.detach().reshape(x.shape[0], -1).to(torch.float64)
+    if not bool(torch.isfinite(m).all()):
+        return math.nan
+    x_max = float(m.abs().max())
+    scale = 1.0
+    if x_max > 1e100:
+        scale = x_max
+        m = m / scale
     if center:
         m = m - m.mean(dim=0, keepdim=True)
     # Singular values from the eigenvalues of the smaller Gram matrix: 10x faster than svdvals on
     # a CPU; values below ~1e-8·σ_max are lost, which moves the entropy by less than 1e-8.
     gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
-    s = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+    try:
+        s = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+    except RuntimeError:  # torch.linalg.LinAlgError: the solver did not converge
+        try:
+            s = torch.linalg.svdvals(m)
+        except RuntimeError:
+            return math.nan
     total = s.sum()
-    if not total > 1e-12 * max(1.0, float(x.detach().abs().max())) * math.sqrt(m.numel()):
+    if not total > 1e-12 * max(1.0, x_max) / scale * math.sqrt(m.numel()):
         return 0.0
     p = s / total
     p = p[p > 0]
@@ -78,13 +97,18 @@ def neuron_symmetry(weight: Tensor, tol: float = 1e-6, *, bias: Tensor | None = 
     ``max_cosine`` is the largest cosine similarity between two different rows; two zero rows
     count as identical (cosine 1), a zero and a non-zero row as orthogonal (0); NaN with one unit.
 
+    Non-finite weights or bias (a diverged run): equality and angles of rows holding inf/NaN are
+    undefined, so ``distinct_units`` and ``max_cosine`` are NaN (``units`` is still the row count).
+
     Returns:
-        dict(distinct_units=int, units=int, max_cosine=float)
+        dict(distinct_units=int, or NaN if non-finite, units=int, max_cosine=float)
     """
     rows = weight.detach().reshape(weight.shape[0], -1).to(torch.float64)
     if bias is not None:
         rows = torch.cat([rows, bias.detach().reshape(-1, 1).to(torch.float64)], dim=1)
     n = rows.shape[0]
+    if not bool(torch.isfinite(rows).all()):
+        return dict(distinct_units=math.nan, units=n, max_cosine=math.nan)
     inf_norm = rows.abs().amax(dim=1)
     diff = torch.cdist(rows, rows, p=float("inf"))
     scale = torch.maximum(torch.maximum(inf_norm[:, None], inf_norm[None, :]), torch.ones(()).to(rows))
@@ -103,6 +127,9 @@ def neuron_symmetry(weight: Tensor, tol: float = 1e-6, *, bias: Tensor | None = 
             group[same[i] & (group < 0)] = reps
             reps += 1
     norms = rows.norm(dim=1)
+    if not bool(torch.isfinite(norms).all()):  # finite rows beyond ~1e154: their norm overflows
+        rows = rows / torch.where(inf_norm > 0, inf_norm, torch.ones_like(inf_norm))[:, None]
+        norms = rows.norm(dim=1)
     unit = rows / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
     cos = unit @ unit.T
     zero = norms == 0
@@ -119,6 +146,19 @@ def layer_symmetry(model: nn.Module, tol: float = 1e-6) -> pd.DataFrame:
         if isinstance(m, _SYMMETRY_TYPES):
             rows.append(dict(name=name, kind=type(m).__name__, **neuron_symmetry(m.weight, tol, bias=m.bias)))
     return pd.DataFrame(rows, columns=["name", "kind", "units", "distinct_units", "max_cosine"])
+
+
+def _histogram(values: Tensor, bins: int) -> dict[str, list]:
+    """Histogram of finite float64 ``values`` over [min, max] (±0.5 when they are all equal or none)."""
+    v = values.cpu().reshape(-1)
+    lo, hi = (float(v.min()), float(v.max())) if v.numel() else (0.0, 0.0)
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    if not math.isfinite(hi - lo):  # finite values spanning more than float64's range
+        lo, hi = max(lo, -1e307), min(hi, 1e307)
+        v = v.clamp(lo, hi)
+    counts, edges = torch.histogram(v, bins=bins, range=(lo, hi))
+    return dict(hist_counts=counts.to(torch.int64).tolist(), hist_edges=edges.tolist())
 
 
 class Probe:
@@ -173,17 +213,19 @@ class Probe:
             return rec
         a = out.detach()
         a64 = a.to(torch.float64)
+        # inf/NaN outputs (an overflowed layer) are data: mean/std become inf or NaN, eff_rank NaN,
+        # and nonfinite_frac says how much of the output was lost.
+        finite = torch.isfinite(a64)
+        n_finite = int(finite.sum())
+        rec["nonfinite_frac"] = 1.0 - n_finite / a64.numel()
         rec.update(out_mean=float(a64.mean()), out_std=float(a64.std(correction=0)))
         flat = a.reshape(a.shape[0], -1) if a.dim() > 1 else a.reshape(-1, 1)
+        # NaN compares False: a unit with a NaN output is neither dead nor saturated.
         rec["dead_frac"] = float((flat <= 0).all(dim=0).to(torch.float64).mean()) if kind in RELU_FAMILY else math.nan
         rec["sat_frac"] = float(SATURATING[kind](a).to(torch.float64).mean()) if kind in SATURATING else math.nan
         rec["eff_rank"] = effective_rank(flat) if a.dim() > 1 else math.nan
         if self.histograms:
-            lo, hi = float(a64.min()), float(a64.max())
-            if not hi > lo:
-                lo, hi = lo - 0.5, hi + 0.5
-            counts, edges = torch.histogram(a64.cpu().reshape(-1), bins=self.bins, range=(lo, hi))
-            rec.update(hist_counts=counts.to(torch.int64).tolist(), hist_edges=edges.tolist())
+            rec.update(_histogram(a64[finite] if n_finite < a64.numel() else a64.reshape(-1), self.bins))
         return rec
 
     def frame(self) -> pd.DataFrame:
@@ -198,8 +240,8 @@ class Probe:
             if isinstance(module, _SYMMETRY_TYPES):
                 rec.update(neuron_symmetry(module.weight, bias=module.bias))
             rows.append(rec)
-        cols = ["name", "kind", "in_features", "out_features", "out_mean", "out_std", "dead_frac", "sat_frac",
-                "eff_rank", "grad_out_norm", "weight_grad_norm", "units", "distinct_units", "max_cosine"]
+        cols = ["name", "kind", "in_features", "out_features", "out_mean", "out_std", "nonfinite_frac", "dead_frac",
+                "sat_frac", "eff_rank", "grad_out_norm", "weight_grad_norm", "units", "distinct_units", "max_cosine"]
         if self.histograms:
             cols += ["hist_counts", "hist_edges"]
         return pd.DataFrame(rows).reindex(columns=cols)
@@ -216,15 +258,22 @@ def probe(model: nn.Module, inputs: Tensor, targets: Tensor | None = None, *,
     Columns (one row per leaf-module call, forward order; NaN where a column does not apply):
         name, kind: ``named_modules()`` name (``#k`` appended for the k-th repeated call) and class;
         in_features, out_features: for Linear;
-        out_mean, out_std: over all elements of the output (population std);
+        out_mean, out_std: over all elements of the output (population std); inf or NaN when the
+            output overflowed (that is data, not an error);
+        nonfinite_frac: fraction of output elements that are inf or NaN (0 for a healthy layer);
         dead_frac: ReLU family (``RELU_FAMILY``): fraction of units (output features, flattened
             per sample) that are <= 0 for every input of the batch;
         sat_frac: Tanh |a| > 0.99, Sigmoid a < 0.01 or a > 0.99: fraction of output elements;
-        eff_rank: ``effective_rank`` of the (batch × features) output, centered;
-        grad_out_norm: L2 norm of dLoss/d(output) over the whole batch;
-        weight_grad_norm: L2 norm of dLoss/d(weight);
+        eff_rank: ``effective_rank`` of the (batch × features) output, centered; NaN when the
+            output holds inf/NaN;
+        grad_out_norm: L2 norm of dLoss/d(output) over the whole batch (inf/NaN after overflow);
+        weight_grad_norm: L2 norm of dLoss/d(weight) (likewise);
         units, distinct_units, max_cosine: ``neuron_symmetry`` for Linear/Conv layers;
-        hist_counts, hist_edges: output histogram (lists), only with ``histograms=True``.
+        hist_counts, hist_edges: histogram (lists) of the output's finite elements only (the rest
+            is counted by nonfinite_frac), only with ``histograms=True``.
+
+    A NaN or inf loss (an overflowed network) is not an error: gradients are still taken and are
+    then NaN/inf.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     with Probe(model, histograms=histograms, bins=bins) as p:
@@ -247,14 +296,15 @@ def probe(model: nn.Module, inputs: Tensor, targets: Tensor | None = None, *,
     return frame
 
 
-STATS_COLUMNS = ["name", "out_std", "dead_frac", "sat_frac", "grad_out_norm", "distinct_units", "max_cosine", "eff_rank"]
+STATS_COLUMNS = ["name", "out_std", "dead_frac", "sat_frac", "grad_out_norm", "distinct_units", "max_cosine", "eff_rank",
+                 "nonfinite_frac"]
 
 
 def probe_stats(model: nn.Module, inputs: Tensor, targets: Tensor | None = None) -> pd.DataFrame:
     """Compact per-layer summary for logging during training: one row per leaf-module call.
 
     Columns: name, out_std, dead_frac, sat_frac, grad_out_norm, distinct_units, max_cosine,
-    eff_rank (meanings as in ``probe``). The SVD (eff_rank) and pairwise row distances
+    eff_rank, nonfinite_frac (meanings as in ``probe``; inf/NaN values are recorded, not raised). The SVD (eff_rank) and pairwise row distances
     (distinct_units) dominate the cost: ~2 s for a 20×256 MLP on 512 examples on a busy 2-core CPU.
     """
     return probe(model, inputs, targets).reindex(columns=STATS_COLUMNS)

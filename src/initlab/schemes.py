@@ -26,7 +26,7 @@ import re
 import types
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -49,8 +49,10 @@ __all__ = [
     "normal_",
     "orthogonal_",
     "parse_scheme",
+    "parse_scheme_list",
     "pytorch_default_",
     "register_scheme",
+    "split_top_level",
     "trunc_normal_",
     "uniform_",
     "variance_scaling_",
@@ -752,3 +754,149 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
         scheme if isinstance(scheme, SchemeSpec) else SchemeSpec.from_dict(scheme))
     initialize(nn.Linear(4, 4), spec, generator=torch.Generator().manual_seed(0))
     return spec
+
+
+# --------------------------------------------------------------------------- lists of schemes
+
+
+def split_top_level(text: str, *, keep_empty: bool = False, what: str = "list") -> list[str]:
+    """Split ``"he,normal(std=0.1,mean=0)"`` on commas outside parentheses and quotes; strip items.
+
+    Quoted strings (``'...'`` / ``"..."``, backslash escapes) are opaque: commas and parentheses
+    inside them do not count. Unbalanced parentheses or an unclosed quote raise ValueError.
+
+    Args:
+        text: the comma-separated text.
+        keep_empty: return empty items (``"a,,b"`` -> ``["a", "", "b"]``; ``""`` -> ``[""]``)
+            instead of raising, for callers that report them themselves.
+        what: names the list in error messages (``"--inits"``, ``"init schemes"``).
+
+    Raises:
+        ValueError: unbalanced parentheses or quotes, or (unless ``keep_empty``) an empty or blank
+            text or an empty item (doubled, leading or trailing comma).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a comma-separated string, got {type(text).__name__} {text!r}")
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quote, escaped = 0, "", False
+    for ch in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced parentheses in {what} {text!r}: ')' without a matching '('")
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    if quote:
+        raise ValueError(f"unclosed quote {quote} in {what} {text!r}")
+    if depth > 0:
+        raise ValueError(f"unbalanced parentheses in {what} {text!r}: '(' without a matching ')'")
+    parts.append("".join(cur).strip())
+    if not keep_empty:
+        if not text.strip():
+            raise ValueError(f"{what} is empty, got {text!r}; give comma-separated items like 'a,b'")
+        if "" in parts:
+            raise ValueError(
+                f"{what} {text!r} has an empty item (doubled, leading or trailing comma); "
+                "give comma-separated items like 'a,b'"
+            )
+    return parts
+
+
+def _plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    # numpy scalars (np.float64(0.1)) print as "np.float64(0.1)", which parse_scheme cannot read
+    out = {}
+    for key, value in params.items():
+        if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def _canonical(item: Any, allow: Collection[str]) -> str:
+    if isinstance(item, str) and item.strip() in allow:
+        return item.strip()
+    if isinstance(item, str):
+        spec = parse_scheme(item)
+    elif isinstance(item, SchemeSpec):
+        spec = item
+    elif isinstance(item, Mapping):
+        spec = SchemeSpec.from_dict(item)
+    else:
+        raise ValueError(
+            f"init scheme must be a string, SchemeSpec or dict, got {type(item).__name__} {item!r}"
+        )
+    spec = SchemeSpec(spec.name, _plain_params(spec.params))
+    check_scheme(spec)
+    text = str(spec)
+    try:
+        again = parse_scheme(text)
+    except ValueError:
+        again = None
+    if again != spec:
+        raise ValueError(
+            f"init scheme {spec.to_dict()!r} cannot be written as text (it reads back as {text!r}); "
+            "use numbers, booleans, None or strings as parameter values"
+        )
+    return text
+
+
+def parse_scheme_list(
+    inits: str | SchemeSpec | Mapping[str, Any] | Iterable[str | SchemeSpec | Mapping[str, Any]],
+    *,
+    allow: Collection[str] = (),
+) -> tuple[str, ...]:
+    """Turn what a user passes as "inits" into validated canonical scheme strings, in order.
+
+    Accepts a string, split on top-level commas (``"he,normal(std=0.1,mean=0)"`` ->
+    ``("he", "normal(std=0.1,mean=0)")``); a ``SchemeSpec``; a dict in ``SchemeSpec.to_dict()``
+    form; or any iterable of those (string items are split on top-level commas too; a bare string
+    is never iterated character by character). Each item is validated with ``check_scheme`` and
+    returned as ``str(spec)``, which ``parse_scheme`` reads back to the same spec
+    (``SchemeSpec("normal", {"std": 0.05})`` -> ``"normal(std=0.05)"``). Aliases stay as written:
+    ``"he"`` and ``"kaiming_uniform"`` are different labels for the same init.
+
+    Args:
+        inits: the schemes.
+        allow: extra names passed through unchecked (e.g. ``{"none"}`` for "keep the model's init").
+
+    Raises:
+        ValueError: nothing given, an empty item (``"he,,xavier"``, ``"he,"``), unbalanced
+            parentheses, an unknown scheme or bad parameter, an item of another type, or the same
+            scheme twice after canonicalization (``"normal(std=0.10),normal(std=0.1)"``).
+    """
+    what = "init scheme list"
+    if isinstance(inits, (str, SchemeSpec, Mapping)):
+        items: list[Any] = [inits]
+    elif isinstance(inits, (bytes, bytearray)) or not isinstance(inits, Iterable):
+        raise ValueError(
+            f"init schemes must be a string, SchemeSpec, dict or a list of them, got {type(inits).__name__} {inits!r}"
+        )
+    else:
+        items = list(inits)
+    flat: list[Any] = []
+    for item in items:
+        flat.extend(split_top_level(item, what=what) if isinstance(item, str) else [item])
+    if not flat:
+        raise ValueError(f"no init schemes given, got {inits!r}; pass at least one, e.g. 'he' or 'he,xavier'")
+    out: list[str] = []
+    for item in flat:
+        text = _canonical(item, allow)
+        if text in out:
+            raise ValueError(f"init scheme {text!r} is listed twice in {what} {inits!r}; list each scheme once")
+        out.append(text)
+    return tuple(out)

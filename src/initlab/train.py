@@ -25,6 +25,18 @@ INIT_STREAM = 0
 DATA_STREAM = 1
 PROBE_STREAM = 2  # with seed 0: the fixed probe batch shared by every run of a comparison
 
+MAX_INT = (1 << 63) - 1  # counts beyond int64 overflow torch's indexing; refuse them up front
+
+# The divergence rule (README "Divergence"). A run diverges when (1) a training step's loss is
+# NaN/inf, (2) an activation is NaN/inf at init or in the end-of-epoch evaluation, or (3) its
+# end-of-epoch test loss exceeds DIVERGE_LOSS·ln(C), C the number of classes (ln C is the loss of
+# the uniform prediction). Measured on digits (64-128-10 and 64-128-128-10 ReLU MLPs, SGD, 5 epochs): inits that
+# start far above chance and then train (normal(std=2), 2 hidden layers: step loss 4.4e3 at init,
+# 0.90 accuracy) end epochs at test losses <= 140 ≈ 61·ln 10, while lr 1e6 sits at 2.8e5-6.8e5 ≈
+# 1e5·ln 10 at chance accuracy. 1000 separates the two by more than an order of magnitude each way.
+# Step losses are not bounded: a large init's first steps legitimately exceed any such bound.
+DIVERGE_LOSS = 1000.0
+
 
 def derive_seed(seed: int, stream: int) -> int:
     """A 63-bit seed for ``stream`` of run ``seed`` (numpy SeedSequence: streams are independent)."""
@@ -60,18 +72,30 @@ class TrainConfig:
     momentum: float = 0.0  # SGD momentum (torch semantics: v = m·v + g; p -= lr·v); ignored by adam
     optimizer: str = "sgd"  # sgd | adam
     eval_batch_size: int = 8192  # test-set evaluation chunk; affects memory only, not results
+    diverge_loss: float = DIVERGE_LOSS  # diverged when the end-of-epoch test loss > diverge_loss·ln(C)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_INT:
+                raise ValueError(f"{name} must be a positive integer up to {MAX_INT}, got {v!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            raise ValueError(f"lr must be a positive number (finite), got {self.lr!r}")
         if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer '{self.optimizer}'; choose from: {', '.join(OPTIMIZERS)}")
+        if self.optimizer != "sgd" and self.momentum != 0:
+            raise ValueError(f"momentum {self.momentum!r} has no effect with optimizer '{self.optimizer}' "
+                             "(Adam has its own betas); drop it or use optimizer sgd")
+        if not (isinstance(self.diverge_loss, (int, float)) and not isinstance(self.diverge_loss, bool)
+                and self.diverge_loss > 1):  # inf is allowed: no loss bound, only non-finite values
+            raise ValueError(f"diverge_loss must be a number > 1 (a multiple of the chance loss ln C; "
+                             f"inf turns the bound off), got {self.diverge_loss!r}")
+
+    def loss_bound(self, num_classes: int) -> float:
+        """The test loss above which a run counts as diverged: ``diverge_loss · ln(num_classes)``."""
+        return self.diverge_loss * math.log(max(num_classes, 2))
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -113,8 +137,62 @@ class RunResult:
     epochs: list[dict] = field(default_factory=list)
     step_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per optimizer step
     diverged: bool = False
-    diverged_epoch: int | None = None  # 1-based epoch in which the loss first became NaN/inf
-    diverged_step: int | None = None  # 0-based global optimizer step at which it did
+    diverged_epoch: int | None = None  # 1-based epoch in which it diverged; 0 = at init
+    diverged_step: int | None = None  # 0-based global optimizer step of the first non-finite loss
+    diverge_reason: str | None = None  # "non-finite loss", "non-finite activation (fc3)", "test loss ... > ..."
+
+
+class NonFiniteWatch:
+    """Forward hooks on every leaf module noting the first one whose output holds NaN/inf.
+
+    ``first`` is its ``named_modules()`` name (None while all outputs are finite). One
+    ``isfinite().all()`` per module call: cheap next to the layer itself. Hooks are removed on exit.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model, self.first, self.handles = model, None, []
+
+    def __enter__(self) -> NonFiniteWatch:
+        for name, m in self.model.named_modules():
+            if not any(True for _ in m.children()):
+                self.handles.append(m.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if self.first is None and isinstance(output, torch.Tensor) and output.is_floating_point() \
+                    and not bool(torch.isfinite(output).all()):
+                self.first = name
+        return hook
+
+
+def nonfinite_reason(layer: str) -> str:
+    return f"non-finite activation ({layer})"
+
+
+def loss_bound_reason(test_loss: float, config: TrainConfig, num_classes: int) -> str:
+    return (f"test loss {test_loss:.3g} > {config.diverge_loss:g}·ln {num_classes} "
+            f"= {config.loss_bound(num_classes):.4g}")
+
+
+NONFINITE_LOSS = "non-finite loss"
+
+
+@torch.no_grad()
+def check_init(model: nn.Module, x: torch.Tensor) -> str | None:
+    """The divergence reason of a freshly initialized model on inputs ``x``, or None if it is finite.
+
+    An init whose forward pass overflows (``normal(std=1)`` in a 40-layer ReLU MLP) cannot train:
+    the run is recorded as diverged at init, with the first layer whose output is NaN/inf.
+    """
+    with NonFiniteWatch(model) as watch:
+        model(x)
+    return None if watch.first is None else nonfinite_reason(watch.first)
 
 
 EpochCallback = Callable[[dict], None]
@@ -133,7 +211,9 @@ def train_model(
     The data order comes from stream :data:`DATA_STREAM` of ``seed``. Per-step losses stay on the
     device during an epoch (no host sync per step); at the end of each epoch they are checked: a
     NaN/inf loss marks the run diverged at its first bad step and ends it. Test loss and accuracy
-    are measured after every epoch. ``on_epoch`` receives each epoch row as it is made.
+    are measured after every epoch; a NaN/inf activation during that evaluation, or a test loss
+    above ``config.loss_bound(C)``, also marks it diverged (the row keeps the measured values).
+    ``on_epoch`` receives each epoch row as it is made.
     """
     device = data.x_train.device
     opt = make_optimizer(model.parameters(), config)
@@ -157,11 +237,20 @@ def train_model(
         bad = np.flatnonzero(~np.isfinite(losses_np))
         row = {"epoch": epoch, "train_loss": float(losses_np.mean()), "diverged": False}
         if bad.size:
-            result.diverged, result.diverged_epoch = True, epoch
+            result.diverged, result.diverged_epoch, result.diverge_reason = True, epoch, NONFINITE_LOSS
             result.diverged_step = step0 + int(bad[0])
             row.update(train_loss=math.nan, test_loss=math.nan, test_acc=math.nan, diverged=True)
         else:
-            row["test_loss"], row["test_acc"] = evaluate(model, data.x_test, data.y_test, config.eval_batch_size)
+            with NonFiniteWatch(model) as watch:
+                row["test_loss"], row["test_acc"] = evaluate(model, data.x_test, data.y_test, config.eval_batch_size)
+            reason = None
+            if watch.first is not None:
+                reason = nonfinite_reason(watch.first)
+            elif not row["test_loss"] <= config.loss_bound(data.num_classes):
+                reason = loss_bound_reason(row["test_loss"], config, data.num_classes)
+            if reason is not None:
+                result.diverged, result.diverged_epoch, result.diverge_reason = True, epoch, reason
+                row["diverged"] = True
         result.epochs.append(row)
         if on_epoch is not None:
             on_epoch(row)

@@ -1,0 +1,47 @@
+"""How much memory a device has free, so that oversized experiments are refused before allocating.
+
+Refusing up front turns "the machine swapped for a minute, then an out-of-memory traceback" into a
+one-line error with the estimate; the estimates themselves live next to what they estimate
+(``engine.bytes_per_model``, ``experiment.estimate_memory``).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Free memory on ``device`` in bytes, or None when it cannot be read (then nothing is refused).
+
+    CUDA: ``torch.cuda.mem_get_info``. CPU: ``MemAvailable`` of /proc/meminfo (Linux), else free
+    physical pages from ``sysconf``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except Exception:  # noqa: BLE001 - no driver, no device: nothing to compare against
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``; binary units up to EiB, then plain powers of ten of EiB."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    x = float(n)
+    for unit in units:
+        if abs(x) < 1024 or unit == units[-1]:
+            return f"{x:.3g} {unit}" if unit != "B" else f"{int(x)} B"
+        x /= 1024
+    return f"{x:.3g} EiB"
