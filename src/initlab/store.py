@@ -142,8 +142,11 @@ def check_out_dir(out: str | Path, kind: str, *, overwrite: bool = False, resume
     return "result"
 
 
-def remove_result(out: Path) -> None:
-    """Delete what the marker of ``out`` lists (files, and subfolders that are results themselves)."""
+def remove_result(out: Path, *, keep_marker: bool = True) -> None:
+    """Delete what the marker of ``out`` lists (files, and subfolders that are results themselves).
+
+    A subfolder goes entirely (marker included) unless the user put something of theirs in it.
+    """
     marker = read_marker(out)
     if marker is None:
         return
@@ -151,15 +154,18 @@ def remove_result(out: Path) -> None:
         p = out / name.rstrip("/")
         if name.endswith("/"):
             if read_marker(p) is not None:
-                remove_result(p)
+                remove_result(p, keep_marker=False)
                 try:
                     p.rmdir()
                 except OSError:  # the user put something of theirs there: keep it
                     pass
         elif p.is_file() or p.is_symlink():
             p.unlink()
-    marker["files"] = []
-    _write_marker(out, marker)
+    if keep_marker:
+        marker["files"] = []
+        _write_marker(out, marker)
+    elif not any(p.name != MARKER for p in out.iterdir()):
+        (out / MARKER).unlink()
 
 
 def claim_out_dir(out: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False) -> Path:
