@@ -111,3 +111,29 @@ def test_main_returns_command_exit_codes(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["schemes"])
     assert exc.value.code == 0
+
+
+def test_compare_cli_exploding_init_is_a_result_not_a_crash(tmp_path):
+    """The issue's case: he next to normal(std=4) at depth 40 (width 64 and std 4 overflow the same way)."""
+    out = tmp_path / "o"
+    r = invoke("compare", "--dataset", "digits", "--inits", "he,normal(std=4)", "--depth", "40", "--width", "64",
+               "--epochs", "1", "--device", "cpu", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "1 diverged" in r.output and "diverged: non-finite activation (fc" in r.output
+    runs = pd.read_csv(out / "runs.csv").set_index("init")
+    assert runs.loc["normal(std=4)", "status"] == "diverged" and runs.loc["he", "status"] == "done"
+    for name in ("summary.json", "probe.csv", "probe.png", "test_acc.png", "steps.png"):
+        assert (out / name).exists()
+    # the same folder again: refused without --overwrite, replaced with it
+    r = invoke("compare", "--dataset", "digits", "--inits", "he", "--epochs", "1", "--hidden", "8", "--out", str(out))
+    assert r.exit_code == 2 and "--overwrite" in r.output
+    r = invoke("compare", "--dataset", "digits", "--inits", "he", "--epochs", "1", "--hidden", "8", "--no-probe",
+               "--overwrite", "--out", str(out))
+    assert r.exit_code == 0 and not (out / "probe.csv").exists()
+
+
+def test_compare_cli_lr_1e6_is_diverged(tmp_path):
+    r = invoke("compare", "--dataset", "digits", "--inits", "he", "--lr", "1e6", "--epochs", "2", "--hidden", "16",
+               "--no-probe", "--device", "cpu", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert "1 diverged" in r.output and "test loss" in r.output and "0 done" not in r.output

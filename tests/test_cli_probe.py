@@ -78,3 +78,13 @@ def test_probe_user_model_from_working_directory(tmp_path, monkeypatch):
     r = invoke("--model", "cwd_net_for_probe:make", "--inits", "he", "--batch", "32", "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(tmp_path / "o" / "probe.csv")) == 3  # fc, relu, fc
+
+
+def test_probe_exploding_init_is_data(tmp_path):
+    from initlab.cli import app
+
+    r = CliRunner().invoke(app, ["probe", "--activations", "relu", "--inits", "he,normal(std=4)", "--depth", "40",
+                                 "--width", "64", "--batch", "32", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    s = pd.read_csv(tmp_path / "p" / "summary.csv").set_index("init")
+    assert s.loc["normal(std=4)", "nonfinite_from"].startswith("fc") and s.loc["he", "std_last"] < 10

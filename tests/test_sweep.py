@@ -65,3 +65,42 @@ def test_depth_cli_bad_input(tmp_path, args, message):
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_depth_sweep_resume_keeps_finished_depths(tmp_path):
+    from initlab.experiment import Reporter
+
+    class StopInDepth3(Reporter):
+        def start(self, spec, total_runs):
+            self.depth = len(spec.hidden)
+
+        def epoch_end(self, init, seed, row):
+            if self.depth == 3 and init == "he" and row["epoch"] == 1:
+                raise KeyboardInterrupt
+
+    kw = dict(depths=(1, 3), inits=("zero", "he"), epochs=2, width=8, device="cpu", out=tmp_path)
+    with pytest.raises(KeyboardInterrupt) as exc:
+        depth_sweep(**kw, reporter=StopInDepth3())
+    assert exc.value.finished_depths == [1]
+    assert json.loads((tmp_path / "depth_03" / "summary.json").read_text())["status"] == "interrupted"
+    before = pd.read_csv(tmp_path / "depth_01" / "metrics.csv")
+    with pytest.raises(ValueError, match="differs in width"):
+        depth_sweep(**{**kw, "width": 9}, resume=True)
+    with pytest.raises(ValueError, match="--overwrite .*--resume"):
+        depth_sweep(**kw)
+    r = depth_sweep(**kw, resume=True)
+    assert set(r.summary["depth"]) == {1, 3} and (r.summary["done"] == 1).all()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "depth_01" / "metrics.csv"), before)
+    ref = depth_sweep(**{**kw, "out": tmp_path / "ref"})
+    pd.testing.assert_series_equal(r.metrics["test_loss"], ref.metrics["test_loss"], rtol=1e-5)
+
+
+def test_depth_cli_records_an_exploding_init_as_diverged(tmp_path):
+    out = tmp_path / "d"
+    r = runner.invoke(app, ["depth", "--depths", "2,40", "--inits", "he,normal(std=4)", "--epochs", "1",
+                            "--width", "64", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    runs = pd.read_csv(out / "depth_40" / "runs.csv").set_index("init")
+    assert runs.loc["normal(std=4)", "status"] == "diverged" and runs.loc["normal(std=4)", "diverged_epoch"] == 0
+    assert runs.loc["he", "status"] == "done"
+    assert "1/1 div." in r.output

@@ -68,19 +68,6 @@ def resolve_hidden(hidden: Optional[str], depth: Optional[int], width: Optional[
     return (width,) * depth
 
 
-def arch_text(n_in: int, hidden, n_out: int) -> str:
-    """``64-256×40-10`` for a 40-layer width-256 MLP (runs of equal widths folded)."""
-    parts, i = [], 0
-    hidden = list(hidden)
-    while i < len(hidden):
-        j = i
-        while j < len(hidden) and hidden[j] == hidden[i]:
-            j += 1
-        parts.append(str(hidden[i]) if j - i == 1 else f"{hidden[i]}×{j - i}")
-        i = j
-    return "-".join([str(n_in), *parts, str(n_out)])
-
-
 def check_positive(**values: int) -> None:
     """One-line errors for integer options that must be positive (and fit int64)."""
     from initlab.train import MAX_INT
@@ -225,6 +212,7 @@ def compare(
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
     from initlab.data import load_dataset
     from initlab.experiment import CompareSpec, check_memory, check_resume, run_compare
+    from initlab.models import arch_text
     from initlab.store import check_out_dir
     from initlab.train import TrainConfig, resolve_device
 
@@ -247,7 +235,7 @@ def compare(
     except ValueError as e:  # includes DataError
         fail(str(e))
     console.print(Text(f"{dataset}: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test, network "
-                       f"{arch_text(data.in_features, spec.hidden, data.num_classes)} {activation}"))
+                       f"{arch_text([data.in_features, *spec.hidden, data.num_classes])} {activation}"))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
     try:

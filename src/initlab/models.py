@@ -169,3 +169,15 @@ def parse_hidden(text: str | Sequence[int]) -> tuple[int, ...]:
 # Deeper than any MLP worth training here; checked before a (width,)*depth tuple is built, so an
 # absurd --depth is refused at once rather than after allocating a billion-entry tuple.
 MAX_DEPTH = 10_000
+
+
+def arch_text(widths: Sequence[int]) -> str:
+    """Layer widths for titles and messages, runs of equal widths folded: ``64-256×40-10``."""
+    parts, widths, i = [], list(widths), 0
+    while i < len(widths):
+        j = i
+        while j < len(widths) and widths[j] == widths[i]:
+            j += 1
+        parts.append(str(widths[i]) if j - i == 1 else f"{widths[i]}×{j - i}")
+        i = j
+    return "-".join(parts)

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from initlab import store  # noqa: E402
+from initlab.models import arch_text  # noqa: E402
 
 
 def save_figure(fig, path: Path, dpi: int = 130) -> Path:
@@ -173,14 +174,6 @@ def _nonfinite_note(left_out: dict, what: str = "epoch") -> str:
     return "inf/NaN, not drawn: " + ", ".join(f"{init} (from {what} {x:g})" for init, x in left_out.items())
 
 
-def _arch(hidden) -> str:
-    """Hidden widths for a title: "64-32", or "40×256" for more than 4 equal layers."""
-    hidden = list(hidden)
-    if len(hidden) > 4 and len(set(hidden)) == 1:
-        return f"{len(hidden)}×{hidden[0]}"
-    return "-".join(map(str, hidden))
-
-
 def plot_compare(result, out_dir: Path) -> list[Path]:
     """Write ``test_acc.png``, ``train_loss.png`` and ``steps.png`` for a comparison into ``out_dir``.
 
@@ -190,7 +183,7 @@ def plot_compare(result, out_dir: Path) -> list[Path]:
     drawn where finite and an 'x' at the top marks each run's first inf/NaN step.
     """
     spec, m = result.spec, result.metrics
-    title = (f"{spec.dataset}: {_arch(spec.hidden)} {spec.activation} MLP, "
+    title = (f"{spec.dataset}: {arch_text(spec.hidden) or 'linear'} {spec.activation} MLP, "
              f"{spec.train.optimizer} lr {spec.train.lr:g}, batch {spec.train.batch_size}")
     paths = []
     any_div = bool(len(m)) and "diverged" in m and bool(_diverged_mask(m).any())
