@@ -37,9 +37,15 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line with control characters shown escaped (``\\x1b``), never sent raw."""
+    text = " ".join(str(message).split())
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def fail(message: str) -> None:
     """Print a one-line error (``message`` verbatim, never markup) and exit with status 2."""
-    err_console.print(Text.assemble(("error: ", "bold red"), " ".join(str(message).split())), soft_wrap=True)
+    err_console.print(Text.assemble(("error: ", "bold red"), one_line(message)), soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -66,6 +72,15 @@ def resolve_hidden(hidden: Optional[str], depth: Optional[int], width: Optional[
     if not 0 < width <= MAX_WIDTH:
         raise ValueError(f"--width must be a positive integer up to {MAX_WIDTH}, got {width}")
     return (width,) * depth
+
+
+def check_threads(threads: int) -> None:
+    """Threads beyond the CPUs only slow torch down, and huge counts overflow or exhaust the OS."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    if not 0 < threads <= cpus:
+        raise ValueError(f"--threads must be from 1 to {cpus} (this machine's CPUs), got {threads}")
 
 
 def check_positive(**values: int) -> None:
@@ -347,8 +362,9 @@ def schemes():
     aliases = list_aliases()
     for name in list_schemes():
         fn = get_scheme(name)
-        doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
-        table.add_row(name, ", ".join(sorted(a for a, t in aliases.items() if t == name)), doc[0] if doc else "")
+        doc = (getattr(fn.fn, "__doc__", None) or "").strip().splitlines()
+        table.add_row(Text(name), Text(", ".join(sorted(a for a, t in aliases.items() if t == name))),
+                      Text(doc[0] if doc else ""))
     console.print(table)
 
 
@@ -432,7 +448,8 @@ def depth(
 
     try:
         depth_list = parse_depths(depths)
-        check_positive(width=width, threads=threads, epochs=epochs, seeds=seeds, batch_size=batch_size)
+        check_positive(width=width, epochs=epochs, seeds=seeds, batch_size=batch_size)
+        check_threads(threads)
         resolve_hidden(None, max(depth_list), width)
         spec = CompareSpec(inits=split_top_level(inits, "--inits"), dataset=dataset,
                            data_dir=None if data_dir is None else str(data_dir), hidden=(width,),
@@ -495,7 +512,7 @@ def claims(
         ids = None if only is None else split_top_level(only, "--only")
         for i in ids or ():
             get_claim(i)
-        check_positive(threads=threads)
+        check_threads(threads)
         check_out_dir(out, "claims", overwrite=overwrite)
     except ValueError as e:
         fail(str(e))
@@ -542,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
         if not e.format_message().strip():  # bare `initlab`: help was printed, nothing went wrong
             sys.exit(0)
         name = getattr(getattr(e, "ctx", None), "command_path", "initlab")
-        err_console.print(Text.assemble(("error: ", "bold red"), " ".join(e.format_message().split()),
+        err_console.print(Text.assemble(("error: ", "bold red"), one_line(e.format_message()),
                                         f" (see '{name} --help')"), soft_wrap=True)
         sys.exit(e.exit_code)
     finally:

@@ -229,6 +229,8 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
     if model is not None:
         build_user_model(model)  # fail before loading data
     data = load_dataset(dataset, data_dir=data_dir, normalize=normalize)
+    if model is None:
+        check_profile_memory(data.in_features, depth, width, data.num_classes, min(batch, len(data.x_train)))
     x, y = data.x_train[:batch], data.y_train[:batch]
     input_var = float(x.pow(2).mean())
     frames = []
@@ -269,6 +271,26 @@ def _first_nonfinite(g: pd.DataFrame) -> str:
     else:  # frames from before the column existed
         bad = ~np.isfinite(g["out_std"].to_numpy(dtype=float))
     return str(g["name"].iloc[int(np.argmax(bad))]) if bad.any() else ""
+
+
+def check_profile_memory(n_in: int, depth: int, width: int, n_out: int, batch: int) -> int:
+    """Refuse (one-line ValueError) a probe whose model and activations exceed free memory.
+
+    Estimate: parameters and their gradients (2 × 4 bytes each), plus per layer the batch's
+    outputs kept for backward, their gradients and the float64 copies the statistics take
+    (≈ 6 × 4 bytes per output element, Linear and activation rows). Returns the estimate.
+    """
+    from initlab.memory import available_bytes, format_bytes
+    from initlab.models import arch_text
+
+    params = n_in * width + (depth - 1) * width * width + width * n_out + depth * width + n_out
+    need = 8 * params + 24 * batch * (2 * depth * width + n_out)
+    free = available_bytes("cpu")
+    if free is not None and need > free:
+        raise ValueError(f"probing a {arch_text([n_in, *([width] * depth), n_out])} MLP on {batch} examples needs "
+                         f"~{format_bytes(need)} but the CPU has {format_bytes(free)} free; use a smaller "
+                         "--width, --depth or --batch")
+    return need
 
 
 def profile_summary(frame: pd.DataFrame) -> pd.DataFrame:

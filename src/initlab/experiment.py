@@ -26,7 +26,7 @@ import torch
 from initlab import store
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
 from initlab.memory import available_bytes, format_bytes
-from initlab.models import check_activation, check_widths, mlp, parse_hidden
+from initlab.models import arch_text, check_activation, check_widths, mlp, parse_hidden
 from initlab.runbook import Run, RunBook
 from initlab.schemes import SchemeSpec, initialize, parse_scheme, parse_scheme_list
 from initlab.train import (
@@ -247,9 +247,12 @@ def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
 
     layout = MLPLayout((data.in_features, *spec.hidden, data.num_classes), spec.activation)
     n_train = int(data.x_train.shape[0])
-    per_model = bytes_per_model(layout, spec.train, n_train)
+    # a batch larger than the training set is the whole set; evaluation chunks likewise
+    train = dataclasses.replace(spec.train, batch_size=min(spec.train.batch_size, n_train),
+                                eval_batch_size=min(spec.train.eval_batch_size, int(data.x_test.shape[0])))
+    per_model = bytes_per_model(layout, train, n_train)
     runs = len(spec.inits) * spec.seeds
-    group = 1 if spec.engine == "single" else min(runs, default_max_models(layout, spec.train, n_train))
+    group = 1 if spec.engine == "single" else min(runs, default_max_models(layout, train, n_train))
     steps_per_epoch = -(-n_train // spec.train.batch_size)
     layers = 2 * len(spec.hidden) + 1
     results = runs * spec.train.epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES)
@@ -265,13 +268,15 @@ def check_memory(spec: CompareSpec, data: Dataset, device: torch.device) -> dict
     free = available_bytes(device)
     if free is None:
         return est
-    net = f"{data.in_features}-{'-'.join(map(str, spec.hidden)) or '(none)'}-{data.num_classes}"
+    net = arch_text([data.in_features, *spec.hidden, data.num_classes])
     if est["per_model"] > free:
         raise ValueError(f"one {net} model needs ~{format_bytes(est['per_model'])} to train (parameters, gradients, "
                          f"optimizer state, activations) but {device.type} has {format_bytes(free)} free; "
                          "use fewer or narrower layers")
     if est["total"] > free:
-        raise ValueError(f"{len(spec.inits) * spec.seeds} runs × {spec.train.epochs} epochs need ~"
+        runs = len(spec.inits) * spec.seeds
+        raise ValueError(f"{runs} run{'s' if runs > 1 else ''} × {spec.train.epochs} epoch"
+                         f"{'s' if spec.train.epochs > 1 else ''} need ~"
                          f"{format_bytes(est['total'])} (models training at once: {format_bytes(est['group'])}, "
                          f"results: {format_bytes(est['results'])}) but {device.type} has {format_bytes(free)} free; "
                          "use fewer seeds or epochs, a larger --batch-size, or --no-probe")

@@ -37,11 +37,11 @@ def available_bytes(device: torch.device | str = "cpu") -> int | None:
 
 
 def format_bytes(n: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``; binary units up to EiB, then plain powers of ten of EiB."""
+    """``1536`` -> ``'1.5 KiB'``: three significant digits, binary units up to EiB."""
     units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
     x = float(n)
     for unit in units:
-        if abs(x) < 1024 or unit == units[-1]:
-            return f"{x:.3g} {unit}" if unit != "B" else f"{int(x)} B"
+        if abs(x) < 1000 or unit == units[-1]:  # < 1000, not 1024: never "1.02e+03 MiB"
+            return f"{int(x)} B" if unit == "B" else f"{x:.3g} {unit}"
         x /= 1024
     return f"{x:.3g} EiB"

@@ -6,8 +6,9 @@ can read the architecture back from the module (see :func:`initlab.engine.mlp_la
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 import numbers
+import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -121,6 +122,9 @@ def mlp(
     return nn.Sequential(OrderedDict(layers))
 
 
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_int_list(text: str | Sequence[int], what: str) -> list[int]:
     """``"256,256"`` (CLI form) -> ``[256, 256]``; a sequence of integers passes through as ints.
 
@@ -147,10 +151,9 @@ def parse_int_list(text: str | Sequence[int], what: str) -> list[int]:
             part = part.strip()
             if not part:
                 raise ValueError(f"{what} must be {hint}, got {text!r} (empty item: doubled, leading or trailing comma)")
-            try:
-                items.append(int(part))
-            except ValueError:
-                raise ValueError(f"{what} must be {hint}, got {text!r}") from None
+            if not _ASCII_INT.fullmatch(part):  # int() would also take "8_0" and non-ASCII digits
+                raise ValueError(f"{what} must be {hint}, got {text!r}")
+            items.append(int(part))
     for n in items:
         if not -INT64_MAX - 1 <= n <= INT64_MAX:
             raise ValueError(f"{what} value {n} is out of range (more than 64 bits) in {text!r}")

@@ -12,8 +12,13 @@ Each run has a **status**:
 
 ``done`` and ``diverged`` are final; ``resume`` reruns every other run from its start (its seed
 fixes its init and data order, so the rerun gives what the uninterrupted run would have). The
-book writes ``metrics.csv`` (one row per run per finished epoch, with the run's status),
-``runs.csv`` (one row per run), ``steps.csv`` and ``probe.csv`` atomically, and reads them back.
+book writes ``metrics.csv`` (one row per run per finished epoch, with the run's status), then
+``runs.csv`` (one row per run, derived from the same state), ``steps.csv`` and ``probe.csv``, each
+atomically, and reads them back. Two files cannot be replaced in one atomic step: metrics.csv is
+the record, written first; after ``kill -9`` between the two writes, runs.csv lags it by one
+update (a run metrics.csv shows one epoch further, or ``done`` where runs.csv still says
+``running``). Resume reads metrics.csv only, and steps/probe rows only of runs it finds finished
+there (both are written before a run's final status reaches metrics.csv).
 """
 from __future__ import annotations
 
@@ -145,52 +150,60 @@ class RunBook:
     # ------------------------------------------------------------------ files
 
     def write(self, *, steps: bool = False, probe: bool = False) -> None:
-        """Rewrite metrics.csv and runs.csv (and steps.csv / probe.csv when asked), atomically."""
+        """Rewrite steps.csv / probe.csv (when asked), then metrics.csv, then runs.csv, atomically.
+
+        The order is the crash contract: whatever a finished run needs is on disk before
+        metrics.csv says it finished, and runs.csv never runs ahead of metrics.csv.
+        """
         if self.out_dir is None:
             return
-        store.atomic_write_csv(self.out_dir / "metrics.csv", self.metrics())
-        store.atomic_write_csv(self.out_dir / "runs.csv", self.runs_frame())
         if steps:
             store.atomic_write_csv(self.out_dir / "steps.csv", self.steps_frame())
         if probe:
             frame = self.probe_frame()
             if frame is not None:
                 store.atomic_write_csv(self.out_dir / "probe.csv", frame)
+        store.atomic_write_csv(self.out_dir / "metrics.csv", self.metrics())
+        store.atomic_write_csv(self.out_dir / "runs.csv", self.runs_frame())
 
     def load(self) -> int:
         """Take back the finished runs recorded in ``out_dir`` (for resume); return how many.
 
-        A run counts only if runs.csv says ``done``/``diverged`` and metrics.csv has its rows;
-        everything else stays queued and reruns from its start.
+        metrics.csv is the record: a run counts as finished when its rows there carry status
+        ``done`` (with every epoch) or ``diverged``. runs.csv is written right after metrics.csv
+        and can lag it by one write after ``kill -9``; it is not needed here. Everything else
+        stays queued and reruns from its start.
         """
         d = self.out_dir
-        try:
-            runs = pd.read_csv(d / "runs.csv")
-            metrics = pd.read_csv(d / "metrics.csv")
-        except (OSError, ValueError, pd.errors.EmptyDataError):
+        metrics = _read_optional(d / "metrics.csv")
+        if metrics is None or metrics.empty:
             return 0
         steps = _read_optional(d / "steps.csv")
         probe = _read_optional(d / "probe.csv")
         count = 0
-        for rec in runs.itertuples():
-            key = (str(rec.init), int(rec.seed))
-            if key not in self.runs or rec.status not in FINAL:
+        for (init, seed), m in metrics.groupby(["init", "seed"], sort=False):
+            key = (str(init), int(seed))
+            status = set(m["status"])
+            if key not in self.runs or len(status) != 1 or status.isdisjoint(FINAL):
                 continue
-            m = metrics[(metrics["init"] == key[0]) & (metrics["seed"] == key[1])]
-            if m.empty:
+            m = m.sort_values("epoch")
+            diverged = bool(m["diverged"].astype(str).str.lower().eq("true").iloc[-1])
+            if (status == {"done"}) == diverged:
                 continue
             run = self.runs[key]
-            run.status = rec.status
-            run.rows = [{"epoch": int(row.epoch), "train_loss": float(row.train_loss), "diverged": bool(row.diverged),
+            run.status = status.pop()
+            run.rows = [{"epoch": int(row.epoch), "train_loss": float(row.train_loss),
+                         "diverged": str(row.diverged).lower() == "true",
                          "test_loss": float(row.test_loss), "test_acc": float(row.test_acc)}
-                        for row in m.sort_values("epoch").itertuples()]
-            if rec.status == "diverged":
-                run.diverged_epoch = int(rec.diverged_epoch)
-                run.diverged_step = None if pd.isna(rec.diverged_step) else int(rec.diverged_step)
-                run.diverge_reason = None if pd.isna(rec.diverge_reason) else str(rec.diverge_reason)
+                        for row in m.itertuples()]
+            if diverged:
+                last = m.iloc[-1]
+                run.diverged_epoch = int(last["epoch"])
+                run.diverged_step = None if pd.isna(last["diverged_step"]) else int(last["diverged_step"])
+                run.diverge_reason = None if pd.isna(last["diverge_reason"]) else str(last["diverge_reason"])
             if steps is not None:
                 s = steps[(steps["init"] == key[0]) & (steps["seed"] == key[1])].sort_values("step")
-                run.steps = s["train_loss"].to_numpy(dtype=float) if len(s) else None
+                run.steps = s["train_loss"].to_numpy(dtype=float) if len(s) else np.zeros(0)
             if probe is not None:
                 p = probe[(probe["init"] == key[0]) & (probe["seed"] == key[1])]
                 run.probe = {int(e): g.drop(columns=["init", "seed", "epoch"]).reset_index(drop=True)
