@@ -551,8 +551,10 @@ def main(argv: list[str] | None = None) -> None:
         previous = None
     try:
         rv = app(args=argv, prog_name="initlab", standalone_mode=False)
-    except KeyboardInterrupt as e:
-        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT)
+    except KeyboardInterrupt as e:  # a command without its own clean-up (probe, schemes): nothing half-written
+        term = isinstance(e, Terminated)
+        err_console.print(Text("terminated" if term else "interrupted"))
+        sys.exit(EXIT_SIGTERM if term else EXIT_SIGINT)
     except Exception as e:  # the CLI framework's usage errors carry a message and an exit code
         if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
             raise
