@@ -480,6 +480,100 @@ def depth(
                        "depth_metrics.csv depth_summary.csv sweep.json depth_acc.png"))
 
 
+def build_audit_model(spec: str, in_features: int, num_classes: int):
+    """``mlp(depth=50,width=256,activation=tanh)`` (the zoo; same syntax as a scheme) or ``module:factory``."""
+    from initlab.diagnostics import build_user_model
+    from initlab.models import mlp
+    from initlab.schemes import parse_scheme
+
+    if ":" in spec:
+        return build_user_model(spec), spec
+    parsed = parse_scheme(spec)
+    if parsed.name != "mlp":
+        raise ValueError(f"unknown model {parsed.name!r}; choose from: mlp(depth=..,width=..,activation=..), "
+                         "or your own 'module:factory'")
+    params = dict(parsed.params)
+    unknown = set(params) - {"depth", "width", "activation", "hidden"}
+    if unknown:
+        raise ValueError(f"mlp takes depth, width, activation or hidden, got {', '.join(sorted(unknown))}")
+    if "hidden" in params and ({"depth", "width"} & set(params)):
+        raise ValueError("give mlp either hidden=... or depth/width, not both")
+    hidden = params.get("hidden")
+    if hidden is None:
+        hidden = resolve_hidden(None, params.get("depth", 20), params.get("width", 256))
+    return mlp(in_features, str(hidden).replace(";", ",") if isinstance(hidden, str) else hidden, num_classes,
+               params.get("activation", "relu")), spec
+
+
+@app.command()
+def audit(
+    model: str = typer.Argument(..., help="'mlp(depth=50,width=256,activation=tanh)' or your own 'module:factory'."),
+    inits: str = typer.Option("auto,he,xavier,pytorch_default", help="Candidate schemes, comma-separated."),
+    dataset: str = typer.Option("digits", help="Example batch from digits | mnist | fashion-mnist (ignored with --input-shape)."),
+    input_shape: Optional[str] = typer.Option(None, help="Example batch of N(0,1) inputs of this shape per example, e.g. '3,32,32'."),
+    classes: int = typer.Option(10, help="Output classes of a zoo model with --input-shape."),
+    batch: int = typer.Option(256, help="Examples in the example batch."),
+    seed: int = typer.Option(0, help="Seed of every candidate's init (the same draws for each)."),
+    out: str = typer.Option("runs/audit", help="Output folder: audit.csv, summary.csv, plots. " + OUT_HELP),
+    overwrite: bool = typer.Option(False, help="Replace the earlier audit result in --out (its files only)."),
+):
+    """How would each init treat this model? Forward and backward signal per layer, flags and a recommendation."""
+    import torch
+
+    from initlab.audit import audit as run_audit
+    from initlab.audit import plot_audit
+    from initlab.data import load_dataset
+    from initlab.diagnostics import model_inputs
+    from initlab.models import parse_int_list
+    from initlab.schemes import parse_scheme_list
+    from initlab.store import atomic_write_csv, check_out_dir, claim_out_dir
+    from initlab.train import MAX_INT
+
+    try:
+        check_positive(batch=batch, classes=classes)
+        if not 0 <= seed <= MAX_INT:
+            raise ValueError(f"--seed must be an integer from 0 to {MAX_INT}, got {seed}")
+        candidates = parse_scheme_list(inits)
+        check_out_dir(out, "audit", overwrite=overwrite)
+        gen = torch.Generator().manual_seed(seed)
+        if input_shape is not None:
+            shape = parse_int_list(input_shape, "--input-shape")
+            if any(d <= 0 for d in shape) or math.prod(shape) * batch > 1 << 28:
+                raise ValueError(f"--input-shape must be positive sizes with batch × size ≤ 2^28, got {input_shape!r}")
+            x = torch.randn(batch, *shape, generator=gen)
+            net, name = build_audit_model(model, int(math.prod(shape)), classes)
+            if x.dim() > 2 and not any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))
+                                       for m in net.modules()):
+                x = x.reshape(batch, -1)
+        else:
+            data = load_dataset(dataset)
+            net, name = build_audit_model(model, data.in_features, data.num_classes)
+            x = model_inputs(net, data.x_train[:batch], data.image_shape)
+        with console.status(escape(f"auditing {name} under {len(candidates)} schemes…")):
+            report = run_audit(net, x, candidates, seed=seed, name=name)
+        out_dir = claim_out_dir(out, "audit", overwrite=overwrite)
+        atomic_write_csv(out_dir / "summary.csv", report.summary())
+        atomic_write_csv(out_dir / "audit.csv", report.profile)
+        paths = plot_audit(report, out_dir)
+    except ValueError as e:
+        fail(str(e))
+    except OSError as e:
+        from initlab.store import write_error
+
+        fail(str(write_error(e)))
+    table = Table(title=escape(f"{name}: signal at init, example batch of {batch}"),
+                  caption=escape("forward: last/first hidden output std (healthy 0.5–2); "
+                                 "gradient: first/last hidden weight-gradient norm (healthy 0.1–10)"))
+    for col, just in (("scheme", "left"), ("forward", "right"), ("gradient", "right"), ("flags", "left")):
+        table.add_column(col, justify=just)
+    for r in report.summary().itertuples():
+        table.add_row(Text(r.scheme + (" *" if r.recommended else "")), _sci(r.forward_ratio), _sci(r.grad_ratio),
+                      Text(r.flags or "healthy", style="green" if not r.flags else "yellow"))
+    console.print(table)
+    console.print(Text(f"recommended: {report.recommended}: {report.reason}"))
+    console.print(Text(f"wrote {out_dir}/: summary.csv audit.csv " + " ".join(p.name for p in paths)))
+
+
 VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
 
 

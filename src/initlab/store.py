@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 MARKER = ".initlab.json"
-KINDS = ("compare", "depth", "probe", "claims")
+KINDS = ("compare", "depth", "probe", "claims", "audit")
 
 
 def _umask() -> int:
