@@ -105,7 +105,7 @@ def test_cli_list():
 
 @pytest.mark.parametrize("args, message", [
     (["--only", "zero-symmetry,bogus"], "unknown claim 'bogus'; choose from: zero-symmetry"),
-    (["--threads", "0"], "--threads must be a positive integer"),
+    (["--threads", "0"], "--threads must be from 1 to"),
 ])
 def test_cli_bad_input(tmp_path, args, message):
     r = runner.invoke(app, ["claims", "--out", str(tmp_path / "o"), *args])

@@ -164,7 +164,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, engine):
 def test_memory_is_refused_before_allocating():
     with pytest.raises(ValueError, match=r"runs × 10 epochs need ~.*free"):
         initlab.compare(inits="he", dataset="digits", seeds=10**9, device="cpu")
-    with pytest.raises(ValueError, match=r"one 64-1048576-1048576-10 model needs ~.*(GiB|TiB)"):
+    with pytest.raises(ValueError, match=r"one 64-1048576×2-10 model needs ~.*(GiB|TiB)"):
         initlab.compare(inits="he", dataset="digits", hidden=(1 << 20, 1 << 20), device="cpu")
 
 

@@ -1,6 +1,7 @@
 """initlab: a lab for neural-network weight initialization.
 
-Schemes (``initialize``, ``list_schemes``), data (``load_dataset``), models (``mlp``), training
+Schemes (``initialize`` for any network, by one scheme or rules per name/type; ``initialize_with_report``;
+``list_schemes``), data (``load_dataset``), models (``mlp``), training
 (``TrainConfig``, ``train_model``; many models at once: ``train_population``), honest comparisons (``compare``), diagnostics
 (``probe_model``, ``probe_stats``, ``layer_symmetry``) and mean-field theory (``initlab.theory``).
 
@@ -15,10 +16,12 @@ from initlab.models import ACTIVATIONS, mlp
 from initlab.probe import Probe, effective_rank, layer_symmetry, neuron_symmetry, probe_stats
 from initlab.probe import probe as probe_model
 from initlab.schemes import (
+    Rule,
     SchemeSpec,
     calculate_gain,
     get_scheme,
     initialize,
+    initialize_with_report,
     list_schemes,
     parse_scheme,
     parse_scheme_list,

@@ -10,8 +10,11 @@ covers (``initlab.theory``: q_l = σ_w²·E[φ(√q_{l-1} z)²] + σ_b², Poole 
 Flags per scheme (thresholds are the targets of a depth-stable init; a trainable deep net keeps
 both signals within these bounds over its whole depth):
 
-* ``vanishing`` / ``exploding``: forward RMS ratio, last hidden weight layer's output over the
-  first's, below 1/2 or above 2;
+* ``vanishing`` / ``exploding``: forward RMS ratio below 1/2 or above 2: the RMS of what the last
+  weight layer (the classifier) receives over the RMS of what the second weight layer receives,
+  i.e. the last hidden representation over the first (for an MLP at a fixed point this is the
+  post-activation form of "last/first hidden pre-activation"; for a residual net it measures the
+  residual stream, not a branch's scaled-down output);
 * ``grad vanishing`` / ``grad exploding``: weight-gradient norm ratio, first weight layer over the
   last hidden one, below 1/10 or above 10 (Schoenholz et al. 2017: χ₁ ≠ 1 compounds per layer);
 * ``dead``: a ReLU-family layer with more than half of its units never positive on the batch;
@@ -38,7 +41,7 @@ from torch import nn
 from initlab.probe import RELU_FAMILY, SATURATING, probe
 
 DEFAULT_CANDIDATES = ("auto", "he", "xavier", "pytorch_default")
-WEIGHT_KINDS = ("Linear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+WEIGHT_KINDS = ("Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
                 "ConvTranspose3d", "Embedding", "EmbeddingBag", "RNN", "LSTM", "GRU")
 FORWARD_BOUNDS = (0.5, 2.0)  # last/first hidden output RMS
 GRAD_BOUNDS = (0.1, 10.0)  # first/last hidden weight-gradient norm
@@ -122,13 +125,35 @@ class AuditReport:
 
 
 def _ratios(layers: pd.DataFrame) -> tuple[float, float]:
-    """Forward: last hidden weight layer's output std / first's; gradient: first's weight-grad norm /
-    last hidden's. "Hidden" leaves out the final (output) layer when there are at least three."""
-    hidden = layers.iloc[:-1] if len(layers) >= 3 else layers
-    if hidden.empty:
+    """Forward: RMS of the last weight layer's input / the second's (the first's with two layers);
+    gradient: the first weight layer's weight-gradient norm / the last hidden one's."""
+    if len(layers) < 2:
         return math.nan, math.nan
-    return (_div(hidden["out_std"].iloc[-1], hidden["out_std"].iloc[0]),
+    hidden = layers.iloc[:-1] if len(layers) >= 3 else layers
+    return (_div(layers["in_rms"].iloc[-1], layers["in_rms"].iloc[1 if len(layers) >= 3 else 0]),
             _div(hidden["weight_grad_norm"].iloc[0], hidden["weight_grad_norm"].iloc[-1]))
+
+
+def _input_rms(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """RMS of the first tensor each weight layer receives on ``example`` (first call), by name."""
+    seen: dict[str, float] = {}
+
+    def hook(name):
+        def pre(module, args):
+            t = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            if name not in seen and t is not None and t.is_floating_point():
+                seen[name] = float(t.detach().double().pow(2).mean().sqrt())
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules()
+               if type(m).__name__ in WEIGHT_KINDS or isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
 
 
 def _div(a, b) -> float:
@@ -141,8 +166,8 @@ def _flags(frame: pd.DataFrame, layers: pd.DataFrame, f: float, g: float) -> lis
     flags = []
     if len(layers) and float(layers["out_std"].iloc[0]) == 0:
         flags.append("no signal (the first layer outputs zeros)")
-    numeric = frame[["out_std", "grad_out_norm"]].to_numpy(dtype=float)
-    if not np.isfinite(numeric[~np.isnan(numeric)]).all() or np.isnan(frame["out_std"].to_numpy(dtype=float)).any():
+    grads = frame[["grad_out_norm", "weight_grad_norm"]].to_numpy(dtype=float)
+    if (frame["nonfinite_frac"].fillna(0) > 0).any() or np.isinf(grads).any():
         flags.append("non-finite")
     if math.isfinite(f):
         if f < FORWARD_BOUNDS[0]:
@@ -223,7 +248,9 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
             results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [], error=str(e))
             continue
         frame = _probe_one(net, example, targets)
-        layers = frame[frame["kind"].isin(WEIGHT_KINDS)].reset_index(drop=True)
+        layers = frame[frame["kind"].isin(WEIGHT_KINDS)].drop_duplicates("name").reset_index(drop=True)
+        rms = _input_rms(net, example)
+        layers["in_rms"] = [rms.get(n, math.nan) for n in layers["name"]]
         f, g = _ratios(layers)
         results[scheme] = SchemeAudit(scheme, layers, f, g, _flags(frame, layers, f, g))
         frames.append(frame.assign(scheme=scheme))

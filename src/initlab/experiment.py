@@ -165,10 +165,21 @@ def chance_level(y_test: torch.Tensor) -> dict:
     return {"rate": rate, "threshold": rate + 3 * math.sqrt(rate * (1 - rate) / n), "test_size": n}
 
 
+def example_batch(data: Dataset, size: int = 256) -> torch.Tensor:
+    """Indices of ``size`` training examples drawn once from stream PROBE_STREAM of seed 0: the fixed batch
+    every run is checked and probed on, and what data-dependent inits (``auto``) read."""
+    g = make_generator(0, PROBE_STREAM)
+    idx = torch.randperm(data.x_train.shape[0], generator=g)[:size].to(data.x_train.device)
+    return idx
+
+
 def build_model(spec: CompareSpec, data: Dataset, scheme: SchemeSpec, seed: int, device) -> torch.nn.Module:
     """A fresh model for one run, initialized by ``scheme`` from stream INIT_STREAM of ``seed``."""
     model = mlp(data.in_features, spec.hidden, data.num_classes, spec.activation)
-    initialize(model, scheme, generator=make_generator(seed, INIT_STREAM))  # CPU draws: device-independent
+    extra = {}
+    if scheme.name == "auto":  # reads the model on the fixed probe batch (CPU, like the draws)
+        extra["example"] = data.x_train[example_batch(data, spec.probe_size)].cpu()
+    initialize(model, scheme, generator=make_generator(seed, INIT_STREAM), **extra)  # CPU draws: device-independent
     return model.to(device)
 
 
@@ -292,8 +303,7 @@ class ProbeBatch:
 
     def __init__(self, spec: CompareSpec, data: Dataset):
         self.enabled = spec.probe
-        g = make_generator(0, PROBE_STREAM)
-        idx = torch.randperm(data.x_train.shape[0], generator=g)[: spec.probe_size].to(data.x_train.device)
+        idx = example_batch(data, spec.probe_size)
         self.x, self.y = data.x_train[idx], data.y_train[idx]
 
     def record(self, run: Run, epoch: int, model: torch.nn.Module) -> None:

@@ -1,0 +1,367 @@
+"""``initialize``: apply rules to every parametrized layer of a model, and report what was done.
+
+Three phases, so that a failure leaves the model untouched: plan (which scheme, fans and options
+each tensor or block gets; no randomness), draw (every scheme fills a copy of its tensor, in
+``named_modules()`` order and each layer's target order, from the one generator), write (copies go
+back through plain parameters or their parametrizations). The same seeded generator therefore
+gives bit-identical parameters; a Linear/Conv-only model gets exactly what the Linear/Conv-only
+``initialize`` of earlier versions gave.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from initlab.schemes.functions import _check_number, declared_fans
+from initlab.schemes.layers import UNSUPPORTED, Target, is_lazy, layer_targets
+from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
+from initlab.schemes.registry import Scheme, _init_bias
+from initlab.schemes.rules import Rule, RuleSet, _spec, resolve, scheme_text
+from initlab.schemes.specs import SchemeSpec
+
+REPORT_COLUMNS = ("parameter", "module_type", "rule", "scheme", "fan_in", "fan_out", "std_before", "std_after", "note")
+LAYER_DEFAULT = "(layer default)"  # the rule column of tensors set by their layer type's default
+
+
+@dataclass
+class _Plan:
+    """What one target gets; ``how`` is None when nothing covers it."""
+
+    module: nn.Module
+    qname: str  # qualified tensor name, "encoder.layers.0.self_attn.in_proj_weight"
+    slot: Slot
+    target: Target
+    how: str | None = None  # "scheme" | "bias" | "default"
+    rule: str | None = None  # report text of the rule
+    text: str | None = None  # report text of the scheme
+    scheme: Scheme | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    value: float | None = None  # the layer default's constant
+    then: float | None = None  # forget_bias: constant written after the bias policy
+    by_rule: bool = False  # covered by a rule (not the layer default)
+    std_before: float = math.nan
+    std_after: float = math.nan
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.qname}[{self.target.block}]" if self.target.block else self.qname
+
+
+def _std(t: Tensor) -> float:
+    if t.numel() < 2:
+        return math.nan
+    return float(t.detach().to(torch.float64 if t.numel() <= 1 << 22 else torch.float32).std())
+
+
+def _view(t: Tensor, target: Target) -> Tensor:
+    return t[target.rows[0]:target.rows[1]] if target.rows else t
+
+
+def _options(recurrent: Any, forget_bias: Any) -> tuple[SchemeSpec | Scheme | None, float | None]:
+    rec = _spec(recurrent, "recurrent") if recurrent is not None else None
+    if rec is not None:
+        resolve(rec)
+    fb = _check_number("forget_bias", forget_bias) if forget_bias is not None else None
+    return rec, fb
+
+
+def _collect(module: nn.Module) -> list[tuple[str, nn.Module, dict[str, Slot], list[Target]]]:
+    units, seen = [], set()
+    for mname, m in module.named_modules():
+        if is_parametrization_list(m):
+            continue  # its original* belong to the owner's parametrized slot
+        if is_lazy(m):
+            raise ValueError(
+                f"{type(m).__name__} {mname or '(the model)'!r} has uninitialized lazy parameters; "
+                "run one forward pass with a sample input before initialize"
+            )
+        slots = {n: s for n, s in module_slots(m).items() if not all(id(p) in seen for p in s.params)}
+        for s in slots.values():  # a tied parameter is initialized once, under its first name
+            seen.update(id(p) for p in s.params)
+        if slots:
+            units.append((mname, m, slots, layer_targets(m, slots)))
+    return units
+
+
+@dataclass(frozen=True)
+class _Options:
+    """A layer's ``recurrent`` / ``forget_bias``: from the rule covering the layer, else from initialize."""
+
+    recurrent: SchemeSpec | Scheme | None
+    forget_bias: float | None
+    source: str  # for the report's note
+
+    @classmethod
+    def of(cls, layer_rule, recurrent, forget_bias) -> _Options:
+        rule = layer_rule.rule if layer_rule is not None else None
+        rec = rule.recurrent if rule is not None and rule.recurrent is not None else recurrent
+        fb = rule.forget_bias if rule is not None and rule.forget_bias is not None else forget_bias
+        own = rule is not None and (rule.recurrent is not None or rule.forget_bias is not None)
+        return cls(rec, fb, f"option of rule {layer_rule.key!r}" if own else "option of initialize")
+
+
+def _assign(p: _Plan, ruleset: RuleSet, mro: list[str], done: dict, opts: _Options) -> None:
+    """Fill ``p`` by the precedence of :mod:`initlab.schemes.rules`; leave ``how`` None if uncovered."""
+    t = p.target
+    e = ruleset.by_name(p.qname)
+    if e is None and t.role != "bias":
+        e = ruleset.by_type(mro) or (ruleset.default() if t.star else None)
+    if e is not None:
+        p.how, p.rule, p.by_rule = "scheme", e.key, True
+        p.scheme, p.params, p.text = e.scheme, e.params, scheme_text(e.rule.scheme)
+        if t.recurrent and e.kind in ("type", "default") and opts.recurrent is not None:
+            p.scheme, p.params = resolve(opts.recurrent)
+            p.rule, p.text = f"{e.key} (recurrent)", scheme_text(opts.recurrent)
+            p.note = f"recurrent: {opts.source}"
+    elif t.role == "bias" and t.weight in done and done[t.weight].by_rule:
+        w = done[t.weight]
+        policy = w.scheme.bias if isinstance(w.scheme.bias, str) else getattr(w.scheme.bias, "__name__", "custom")
+        p.how, p.rule, p.by_rule, p.scheme = "bias", w.rule, True, w.scheme
+        p.text = f"{policy} (bias policy of {w.text})"
+    elif t.default is not None:
+        p.how, p.rule, p.value, p.text = "default", LAYER_DEFAULT, t.default, f"constant(value={t.default:g})"
+    if p.how is not None and t.forget and opts.forget_bias is not None:
+        p.then = opts.forget_bias if t.forget == "ih" else 0.0
+        p.rule, p.text = f"{p.rule} (forget_bias)", f"constant(value={p.then:g})"
+        p.note = f"forget_bias: {opts.source}; bias_ih holds it, bias_hh is 0"
+    if t.padding_idx is not None and p.how is not None:
+        p.note = f"padding_idx {t.padding_idx}: row kept at zero"
+    if t.role == "other" and p.how is None and type(p.module).__name__ in UNSUPPORTED:
+        p.note = UNSUPPORTED[type(p.module).__name__]
+
+
+def _plan(module: nn.Module, rules: Any, params: Mapping[str, Any], recurrent: Any,
+          forget_bias: Any) -> tuple[list[_Plan], RuleSet]:
+    rec_default, fb_default = _options(recurrent, forget_bias)
+    units = _collect(module)
+    ruleset = RuleSet(rules, [f"{mname}.{n}" if mname else n for mname, _, slots, _ in units for n in slots], params)
+    plans: list[_Plan] = []
+    for mname, m, slots, targets in units:
+        mro = [c.__name__ for c in type(m).__mro__]
+        opts = _Options.of(ruleset.by_type(mro) or ruleset.default(), rec_default, fb_default)
+        if opts.forget_bias is not None and isinstance(m, (nn.LSTM, nn.LSTMCell)) and not m.bias:
+            raise ValueError(
+                f"forget_bias={opts.forget_bias} needs LSTM biases, but {mname or '(the model)'!r} has bias=False"
+            )
+        done: dict[tuple[str, str], _Plan] = {}
+        for t in targets:
+            p = _Plan(m, f"{mname}.{t.name}" if mname else t.name, slots[t.name], t)
+            _assign(p, ruleset, mro, done, opts)
+            done[(t.name, t.block)] = p
+            plans.append(p)
+    return plans, ruleset
+
+
+def _by_slot(plans: list[_Plan]) -> dict[int, list[_Plan]]:
+    groups: dict[int, list[_Plan]] = {}
+    for p in plans:
+        groups.setdefault(id(p.slot), []).append(p)
+    return groups
+
+
+def _draw(plans: list[_Plan], generator: torch.Generator | None, report: bool) -> dict[int, Tensor]:
+    groups = _by_slot(plans)
+    new: dict[int, Tensor] = {}  # id(slot) -> the slot's new effective value
+    views: dict[tuple[int, str, str], tuple[Tensor, Target]] = {}
+    for p in plans:
+        sid = id(p.slot)
+        if sid not in new and (report or any(q.how is not None for q in groups[sid])):
+            new[sid] = p.slot.read()
+            if report:  # std before, for every block of this slot, from the untouched value
+                for q in groups[sid]:
+                    q.std_before = _std(_view(new[sid], q.target))
+        if p.how is None:
+            continue
+        t = p.target
+        view = _view(new[sid], t)
+        views[(id(p.module), t.name, t.block)] = (view, t)
+        try:
+            with torch.no_grad(), declared_fans(view, *(t.fans or (None, None))):
+                if p.how == "scheme":
+                    p.scheme.fn(view, generator=generator, **p.params)
+                elif p.how == "bias":
+                    wview, wt = views[(id(p.module), *t.weight)]
+                    with declared_fans(wview, *(wt.fans or (None, None))):
+                        _init_bias(p.scheme.bias, view, wview, generator)
+                else:
+                    view.fill_(p.value)
+                if p.then is not None:
+                    view.fill_(p.then)
+                if t.padding_idx is not None:
+                    view[t.padding_idx].zero_()
+        except ValueError as err:
+            raise ValueError(
+                f"cannot initialize {p.label!r} ({type(p.module).__name__}) with {p.text} (rule {p.rule!r}): {err}"
+            ) from None
+    return new
+
+
+def _write(plans: list[_Plan], new: dict[int, Tensor], report: bool) -> None:
+    for sid, group in _by_slot(plans).items():
+        slot, note = group[0].slot, ""
+        covered = any(p.how is not None for p in group)
+        if covered:
+            note = slot.write(new[sid])
+        if report:
+            after = new[sid] if slot.kind == "parameter" or not covered else slot.read()
+            for p in group:
+                p.std_after = _std(_view(after, p.target))
+        for p in group:
+            p.note = "; ".join(x for x in (slot.describe(), note if p.how else "", p.note) if x)
+
+
+def _check_coverage(module: nn.Module, plans: list[_Plan], ruleset: RuleSet, strict: bool) -> None:
+    if not any(p.by_rule for p in plans):
+        what = "no layers to initialize" if ruleset.single else "no parameters the rules apply to"
+        raise ValueError(
+            f"{type(module).__name__} has {what}; the scheme covers Linear, Bilinear, Conv, ConvTranspose, "
+            "Embedding, RNN and attention weights, and rules can name any parameter or module type"
+        )
+    problems = []
+    uncovered = [p.label for p in plans if p.how is None]
+    if uncovered:
+        shown = ", ".join(uncovered[:10]) + (f" and {len(uncovered) - 10} more" if len(uncovered) > 10 else "")
+        problems.append(f"no rule covers {len(uncovered)} parameter(s), left as they are: {shown}; "
+                        "add a rule naming them (qualified name, glob or module type)")
+    unused = [] if ruleset.single else ruleset.unused(
+        [p.qname for p in plans], {c.__name__ for m in module.modules() for c in type(m).__mro__})
+    if unused:
+        problems.append(f"rule(s) {', '.join(map(repr, unused))} matched no parameter or module type")
+    if problems and strict:
+        raise ValueError("; ".join(problems))
+    for text in problems:
+        warnings.warn(text, stacklevel=4)
+
+
+def _run(module, rules, generator, recurrent, forget_bias, strict, params, report=False) -> list[_Plan]:
+    plans, ruleset = _plan(module, rules, params, recurrent, forget_bias)
+    _check_coverage(module, plans, ruleset, strict)
+    new = _draw(plans, generator, report)
+    _write(plans, new, report)
+    return plans
+
+
+def initialize(
+    module: nn.Module,
+    rules: str | SchemeSpec | Mapping[str, Any] | Rule,
+    *,
+    generator: torch.Generator | None = None,
+    recurrent: str | SchemeSpec | Mapping[str, Any] | None = None,
+    forget_bias: float | None = None,
+    strict: bool = False,
+    example: Any = None,
+    **params: Any,
+) -> nn.Module:
+    """Initialize every parametrized layer of ``module`` in place by ``rules``; return the module.
+
+    ``"auto"`` (``"auto(mode=empirical)"``, ...) reads the model's graph on ``example`` and picks
+    each layer's scale from the activation it feeds: see :mod:`initlab.auto`.
+
+    ``rules`` is one scheme for every layer's main weights (Linear, Bilinear, Conv, ConvTranspose,
+    Embedding, RNN gate blocks, attention projections) or a mapping from qualified parameter
+    names, ``fnmatch`` globs over them, module type names and ``"*"`` to schemes or ``Rule``s;
+    see :mod:`initlab.schemes.rules` for the precedence and :mod:`initlab.schemes.layers` for each
+    layer type's fans. Biases follow the bias policy of their weight's scheme (zeros for every
+    built-in but ``pytorch_default``); norm layers keep weight 1 and bias 0 unless a rule names
+    them. Parametrized weights (weight_norm, spectral_norm, any parametrization) are initialized
+    as their effective tensor and written back through ``right_inverse``. A parameter nothing
+    covers is left as it is and warned about (one warning naming all of them).
+
+    Args:
+        module: any module; at least one of its parameters must be covered by a rule.
+        rules: a name or alias (``"he"``), a spec string (``"normal(std=0.05)"``), a
+            ``SchemeSpec`` or its ``to_dict()`` form, a ``Rule``, or a mapping of those by key,
+            e.g. ``{"Linear": "he", "Embedding": "normal(std=0.02)", "*.out_proj.weight": "zero"}``.
+        generator: source of randomness; must live on the weights' device.
+        recurrent: scheme for RNN hidden-to-hidden weights (each gate block), e.g. ``"orthogonal"``;
+            a ``Rule``'s own ``recurrent`` wins for the layers its key covers.
+        forget_bias: LSTM forget-gate bias, written to ``bias_ih``'s f block (``bias_hh``'s f
+            block is set to 0, so the sum the gate sees is ``forget_bias``).
+        strict: raise ValueError instead of warning when a parameter is uncovered or a rule key
+            matches nothing.
+        **params: scheme parameters, overriding those in a single scheme.
+
+    Raises:
+        ValueError: unknown scheme or bad parameter, a lazy module before its first forward pass,
+            nothing to initialize, a fan-based scheme on a tensor without fans (a bias); the
+            module is unchanged when it raises (new values are drawn into copies first, so the
+            call needs memory for one extra copy of the parameters it initializes).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> initialize(nn.LSTM(8, 16), "xavier", recurrent="orthogonal", forget_bias=1.0, generator=g)
+    """
+    if _is_auto(rules):
+        from initlab.auto import auto_initialize
+
+        return auto_initialize(module, example, generator=generator, **_auto_params(rules, params))
+    _run(module, rules, generator, recurrent, forget_bias, strict, params)
+    return module
+
+
+def _is_auto(rules: Any) -> bool:
+    """Whether ``rules`` is the whole-model ``auto`` scheme (``"auto"``, ``"auto(mode=empirical)"``, spec, dict)."""
+    if isinstance(rules, str):
+        return rules.strip().split("(")[0].strip() == "auto"
+    if isinstance(rules, SchemeSpec):
+        return rules.name == "auto"
+    if isinstance(rules, Mapping) and set(rules) <= {"name", "params"}:
+        return rules.get("name") == "auto"
+    return False
+
+
+def _auto_params(rules: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    from initlab.schemes.specs import parse_scheme
+
+    spec = parse_scheme(rules) if isinstance(rules, str) else (
+        rules if isinstance(rules, SchemeSpec) else SchemeSpec.from_dict(rules))
+    return {**spec.params, **params}
+
+
+def initialize_with_report(
+    module: nn.Module,
+    rules: str | SchemeSpec | Mapping[str, Any] | Rule,
+    *,
+    generator: torch.Generator | None = None,
+    recurrent: str | SchemeSpec | Mapping[str, Any] | None = None,
+    forget_bias: float | None = None,
+    strict: bool = False,
+    example: Any = None,
+    **params: Any,
+):
+    """``initialize``, returning ``(module, report)``: one row per tensor or block.
+
+    With ``"auto"`` the report also has each tensor's layer reading (see :func:`initlab.auto.auto_initialize`).
+
+    Columns: parameter (qualified name, ``[q]`` / ``[gate f]`` for blocks), module_type, rule (the
+    key that matched; "(layer default)"; None when uncovered), scheme, fan_in, fan_out (NaN
+    without fans), std_before, std_after (of the effective tensor), note (parametrizations,
+    spectral_norm's rescaling, padding rows, forget gates, why a class is unsupported).
+    """
+    import pandas as pd
+
+    if _is_auto(rules):
+        from initlab.auto import auto_initialize
+
+        return auto_initialize(module, example, generator=generator, report=True, **_auto_params(rules, params))
+    plans = _run(module, rules, generator, recurrent, forget_bias, strict, params, report=True)
+    columns = {
+        "parameter": [p.label for p in plans],
+        "module_type": [type(p.module).__name__ for p in plans],
+        "rule": [p.rule for p in plans],  # None when uncovered
+        "scheme": [p.text for p in plans],
+        "fan_in": [p.target.fans[0] if p.target.fans else math.nan for p in plans],
+        "fan_out": [p.target.fans[1] if p.target.fans else math.nan for p in plans],
+        "std_before": [p.std_before for p in plans],
+        "std_after": [p.std_after for p in plans],
+        "note": [p.note for p in plans],
+    }
+    text = {"parameter", "module_type", "rule", "scheme", "note"}  # object dtype keeps None as None
+    return module, pd.DataFrame({k: pd.Series(v, dtype=object if k in text else float) for k, v in columns.items()})
