@@ -4,8 +4,9 @@ For a model and an example batch, every candidate scheme (``auto``, ``he``, ``xa
 ``pytorch_default`` and any given) initializes a fresh copy of the model (``copy.deepcopy``, the
 caller's model is never touched) from the same seeded generator; one forward and one backward pass
 (``initlab.probe``) measure, per layer, the output std (forward signal) and the weight-gradient
-norm (backward signal), next to the mean-field prediction where the model is a chain the theory
-covers (``initlab.theory``: q_l = σ_w²·E[φ(√q_{l-1} z)²] + σ_b², Poole et al. 2016).
+norm (backward signal), next to the mean-field prediction (:func:`predict_stds`) for the plain
+chain of layers the theory covers (``initlab.theory``: q_l = σ_w²·E[φ(√q_{l-1} z)²] + σ_b²,
+Poole et al. 2016).
 
 Flags per scheme (thresholds are the targets of a depth-stable init; a trainable deep net keeps
 both signals within these bounds over its whole depth):
@@ -134,6 +135,53 @@ def _ratios(layers: pd.DataFrame) -> tuple[float, float]:
             _div(hidden["weight_grad_norm"].iloc[0], hidden["weight_grad_norm"].iloc[-1]))
 
 
+_PLAIN = ("Linear", "NonDynamicallyQuantizableLinear", "Conv1d", "Conv2d", "Conv3d")
+_SAFE_THROUGH = {"Dropout", "Flatten", "Identity", "flatten", "view", "reshape", "dropout", "contiguous"}
+
+
+def predict_stds(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """Mean-field std of each weight layer's output, for the plain chain at the model's start.
+
+    Per layer, in execution order: q = fan_in·E[W²]·m + E[b²], m the second moment of its input
+    (E[x²] of the example for the first; E[φ(√q_prev z)²] by quadrature after an elementwise φ,
+    q_prev after none), with E[W²], E[b²] of the weights as drawn (Poole et al. 2016, eq. 3). The
+    chain stops at the first layer the theory does not cover here (a norm, pooling, a residual
+    branch, a concatenation, a layer type other than Linear/Conv): later layers get no prediction.
+    """
+    from initlab import theory
+    from initlab.graph import read_graph
+
+    try:
+        graph = read_graph(model, example)
+    except ValueError:
+        return {}
+    if graph.method != "fx" or graph.residual_streams:
+        return {}
+    m = float(example.detach().double().pow(2).mean())
+    out: dict[str, float] = {}
+    for layer in graph.layers:
+        w = getattr(layer.module, "weight", None)
+        if layer.kind not in _PLAIN or not isinstance(w, torch.Tensor) or layer.concat_group is not None:
+            break
+        b = getattr(layer.module, "bias", None)
+        fan_in = w[0].numel()
+        q = fan_in * float(w.detach().double().pow(2).mean()) * m
+        q += float(b.detach().double().pow(2).mean()) if isinstance(b, torch.Tensor) else 0.0
+        out[layer.name] = math.sqrt(q)
+        if not set(layer.through) <= _SAFE_THROUGH:
+            break
+        if layer.feeds == "activation" and layer.activation is not None:
+            try:
+                m = theory.variance_map(layer.activation, q, 1.0, 0.0) if q > 0 else 0.0
+            except Exception:  # noqa: BLE001 - a φ the quadrature cannot evaluate: stop predicting
+                break
+        elif layer.feeds == "none" and not layer.is_output:
+            m = q
+        else:
+            break
+    return out
+
+
 def _input_rms(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
     """RMS of the first tensor each weight layer receives on ``example`` (first call), by name."""
     seen: dict[str, float] = {}
@@ -249,8 +297,9 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
             continue
         frame = _probe_one(net, example, targets)
         layers = frame[frame["kind"].isin(WEIGHT_KINDS)].drop_duplicates("name").reset_index(drop=True)
-        rms = _input_rms(net, example)
+        rms, pred = _input_rms(net, example), predict_stds(net, example)
         layers["in_rms"] = [rms.get(n, math.nan) for n in layers["name"]]
+        layers["pred_std"] = [pred.get(n, math.nan) for n in layers["name"]]
         f, g = _ratios(layers)
         results[scheme] = SchemeAudit(scheme, layers, f, g, _flags(frame, layers, f, g))
         frames.append(frame.assign(scheme=scheme))
@@ -291,13 +340,16 @@ def plot_audit(report: AuditReport, out_dir: str | Path) -> list[Path]:
                 continue
             v = a.layers[col].to_numpy(dtype=float)
             v = np.where(np.isfinite(v) & (v > 0), v, np.nan)
-            style = "-" if name == report.recommended else "--"
-            ax.plot(np.arange(1, len(v) + 1), v, style, marker="o", ms=3, label=name + (" (recommended)" if name == report.recommended else ""))
+            line = ax.plot(np.arange(1, len(v) + 1), v, "-", marker="o", ms=3, lw=2.2 if name == report.recommended else 1.2,
+                           label=name + (" (recommended)" if name == report.recommended else ""))[0]
+            if col == "out_std" and a.layers["pred_std"].notna().any():
+                ax.plot(np.arange(1, len(v) + 1), a.layers["pred_std"].to_numpy(dtype=float), ":", color=line.get_color(), lw=1.2)
         ax.set_yscale("log")
         ax.set_xlabel("weight layer (forward order)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"{report.model_name}: {label} at init", fontsize=10)
+        ax.set_title(f"{report.model_name}: {label} at init" + ("\n(dotted: mean-field prediction)" if col == "out_std" else ""),
+                     fontsize=10)
         ax.legend(fontsize=8)
         paths.append(save_figure(fig, out_dir / fname))
     return paths
