@@ -3,12 +3,16 @@
 Schemes (``initialize`` for any network, by one scheme or rules per name/type; ``initialize_with_report``;
 ``list_schemes``), data (``load_dataset``), models (``mlp``), training
 (``TrainConfig``, ``train_model``; many models at once: ``train_population``), honest comparisons (``compare``), diagnostics
-(``probe_model``, ``probe_stats``, ``layer_symmetry``) and mean-field theory (``initlab.theory``).
+(``probe_model``, ``probe_stats``, ``layer_symmetry``), mean-field theory (``initlab.theory``,
+``initlab.criticality``), the model's graph (``read_graph``) and ``initlab.audit``.
 
-``initlab.probe`` is the module :mod:`initlab.probe` and, being callable, also the function:
+``initlab.probe`` and ``initlab.audit`` are modules and, being callable, also the functions:
 ``initlab.probe(model, inputs, targets)`` runs :func:`initlab.probe.probe` (``probe_model`` is an
-alias). Binding the function itself to that name would shadow the module.
+alias) and ``initlab.audit(model, example)`` runs :func:`initlab.audit.audit`. Binding the
+functions themselves to those names would shadow the modules.
 """
+import initlab.audit  # noqa: F401  (callable module: initlab.audit(model, example))
+from initlab.audit import AuditReport
 from initlab.data import DATASETS, Dataset, DataError, load_dataset
 from initlab.engine import Population, train_population
 from initlab.experiment import CompareResult, CompareSpec, compare, run_compare
@@ -28,6 +32,7 @@ from initlab.schemes import (
     register_scheme,
     variance_scaling_,
 )
+from initlab.graph import ModelGraph, read_graph
 from initlab.sweep import DepthSweepResult, depth_sweep
 from initlab.train import TrainConfig, evaluate, train_model
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,3 +355,14 @@ def plot_audit(report: AuditReport, out_dir: str | Path) -> list[Path]:
         ax.legend(fontsize=8)
         paths.append(save_figure(fig, out_dir / fname))
     return paths
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``initlab.audit(model, example)`` call :func:`audit` while staying a module (as ``initlab.probe``)."""
+
+    def __call__(self, model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None = None,
+                 **kwargs) -> AuditReport:
+        return audit(model, example, schemes, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

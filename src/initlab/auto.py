@@ -112,6 +112,7 @@ def _plan(model: nn.Module, graph, example, params: dict) -> tuple[dict, list[di
         return cache[key]
     rules: dict[str, Any] = {}
     rows = []
+    unstable: dict[tuple, list[str]] = {}  # (activation, verdict) -> layers: one warning each
     x = _example_tensor(example)
     input_var = float(x.detach().double().pow(2).mean()) if x is not None and x.is_floating_point() else 1.0
     first = next((layer.name for layer in graph.layers if layer.kind in _FAN_KINDS), None)
@@ -133,7 +134,7 @@ def _plan(model: nn.Module, graph, example, params: dict) -> tuple[dict, list[di
                 role, s2, b2 = "hidden", ap.sigma_w2, ap.sigma_b2
             row.update(q_star=ap.q_star, verdict=ap.verdict)
             if not ap.stable:
-                warnings.warn(f"auto: {layer.name} feeds {layer.activation_name}: {ap.verdict}", stacklevel=4)
+                unstable.setdefault((layer.activation_name, ap.verdict), []).append(layer.name)
         else:
             role, s2, b2 = f"linear (feeds {layer.feeds})", 1.0, 0.0
         if layer.branch_final and layer.residual_stream is not None:
@@ -147,6 +148,9 @@ def _plan(model: nn.Module, graph, example, params: dict) -> tuple[dict, list[di
         rows.append(row)
     from initlab.schemes.rules import Rule
 
+    for (act, verdict), names in unstable.items():
+        where = names[0] if len(names) == 1 else f"{len(names)} layers ({names[0]} ... {names[-1]})"
+        warnings.warn(f"auto: {where} feed {act}: {verdict}", stacklevel=4)
     # layers the per-name rules do not reach (attention in-projections, embeddings, recurrent
     # layers), for the types this model has
     present = {type(m).__name__ for m in model.modules()}

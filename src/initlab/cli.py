@@ -562,7 +562,7 @@ def audit(
 
         fail(str(write_error(e)))
     table = Table(title=escape(f"{name}: signal at init, example batch of {batch}"),
-                  caption=escape("forward: last/first hidden output std (healthy 0.5–2); "
+                  caption=escape("forward: RMS of the last hidden representation over the first (healthy 0.5–2); "
                                  "gradient: first/last hidden weight-gradient norm (healthy 0.1–10)"))
     for col, just in (("scheme", "left"), ("forward", "right"), ("gradient", "right"), ("flags", "left")):
         table.add_column(col, justify=just)
