@@ -31,7 +31,8 @@ MAX_DEPTH = 10_000
 PER_EXAMPLE_S = 20.0  # wall-clock bound for one invocation (tiny valid runs take about a second)
 BYTE_UNIT = re.compile(r"\d(\.\d+)?(e\+\d+)? (B|KiB|MiB|GiB|TiB|PiB|EiB)\b")
 
-SETTINGS = dict(deadline=None, database=None,
+# derandomize: CI runs the same examples every time (set INITLAB_HYPOTHESIS_EXPLORE=1 to search anew)
+SETTINGS = dict(deadline=None, database=None, derandomize=not os.environ.get("INITLAB_HYPOTHESIS_EXPLORE"),
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 
