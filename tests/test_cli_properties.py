@@ -658,3 +658,219 @@ def test_threads_beyond_c_int_is_a_one_line_error(cmd, threads, capsys, tmp_path
 def test_probe_oversized_width_is_a_one_line_error(capsys, tmp_path_factory):
     run_case(["probe", "--depth", "2", "--width", str(MAX_WIDTH), "--batch", "16", "--activations", "relu",
               "--inits", "he"], capsys, tmp_path_factory)
+
+
+# ------------------------------------------------------------------------------------ audit
+
+AUDIT_MODEL = "mlp(depth=2,width=8)"
+AUDIT_BASE = {"--batch": "16"}
+# depth/width of a zoo mlp: tiny (most draws), invalid, or refused at once (depth > MAX_DEPTH; width
+# >= 10**6 with depth >= 2 asks for terabytes); a missing one takes the default (depth 20, width 256)
+zoo_depth = st.one_of(st.integers(1, 3), st.integers(1, 3), st.none(), safe_depth)
+zoo_width = st.one_of(st.integers(1, 16), st.integers(1, 16), st.none(), safe_width)
+zoo_activation = st.one_of(st.sampled_from(ACTIVATIONS), st.sampled_from(["RELU", "'tanh'", "None", "3", "[red]relu",
+                                                                          ":ok:", "'relu,tanh'"]))
+
+
+@st.composite
+def zoo_spec(draw):
+    """``mlp(depth=..,width=..,activation=..)`` or ``mlp(hidden=..)``, mostly tiny and valid."""
+    if draw(st.integers(0, 4)) == 0:
+        hidden = draw(st.one_of(hidden_s.filter(lambda s: "'" not in s), st.sampled_from(["8;8", "'8,8'", "8", "0"])))
+        return f"mlp(hidden={hidden})"
+    depth, width = draw(st.tuples(zoo_depth, zoo_width))
+    if width is not None and width >= 10 ** 6 and (depth is None or 1 <= depth <= 3):
+        depth = 2  # one layer of 10**6 units may fit a large machine; two never do
+    if depth is None and width is None:
+        width = 8
+    args = [f"{k}={v}" for k, v in (("depth", depth), ("width", width)) if v is not None]
+    if draw(st.booleans()):
+        args.append(f"activation={draw(zoo_activation)}")
+    return f"mlp({','.join(draw(st.permutations(args)))})"
+
+
+MALFORMED_MODELS = ["mlp(", "mlp(depth=2,width=8", "mlp)", "mlp(depth=2,,width=8)", "mlp(depth=2,width=8,)",
+                    "mlp(depth=2.5,width=8)", "mlp(depth='2',width=8)", "mlp(depth=true,width=8)",
+                    "mlp(depth=None,width=8)", "mlp(depth=2,depth=3)", "mlp(foo=1)", "mlp(hidden=8,depth=2)",
+                    "mlp(depth=0,width=8)", "mlp(width=-8,depth=2)", "mlp(depth=1e3,width=8)", "mlp(hidden=())",
+                    "mlp(hidden='')", "mlp(hidden=None)", "mlp(hidden=true)", "mlp(hidden='8,,8')",
+                    "mlp(activation=':ok:',depth=2,width=8)", "mlp(depth=2,width=8)(x=1)", "mlp(=2)",
+                    "mlp(depth=100000,width=8)", "mlp(width=10000000)", f"mlp(depth=2,width={MAX_WIDTH})",
+                    f"mlp(hidden='{MAX_WIDTH},{MAX_WIDTH}')"]
+UNKNOWN_MODELS = ["MLP", "resnet", "resnet18(depth=2)", "transformer()", "[red]mlp", "mlp[/]", ":ok:", "cnn(width=8)"]
+audit_model_s = st.one_of(
+    zoo_spec(), zoo_spec(),  # twice: most of these are valid and tiny
+    st.sampled_from(MALFORMED_MODELS), st.sampled_from(UNKNOWN_MODELS),
+    st.sampled_from(SAFE_MODELS + ["nonexistent_mod_xyz:factory", "os:no_such_factory_xyz", "initlab:no_such_xyz"]),
+    # arbitrary text: never 'module:factory' (that would import arbitrary modules), never a bare mlp
+    # spec (the strategies above draw those with safe sizes)
+    texts().filter(lambda s: not re.fullmatch(r"\s*[\w.]+\s*:\s*[\w.]+\s*", s) and "mlp" not in s),
+)
+# an input shape is refused when batch × size > 2**28, so sizes above that are refused at any batch
+shape_item = st.one_of(st.integers(1, 16), st.integers(max_value=0), st.integers(min_value=(1 << 28) + 1),
+                       st.sampled_from(FIXED_INTS).filter(lambda n: not 17 <= n <= 1 << 28))
+valid_shape = st.sampled_from(["8", "64", "1,8,8", "2,4", "3,4,4", "16", " 8 ", "1"])
+input_shape_s = st.one_of(
+    valid_shape, valid_shape,  # twice: about half the draws run
+    int_list(shape_item),
+    st.sampled_from(["0", "8,0", "-1", "8,-8", "8,,8", ",8", "8,", "", " ", "1.5", "8x8", "(8,8)", "1e3", "٨",
+                     str(1 << 28 + 1), "65536,65536", str(MAX_INT), str(1 << 64), str(10 ** 30), "1," * 70 + "8"]),
+    texts(12),
+)
+AUDIT_OPTIONS = {
+    "--inits": st.one_of(inits_s, st.sampled_from(["auto", "auto,he", "he,auto", "zero,auto", "orthogonal", "auto(x=1)",
+                                                   "none", "auto,auto"])),
+    "--dataset": dataset_s,  # never mnist/fashion-mnist: audit has no --data-dir and would look them up
+    "--input-shape": input_shape_s,
+    # classes >= 10**13 need >= 360 TB of logits and weights: refused by the estimate on any machine
+    "--classes": num_text(ints(forbid=(17, 10 ** 13 - 1), valid=st.integers(1, 16))),
+    # a batch above 2**28 is refused with any --input-shape; digits caps the batch at its 1437 examples
+    "--batch": num_text(ints(forbid=(33, 1 << 28), valid=st.integers(1, 32))),
+    "--seed": num_text(ints()),
+    "--out": relative_out(),
+}
+
+
+@st.composite
+def audit_case(draw):
+    """MODEL and one or two options drawn from their strategies, the rest tiny and valid."""
+    names = draw(st.lists(st.sampled_from(["MODEL", *AUDIT_OPTIONS]), min_size=1, max_size=2, unique=True))
+    model = draw(audit_model_s) if "MODEL" in names else AUDIT_MODEL
+    return model, {name: draw(AUDIT_OPTIONS[name]) for name in names if name != "MODEL"}
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(case=audit_case())
+def test_audit_any_options_exit_0_or_2(case, capsys, tmp_path_factory):
+    model, over = case
+    r = run_case(["audit", model, *build(AUDIT_BASE, over)], capsys, tmp_path_factory)
+    if r.rc == 0 and "--out" in over and model.strip() != "--help":
+        # the output folder is echoed as a path ('a//b' is 'a/b'), control characters escaped, never as markup
+        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(Path(over["--out"])))
+        assert "".join(shown.split()) in "".join(r.out.split())
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(where=st.sampled_from(["MODEL", "--inits", "--dataset"]), token=markup_token)
+def test_audit_user_text_is_echoed_verbatim_never_markup(where, token, capsys, tmp_path_factory):
+    argv = ["audit", token, "--batch", "16"] if where == "MODEL" else \
+        ["audit", "mlp(depth=2,width=8)", "--batch", "16", where, token]
+    err = assert_one_line_error(run_case(argv, capsys, tmp_path_factory))
+    assert token in err, f"{argv}: {token!r} not shown verbatim in: {err}"
+    assert "🆗" not in err and "😄" not in err and "👍" not in err, err
+
+
+USER_MODELS = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, out="logits"):
+        super().__init__()
+        self.out = out
+        self.fc1, self.fc2, self.fc3 = nn.Linear(64, 16), nn.Linear(16, 16), nn.Linear(16, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.out == "raise" or (self.out == "raise_later" and self.calls > 1):
+            raise RuntimeError("[red]boom:ok:")
+        h = torch.relu(self.fc2(torch.relu(self.fc1(x))))
+        y = self.fc3(h)
+        return {"scalar": y.sum(), "flat": y.flatten(), "argmax": y.argmax(1), "tuple": (y, h)}.get(self.out, y)
+
+
+def scalar(): return Net("scalar")
+def flat(): return Net("flat")
+def argmax(): return Net("argmax")
+def raises(): return Net("raise")
+def raises_later(): return Net("raise_later")
+def pair(): return Net("tuple")
+'''
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    (tmp_path / "auditnets.py").write_text(USER_MODELS)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("factory, says", [
+    ("scalar", "output of shape ()"),  # no batch dimension
+    ("flat", "output of shape (160,)"),  # batch and classes flattened together
+    ("argmax", "torch.int64"),  # no gradient
+    ("raises", "RuntimeError: [red]boom:ok:"),  # raises in forward: named verbatim
+])
+def test_audit_user_model_with_a_bad_output_or_forward_is_a_one_line_error(factory, says, user_models, capsys):
+    r = invoke(["audit", f"auditnets:{factory}", "--batch", "16", "--out", str(user_models / "out")], capsys)
+    assert_contract(r)
+    err = assert_one_line_error(r)
+    assert says in err and f"auditnets:{factory}" in err, err
+    assert not (user_models / "out").exists()
+
+
+def test_audit_user_model_returning_a_tuple_runs(user_models, capsys):
+    r = invoke(["audit", "auditnets:pair", "--batch", "16", "--out", str(user_models / "out")], capsys)
+    assert_contract(r)
+    assert r.rc == 0, r.err
+    assert "recommended: " in r.out and (user_models / "out" / "summary.csv").exists()
+
+
+@pytest.mark.parametrize("shape, model", [("1,8,8", AUDIT_MODEL), ("64", "auditnets:pair")])
+def test_audit_with_input_shape_runs(shape, model, user_models, capsys):
+    r = invoke(["audit", model, "--input-shape", shape, "--classes", "3", "--batch", "8", "--inits", "auto,he",
+                "--out", str(user_models / "out")], capsys)
+    assert_contract(r)
+    assert r.rc == 0, r.err
+    assert "examplebatchof8" in "".join(r.out.split())
+
+
+def test_audit_user_model_failing_after_its_first_call_reports_it_per_scheme(user_models, capsys):
+    # the model runs once for the example, then under each scheme: each failure is that scheme's error
+    r = invoke(["audit", "auditnets:raises_later", "--batch", "16", "--inits", "he,xavier",
+                "--out", str(user_models / "out")], capsys)
+    assert_contract(r)
+    assert r.rc == 0, r.err
+    summary = (user_models / "out" / "summary.csv").read_text()
+    assert summary.count("fails under") == 2 and "[red]boom:ok:" in summary, summary
+
+
+@pytest.fixture
+def no_model_build(monkeypatch):
+    """Make building the zoo MLP an error, so a request that is not refused cannot allocate terabytes."""
+    import initlab.models
+
+    def refuse(*a, **k):
+        raise _WouldTrain("the request was not refused: the model would be built")
+
+    monkeypatch.setattr(initlab.models, "mlp", refuse)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["mlp(depth=100000,width=8)"], "depth must be a positive integer up to 10000"),
+    (["mlp(width=10000000)"], f"width must be a positive integer up to {MAX_WIDTH}"),
+    (["mlp(depth=2.5,width=8)"], "depth must be a positive integer"),  # was a TypeError traceback
+    (["mlp(depth='2',width=8)"], "depth must be a positive integer"),  # was a TypeError traceback
+    (["mlp(depth=true,width=8)"], "depth must be a positive integer"),  # was read as depth 1
+    (["mlp(depth=2,width=8", ], "malformed model"),
+], ids=["depth-1e5", "width-1e7", "depth-float", "depth-str", "depth-bool", "malformed"])
+def test_audit_bad_zoo_model_is_refused_fast(argv, says, no_model_build, capsys, tmp_path_factory):
+    r = run_case(["audit", *argv], capsys, tmp_path_factory)
+    err = assert_one_line_error(r)
+    assert says in err and r.seconds < 5, (err, r.seconds)
+
+
+@pytest.mark.parametrize("argv", [
+    [f"mlp(depth=2,width={MAX_WIDTH})"],
+    [f"mlp(width={MAX_WIDTH})"],  # default depth 20
+    [f"mlp(hidden='{MAX_WIDTH},{MAX_WIDTH}')"],
+    ["mlp(depth=1,width=256)", "--input-shape", str(1 << 28), "--batch", "1"],
+    ["mlp(depth=1,width=8)", "--input-shape", "8", "--classes", str(MAX_INT)],
+], ids=["width-max", "width-max-depth-20", "hidden-max", "input-2^28", "classes-max"])
+def test_oversized_audit_is_refused_fast_with_estimate(argv, no_model_build, capsys, tmp_path_factory):
+    r = run_case(["audit", *argv], capsys, tmp_path_factory)
+    err = assert_one_line_error(r)
+    assert r.seconds < 5, f"refusal took {r.seconds:.1f} s"
+    assert "needs" in err and BYTE_UNIT.search(err), err

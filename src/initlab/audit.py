@@ -241,10 +241,21 @@ def _flags(frame: pd.DataFrame, layers: pd.DataFrame, f: float, g: float) -> lis
     return flags
 
 
-def _targets(model: nn.Module, example, generator: torch.Generator):
-    """Random class labels for a (B, C) output; None (loss = output sum) otherwise."""
+def _targets(model: nn.Module, example, generator: torch.Generator, name: str = "the model"):
+    """Random class labels for a (B, C) output; None (loss = output sum) otherwise.
+
+    The output must be a floating-point tensor with one row per example (``(B, ...)``): a scalar,
+    a batch of another size or integer outputs (``argmax``) carry no per-example gradient signal.
+    """
     with torch.no_grad():
         out = pick_logits(model(example))
+    batch = example.shape[0] if example.dim() else None
+    if out.dim() == 0 or out.shape[0] != batch:
+        raise ValueError(f"{name} returns an output of shape {tuple(out.shape)} for an input of shape "
+                         f"{tuple(example.shape)}; audit needs one output row per example, (batch, classes)")
+    if not (out.is_floating_point() or out.is_complex()):
+        raise ValueError(f"{name} returns {out.dtype} outputs, which carry no gradient; return the logits "
+                         "(floating point), not e.g. their argmax")
     if out.dim() == 2 and out.shape[1] > 1:
         return torch.randint(0, out.shape[1], (out.shape[0],), generator=generator)
     return None
@@ -282,7 +293,7 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
         raise ValueError(f"audit calls the model with one tensor, got {type(example).__name__}; wrap a "
                          "multi-input model in a module that takes one tensor")
     try:
-        targets = targets if targets is not None else _targets(model, example, torch.Generator().manual_seed(seed))
+        targets = targets if targets is not None else _targets(model, example, torch.Generator().manual_seed(seed), name)
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's model failing on the example is a user error
@@ -290,16 +301,31 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
                          f"{type(e).__name__}: {e}") from None
     results, frames = {}, []
     for scheme in candidates:
-        net = copy.deepcopy(model)
+        # the user's model runs under every scheme (auto calls it too): its failure under one scheme
+        # (a forward that raises on some weights, a model deepcopy cannot copy) is that scheme's error
         try:
+            net = copy.deepcopy(model)
             kwargs = {"example": example} if scheme.split("(")[0] == "auto" else {}
             initialize(net, scheme, generator=torch.Generator().manual_seed(seed), **kwargs)
         except (ValueError, TypeError) as e:
             results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [], error=str(e))
             continue
-        frame = _probe_one(net, example, targets)
+        except Exception as e:  # noqa: BLE001 - see above
+            results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [],
+                                          error=f"{name} fails under {scheme}: {type(e).__name__}: {e}")
+            continue
+        try:
+            frame = _probe_one(net, example, targets)
+            rms = _input_rms(net, example)
+        except Exception as e:  # noqa: BLE001 - see above
+            results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [],
+                                          error=f"{name} fails under {scheme}: {type(e).__name__}: {e}")
+            continue
+        try:
+            pred = predict_stds(net, example)
+        except Exception:  # noqa: BLE001 - predictions are optional: a model they cannot read gets none
+            pred = {}
         layers = frame[frame["kind"].isin(WEIGHT_KINDS)].drop_duplicates("name").reset_index(drop=True)
-        rms, pred = _input_rms(net, example), predict_stds(net, example)
         layers["in_rms"] = [rms.get(n, math.nan) for n in layers["name"]]
         layers["pred_std"] = [pred.get(n, math.nan) for n in layers["name"]]
         f, g = _ratios(layers)
@@ -308,6 +334,28 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
     recommended, reason = _recommend(results)
     profile = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return AuditReport(name, results, recommended, reason, profile)
+
+
+def check_mlp_memory(sizes: Sequence[int], batch: int) -> int:
+    """Refuse (one-line ValueError) auditing an MLP of layer ``sizes`` (in, hidden..., out) on
+    ``batch`` examples when it would not fit in free CPU memory; return the estimate in bytes.
+
+    Estimate (as :func:`initlab.diagnostics.check_profile_memory`, plus the caller's model next to
+    each candidate's copy): parameters three times (model, copy, gradients; 4 bytes each), the
+    example batch, and per hidden layer the batch's outputs kept for backward, their gradients and
+    the float64 copies the statistics take (≈ 6 × 4 bytes per element, Linear and activation rows).
+    """
+    from initlab.memory import available_bytes, format_bytes
+    from initlab.models import arch_text
+
+    sizes = [int(n) for n in sizes]
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    need = 12 * params + 4 * batch * sizes[0] + 24 * batch * (2 * sum(sizes[1:-1]) + sizes[-1])
+    free = available_bytes("cpu")
+    if free is not None and need > free:
+        raise ValueError(f"auditing a {arch_text(sizes)} MLP on {batch} examples needs ~{format_bytes(need)} but the "
+                         f"CPU has {format_bytes(free)} free; use a smaller width, depth, --batch or input")
+    return need
 
 
 def _recommend(results: dict[str, SchemeAudit]) -> tuple[str | None, str]:
@@ -352,7 +400,8 @@ def plot_audit(report: AuditReport, out_dir: str | Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.set_title(f"{report.model_name}: {label} at init" + ("\n(dotted: mean-field prediction)" if col == "out_std" else ""),
                      fontsize=10)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # no lines when every candidate failed
+            ax.legend(fontsize=8)
         paths.append(save_figure(fig, out_dir / fname))
     return paths
 

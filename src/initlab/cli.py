@@ -480,15 +480,26 @@ def depth(
                        "depth_metrics.csv depth_summary.csv sweep.json depth_acc.png"))
 
 
-def build_audit_model(spec: str, in_features: int, num_classes: int):
-    """``mlp(depth=50,width=256,activation=tanh)`` (the zoo; same syntax as a scheme) or ``module:factory``."""
+def build_audit_model(spec: str, in_features: int, num_classes: int, batch: int = 1):
+    """``mlp(depth=50,width=256,activation=tanh)`` (the zoo; same syntax as a scheme) or ``module:factory``.
+
+    A zoo MLP is checked before it is built: integer sizes within ``MAX_DEPTH``/``MAX_WIDTH``, and
+    model plus activations for ``batch`` examples within free memory (one-line ValueError).
+    """
+    from initlab.audit import check_mlp_memory
     from initlab.diagnostics import build_user_model
-    from initlab.models import mlp
+    from initlab.models import MAX_DEPTH, MAX_WIDTH, check_activation, check_widths, mlp, parse_hidden
     from initlab.schemes import parse_scheme
 
-    if ":" in spec:
-        return build_user_model(spec), spec
-    parsed = parse_scheme(spec)
+    if ":" in spec.split("(", 1)[0]:  # module:factory (a ':' inside mlp(...) is a value, not a module)
+        try:
+            return build_user_model(spec), spec
+        except ValueError as e:
+            raise ValueError(str(e).replace("--model", "MODEL")) from None
+    try:
+        parsed = parse_scheme(spec)
+    except ValueError as e:
+        raise ValueError(str(e).replace("init scheme", "model")) from None
     if parsed.name != "mlp":
         raise ValueError(f"unknown model {parsed.name!r}; choose from: mlp(depth=..,width=..,activation=..), "
                          "or your own 'module:factory'")
@@ -498,11 +509,25 @@ def build_audit_model(spec: str, in_features: int, num_classes: int):
         raise ValueError(f"mlp takes depth, width, activation or hidden, got {', '.join(sorted(unknown))}")
     if "hidden" in params and ({"depth", "width"} & set(params)):
         raise ValueError("give mlp either hidden=... or depth/width, not both")
-    hidden = params.get("hidden")
-    if hidden is None:
-        hidden = resolve_hidden(None, params.get("depth", 20), params.get("width", 256))
-    return mlp(in_features, str(hidden).replace(";", ",") if isinstance(hidden, str) else hidden, num_classes,
-               params.get("activation", "relu")), spec
+
+    def size(key: str, default: int, limit: int) -> int:
+        v = params.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= limit:
+            raise ValueError(f"mlp {key} must be a positive integer up to {limit}, got {v!r}")
+        return v
+
+    if "hidden" in params:
+        hidden = params["hidden"]
+        if isinstance(hidden, str):
+            hidden = parse_hidden(hidden.replace(";", ","))
+        elif isinstance(hidden, int) and not isinstance(hidden, bool):
+            hidden = (hidden,)
+        hidden = check_widths(hidden)
+    else:
+        hidden = (size("width", 256, MAX_WIDTH),) * size("depth", 20, MAX_DEPTH)
+    activation = check_activation(str(params.get("activation", "relu")))
+    check_mlp_memory([in_features, *hidden, num_classes], batch)  # before any allocation
+    return mlp(in_features, hidden, num_classes, activation), spec
 
 
 @app.command()
@@ -540,14 +565,15 @@ def audit(
             shape = parse_int_list(input_shape, "--input-shape")
             if any(d <= 0 for d in shape) or math.prod(shape) * batch > 1 << 28:
                 raise ValueError(f"--input-shape must be positive sizes with batch × size ≤ 2^28, got {input_shape!r}")
+            net, name = build_audit_model(model, int(math.prod(shape)), classes, batch)
             x = torch.randn(batch, *shape, generator=gen)
-            net, name = build_audit_model(model, int(math.prod(shape)), classes)
             if x.dim() > 2 and not any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))
                                        for m in net.modules()):
                 x = x.reshape(batch, -1)
         else:
             data = load_dataset(dataset)
-            net, name = build_audit_model(model, data.in_features, data.num_classes)
+            batch = min(batch, len(data.x_train))  # the example batch is at most the training set
+            net, name = build_audit_model(model, data.in_features, data.num_classes, batch)
             x = model_inputs(net, data.x_train[:batch], data.image_shape)
         with console.status(escape(f"auditing {name} under {len(candidates)} schemes…")):
             report = run_audit(net, x, candidates, seed=seed, name=name)
@@ -571,7 +597,8 @@ def audit(
                       Text(r.flags or "healthy", style="green" if not r.flags else "yellow"))
     console.print(table)
     console.print(Text(f"recommended: {report.recommended}: {report.reason}"))
-    console.print(Text(f"wrote {out_dir}/: summary.csv audit.csv " + " ".join(p.name for p in paths)))
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(out_dir))  # rich drops control chars
+    console.print(Text(f"wrote {shown}/: summary.csv audit.csv " + " ".join(p.name for p in paths)))
 
 
 VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
