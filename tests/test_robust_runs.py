@@ -226,3 +226,16 @@ def test_options_without_effect_are_errors():
     with pytest.raises(ValueError, match="momentum 0.9 has no effect with optimizer 'adam'"):
         TrainConfig(optimizer="adam", momentum=0.9)
     assert CompareSpec(dataset="digits", hidden="64,64").hidden == (64, 64)
+
+
+def test_resume_of_a_folder_claimed_but_never_written_starts_it(tmp_path):
+    """kill -9 right after start leaves only the marker: --resume has nothing to continue and starts."""
+    from initlab import store
+
+    store.claim_out_dir(tmp_path / "o", "compare")
+    res = initlab.compare(inits="he", dataset="digits", epochs=1, hidden="8", probe=False, device="cpu",
+                          out=tmp_path / "o", resume=True)
+    assert res.runs["status"].tolist() == ["done"]
+    with pytest.raises(ValueError, match="nothing to resume"):
+        initlab.compare(inits="he", dataset="digits", epochs=1, hidden="8", out=tmp_path / "empty_dir_missing",
+                        resume=True)

@@ -226,7 +226,7 @@ def compare(
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
     from initlab.data import load_dataset
-    from initlab.experiment import CompareSpec, check_memory, check_resume, run_compare
+    from initlab.experiment import CompareSpec, check_memory, check_resume, resumable, run_compare
     from initlab.models import arch_text
     from initlab.store import check_out_dir
     from initlab.train import TrainConfig, resolve_device
@@ -241,6 +241,7 @@ def compare(
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
                               diverge_loss=diverge_loss),
         )
+        resume = resumable(out, resume)
         check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
         if resume:
             check_resume(out, spec)

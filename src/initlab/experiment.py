@@ -408,6 +408,14 @@ def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
             "test_size": int(data.x_test.shape[0])}
 
 
+def resumable(out: str | Path | None, resume: bool) -> bool:
+    """``resume``, except for a folder claimed and then stopped before anything was written (a
+    kill right after start): there is nothing to continue, so the comparison simply starts."""
+    if out is None or not resume or not Path(out).is_dir():
+        return resume
+    return bool((store.read_marker(out) or {}).get("files")) or store.read_marker(out) is None
+
+
 def check_resume(out: str | Path, spec: CompareSpec) -> None:
     """Refuse to resume ``out`` with a different configuration, naming the differing fields."""
     import json
@@ -462,6 +470,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     reporter = reporter or Reporter()
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
+    resume = resumable(out, resume)
     if out is not None:
         store.check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
         if resume:

@@ -1,240 +1,25 @@
-"""Read a model's own graph: the nonlinearity each weight layer feeds, its residual and concat role.
-
-``read_graph(model, example)`` is what ``initialize(model, "auto", example=batch)`` reads: for
-every weight layer (Linear, Conv/ConvTranspose 1-3d, Bilinear, Embedding, MultiheadAttention's
-projections, RNN/LSTM/GRU) the elementwise activation its output feeds, looking through norms,
-pooling, dropout, reshapes and identities; whether it is the classifier; which residual stream
-its branch adds into and whether it is the last layer of that branch; which concatenation takes
-its output and with what share of the channels.
-
-How: ``torch.fx`` tracing with concrete values. ``_ConcreteTracer`` runs every op on the example
-as it records it, so control flow on *metadata* (``x.dim() == 3``, ``len(x.size())``,
-``x.is_nested``; ``nn.TransformerEncoder`` has all three) follows the example's shapes, while
-control flow on *data* (``if x.sum() > 0``) still stops the trace. The model is then read from
-forward hooks instead (``method="hooks"``): the order of module calls on the example, each weight
-layer feeding the next activation module called before the next weight layer; residuals,
-concatenations and functional activations (``F.relu`` in ``forward``) are not seen there.
-
-An op the reader does not know is tested numerically: it is elementwise when f(x)[perm] =
-f(x[perm]) for a random permutation of the flattened elements, redrawing half the elements leaves
-the other half's outputs alone, it works on a flat tensor, and its outputs are finite and
-deterministic. Such an op (or a run of them, such as ``x * torch.sigmoid(x)``) is returned as a
-callable that the theory module can integrate by quadrature. Softmax and attention fail the test
-and are reported as ``feeds="non-elementwise"``.
-
-The model is left as it was: train/eval flags, buffers (BatchNorm running statistics) and the
-global RNG are restored, attributes the tracer adds are removed, hooks are removed on error too.
-Lazy modules are materialized by the example, as by any first forward pass.
-"""
+"""The fx reader: trace ``forward`` with concrete values (``_ConcreteTracer``) and read the graph
+(``_FxReader``): activations, residual streams, concatenations. See the package docstring."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import operator
 import os
 import re
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn import modules as _m
 from torch.utils import _pytree as pytree
 
-__all__ = ["LayerInfo", "ModelGraph", "read_graph", "WEIGHT_TYPES", "is_elementwise"]
-
-WEIGHT_TYPES = (nn.Linear, nn.Bilinear, nn.Embedding, nn.EmbeddingBag, _m.conv._ConvNd, nn.MultiheadAttention,
-                _m.rnn.RNNBase, _m.rnn.RNNCellBase)
-_RECURRENT = (_m.rnn.RNNBase, _m.rnn.RNNCellBase)
-_PASS_MODULES = tuple(c for c in (
-    _m.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
-    _m.pooling._MaxPoolNd, _m.pooling._AvgPoolNd, _m.pooling._AdaptiveAvgPoolNd, _m.pooling._AdaptiveMaxPoolNd,
-    _m.pooling._LPPoolNd, _m.dropout._DropoutNd, nn.Identity, nn.Flatten, nn.Unflatten, _m.padding._ConstantPadNd,
-    _m.padding._ReflectionPadNd, _m.padding._ReplicationPadNd, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
-    nn.ChannelShuffle) if c is not None)
-
-
-def _functions(namespaces, names) -> set:
-    return {f for ns in namespaces for n in names if callable(f := getattr(ns, n, None))}
-
-
-_PASS_FUNCTIONS = _functions((F, torch), (
-    "batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm", "rms_norm", "normalize",
-    "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
-    *(f"{p}pool{d}d" for p in ("max_", "avg_", "adaptive_avg_", "adaptive_max_", "lp_") for d in (1, 2, 3)),
-    "pad", "interpolate", "pixel_shuffle", "pixel_unshuffle", "flatten", "reshape", "permute", "transpose",
-    "squeeze", "unsqueeze", "movedim", "swapaxes", "clone", "mean", "sum", "narrow", "select", "t", "chunk",
-    "split", "unbind"))
-_PASS_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose", "t",
-                 "contiguous", "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "clone", "to", "float",
-                 "double", "half", "bfloat16", "type_as", "detach", "mean", "sum", "narrow", "select", "movedim",
-                 "swapaxes", "chunk", "split", "unbind"}
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
-_CAT_FUNCTIONS = _functions((torch,), ("cat", "concat", "concatenate", "stack"))
-
-# Known activations: name as in initlab.models.ACTIVATIONS where one exists. Trusted as
-# elementwise without the numeric test (RReLU in train mode is random, so it would fail it).
-_ACT_NAMES = ("relu", "relu6", "leaky_relu", "rrelu", "elu", "celu", "selu", "gelu", "silu", "mish", "tanh",
-              "sigmoid", "hardtanh", "hardswish", "hardsigmoid", "softplus", "softsign", "tanhshrink",
-              "logsigmoid", "softshrink", "hardshrink")
-_ACT_FUNCTIONS = {f: n for n in _ACT_NAMES for ns in (torch, F, torch.special)
-                  for v in (n, n + "_") if callable(f := getattr(ns, v, None))}
-_ACT_METHODS = {v: n for n in ("relu", "tanh", "sigmoid") for v in (n, n + "_")}
-_ACT_MODULES = {getattr(nn, c): n for c, n in (
-    ("ReLU", "relu"), ("ReLU6", "relu6"), ("LeakyReLU", "leaky_relu"), ("RReLU", "rrelu"), ("ELU", "elu"),
-    ("CELU", "celu"), ("SELU", "selu"), ("GELU", "gelu"), ("SiLU", "silu"), ("Mish", "mish"), ("Tanh", "tanh"),
-    ("Sigmoid", "sigmoid"), ("Hardtanh", "hardtanh"), ("Hardswish", "hardswish"), ("Hardsigmoid", "hardsigmoid"),
-    ("Softplus", "softplus"), ("Softsign", "softsign"), ("Tanhshrink", "tanhshrink"), ("LogSigmoid", "logsigmoid"),
-    ("Softshrink", "softshrink"), ("Hardshrink", "hardshrink"))}
-# Tensor metadata: branching on these follows the example's shapes, not its data.
-_META_ATTRS = {"shape", "ndim", "dtype", "device", "is_nested", "is_cuda", "is_sparse", "is_quantized", "is_meta",
-               "layout", "requires_grad"}
-_META_FUNCTIONS = {getattr, len} | _functions((torch,), ("is_floating_point", "is_complex", "is_tensor", "numel",
-                                                          "is_same_size"))
-_META_METHODS = {"size", "dim", "ndimension", "numel", "nelement", "get_device", "is_floating_point", "is_complex",
-                 "is_contiguous", "element_size"}
-_SCALE_FUNCTIONS = {operator.mul, operator.truediv, torch.mul, torch.div}
-_SCALE_METHODS = {"mul", "mul_", "div", "div_", "__mul__", "__rmul__", "__truediv__"}
-_REGION_SCAN = 64  # nodes scanned past an activation's first op for the rest of it (x * sigmoid(x))
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """What one weight layer's output meets on its way through the model."""
-    name: str  # named_modules() name, e.g. "blocks.3.fc2"; MultiheadAttention: "attn" (in-projection), "attn.out_proj"
-    module: nn.Module
-    kind: str  # class name
-    activation: Callable[[Tensor], Tensor] | None  # elementwise callable its output feeds; None: see feeds
-    activation_name: str | None  # "relu", "<lambda>", "torch.sin", "sigmoid>mul"; non-elementwise: "torch.softmax"
-    feeds: str  # "activation", "non-elementwise" (softmax, attention), "built-in" (RNN/LSTM/GRU cells), "none"
-    through: tuple[str, ...] = ()  # ops passed between layer and activation, e.g. ("BatchNorm2d", "Dropout")
-    is_output: bool = False  # reaches the model output without another weight layer (the classifier)
-    residual_stream: int | None = None  # stream its residual branch adds into; None outside residual branches
-    branch_final: bool = False  # last weight layer of its residual branch
-    concat_group: int | None = None  # id of the cat/stack its output goes into
-    concat_share: float | None = None  # its share of the concatenated dimension
-
-
-@dataclass(frozen=True)
-class ModelGraph:
-    """Weight layers in execution order, how they were read, and the residual streams."""
-    layers: tuple[LayerInfo, ...]
-    method: str  # "fx" (traced graph) or "hooks" (module call order; residuals and concats unknown)
-    residual_streams: dict[int, int] = field(default_factory=dict)  # stream id -> residual branches added into it
-    notes: tuple[str, ...] = ()  # anything not understood
-
-    def __getitem__(self, name: str) -> LayerInfo:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(f"no weight layer named {name!r}; layers: {', '.join(x.name for x in self.layers)}")
-
-
-def is_elementwise(f: Callable[[Tensor], Tensor], like: Tensor, *, seed: int = 0) -> bool:
-    """Whether ``f`` acts elementwise on tensors shaped like ``like``, tested on random inputs.
-
-    Elementwise here: outputs finite and deterministic, of the input's shape; f(x)[perm] = f(x[perm])
-    for a random permutation of the flattened elements (one function for every position);
-    redrawing half of the elements leaves the other half's outputs unchanged (softmax fails
-    this); and f of the flattened input is the flattened output (so quadrature can call it on
-    1-D tensors). Uses its own generator; ``f`` sees clones, so in-place ops are harmless.
-    """
-    if not like.is_floating_point() or like.numel() == 0:
-        return False
-    g = torch.Generator().manual_seed(seed)
-    x = (2 * torch.randn(like.shape, generator=g)).to(like.device, like.dtype)
-    n = x.numel()
-    perm = torch.randperm(n, generator=g).to(like.device)
-    redraw = (torch.rand(n, generator=g) < 0.5).to(like.device)
-    x2 = x.flatten().clone()
-    x2[redraw] = (2 * torch.randn(n, generator=g)).to(like.device, like.dtype)[redraw]
-
-    def same(a, b) -> bool:
-        return isinstance(a, Tensor) and a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-5, atol=1e-6))
-
-    try:
-        with torch.no_grad():
-            y = f(x.clone())
-            if not isinstance(y, Tensor) or y.shape != x.shape or not bool(torch.isfinite(y).all()):
-                return False
-            y = y.flatten()
-            return (same(f(x.clone()).flatten(), y)
-                    and same(f(x.flatten()[perm].reshape(x.shape)).flatten(), y[perm])
-                    and same(f(x2.reshape(x.shape)).flatten()[~redraw], y[~redraw])
-                    and same(f(x.flatten().clone()), y))
-    except Exception:  # a callable that cannot take such a tensor is not usable as an activation
-        return False
-
-
-def read_graph(model: nn.Module, example: Any) -> ModelGraph:
-    """Read which nonlinearity every weight layer of ``model`` feeds, and its residual/concat role.
-
-    ``example`` is a batch the model accepts: a tensor (or any single argument), a tuple of
-    positional arguments, or a dict of keyword arguments; outputs may be tuples or dicts. The
-    model runs on it (twice when fx tracing fails) and is left as it was (module docstring).
-
-    Returns a :class:`ModelGraph`, one :class:`LayerInfo` per weight layer in execution order (a
-    MultiheadAttention gives two: its packed in-projection, feeding attention, and ``out_proj``).
-    ``is_output`` is not set by a path that enters a residual stream from its branch side, so a
-    pre-norm transformer's last ``linear2`` is branch-final, not a classifier. Example:
-
-        >>> g = read_graph(initlab.mlp(784, [128], 10), torch.randn(8, 784))
-        >>> g["fc1"].activation_name, g["fc2"].is_output
-        ('relu', True)
-    """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    args, kwargs = _split_example(example)
-    leaves = pytree.tree_leaves((args, kwargs)) + list(model.parameters()) + list(model.buffers())
-    cuda = sorted({t.device.index or 0 for t in leaves if isinstance(t, Tensor) and t.device.type == "cuda"})
-    with _preserved(model, cuda):
-        try:
-            return _read_fx(model, args, kwargs)
-        except _BadExample:
-            raise
-        except _Untraceable as e:
-            reason = str(e)
-        except Exception as e:  # anything fx cannot follow: read the call order instead
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    with _preserved(model, cuda):
-        return _read_hooks(model, args, kwargs, reason)
-
-
-def _split_example(example: Any) -> tuple[tuple, dict]:
-    if isinstance(example, dict):
-        return (), dict(example)
-    if isinstance(example, tuple):  # a list is one argument (forward(self, xs: list[Tensor]))
-        return example, {}
-    return (example,), {}
-
-
-@contextlib.contextmanager
-def _preserved(model: nn.Module, cuda_devices: list[int]):
-    """Restore train/eval flags, buffers, root attributes and the RNG after running ``model``."""
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    attrs = set(vars(model))
-    try:
-        with torch.random.fork_rng(devices=cuda_devices):
-            yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        with torch.no_grad():
-            for b, saved in buffers:
-                if b.shape == saved.shape:
-                    b.copy_(saved)
-        for name in set(vars(model)) - attrs:  # the tracer's _tensor_constant<i>
-            delattr(model, name)
-
-
-# ---------------------------------------------------------------------------------------- fx
+from initlab.graph.ops import (
+    _ACT_FUNCTIONS, _ACT_METHODS, _ACT_MODULES, _ADD_FUNCTIONS, _ADD_METHODS, _CAT_FUNCTIONS, _META_ATTRS,
+    _META_FUNCTIONS, _META_METHODS, _PASS_FUNCTIONS, _PASS_METHODS, _PASS_MODULES, _RECURRENT, _REGION_SCAN,
+    _SCALE_FUNCTIONS, _SCALE_METHODS, WEIGHT_TYPES, LayerInfo, ModelGraph, _function_name, _out_of_place,
+    _recurrent_info, is_elementwise)
 
 
 class _Untraceable(Exception):
@@ -372,37 +157,13 @@ class _Composite:
         return f"<elementwise {self.__name__}>"
 
 
-class _OutOfPlace:
-    """Calls an in-place module on a copy: quadrature must not have its points overwritten."""
-
-    def __init__(self, module: nn.Module):
-        self.module, self.__name__ = module, type(module).__name__
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.module(x.clone())
-
-    def __repr__(self) -> str:
-        return f"<out-of-place {self.module!r}>"
-
-
-def _out_of_place(m: nn.Module) -> Callable[[Tensor], Tensor]:
-    return _OutOfPlace(m) if getattr(m, "inplace", False) else m
-
-
-def _function_name(f: Any) -> str:
-    name = getattr(f, "__name__", repr(f))
-    for prefix, ns in (("torch.", torch), ("torch.nn.functional.", F), ("", operator)):
-        if getattr(ns, name, None) is f:
-            return prefix + name
-    return name
-
-
 _FRAME = re.compile(r'File "([^"]*)", line \d+, in (\S+)')
-_NOT_USER = (os.path.dirname(torch.__file__), __file__)
+# torch's frames and those of this package (every module of initlab.graph) are not the user's
+_NOT_USER = (os.path.dirname(torch.__file__), os.path.dirname(os.path.abspath(__file__)) + os.sep)
 
 
 def _user_function(node: fx.Node) -> str | None:
-    """Name of the innermost function outside torch (and this module) that emitted ``node``."""
+    """Name of the innermost function outside torch (and this package) that emitted ``node``."""
     frames = [fn for path, fn in _FRAME.findall(node.stack_trace or "") if not path.startswith(_NOT_USER)]
     return frames[-1] if frames else None
 
@@ -679,83 +440,3 @@ class _FxReader:
         if unused:
             self.notes.append(f"not called on the example: {', '.join(unused)}")
         return ModelGraph(tuple(layers), "fx", counts, tuple(self.notes))
-
-
-def _recurrent_info(name: str, m: nn.Module, is_output: bool, **kw) -> LayerInfo:
-    """Recurrent layers are opaque: their activation is the built-in cell nonlinearity (gates: sigmoid)."""
-    relu = getattr(m, "nonlinearity", "tanh") == "relu"
-    return LayerInfo(name, m, type(m).__name__, torch.relu if relu else torch.tanh, "relu" if relu else "tanh",
-                     "built-in", (), is_output, **kw)
-
-
-# ------------------------------------------------------------------------------------- hooks
-
-
-class _CallOrder:
-    """Forward hooks on every weight layer and every leaf module outside one; records calls in order.
-
-    Owns its hooks (as :class:`initlab.probe.Probe`): leaving the context removes them, on error too.
-    """
-
-    def __init__(self, model: nn.Module):
-        self.model, self.handles, self.calls = model, [], []
-
-    def __enter__(self) -> _CallOrder:
-        inside: list[str] = []
-        for name, m in self.model.named_modules():
-            if any(name.startswith(w + ".") for w in inside):
-                continue
-            if isinstance(m, WEIGHT_TYPES):
-                inside.append(name)
-            elif next(m.children(), None) is not None:
-                continue
-            self.handles.append(m.register_forward_hook(functools.partial(self._hook, name)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-    def _hook(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
-        x = next((t for t in inputs if isinstance(t, Tensor)), None)
-        out = output.detach() if isinstance(output, Tensor) else None
-        same = out is not None and x is not None and x.shape == out.shape
-        self.calls.append((name, module, torch.empty_like(out) if same else None))
-
-
-def _read_hooks(model: nn.Module, args: tuple, kwargs: dict, reason: str) -> ModelGraph:
-    # Grad stays on: nn.TransformerEncoderLayer's inference fast path would skip its Linear modules.
-    with _CallOrder(model) as order, torch.enable_grad():
-        model(*args, **kwargs)
-    calls = order.calls
-    weights = [i for i, (_, m, _) in enumerate(calls) if isinstance(m, WEIGHT_TYPES)]
-    layers, done = [], set()
-    for k, i in enumerate(weights):
-        name, m, _ = calls[i]
-        if name in done:
-            continue
-        done.add(name)
-        stop = weights[k + 1] if k + 1 < len(weights) else len(calls)
-        is_output = all(calls[j][0] == name for j in weights[k + 1:])
-        if isinstance(m, _RECURRENT):
-            layers.append(_recurrent_info(name, m, is_output))
-            continue
-        through, act, feeds, act_name = (), None, "none", None
-        for j in range(i + 1, stop):
-            _, u, like = calls[j]
-            if isinstance(u, _PASS_MODULES):
-                through += (type(u).__name__,)
-                continue
-            if type(u) in _ACT_MODULES or (like is not None and is_elementwise(u, like)):
-                act, act_name, feeds = _out_of_place(u), _ACT_MODULES.get(type(u), type(u).__name__), "activation"
-            else:
-                act_name, feeds = type(u).__name__, "non-elementwise"
-            break
-        if isinstance(m, nn.MultiheadAttention):
-            layers.append(LayerInfo(name, m, type(m).__name__, None, "attention", "non-elementwise"))
-            name, m = f"{name}.out_proj", m.out_proj
-        layers.append(LayerInfo(name, m, type(m).__name__, act, act_name, feeds, through, is_output))
-    notes = (f"fx tracing failed ({reason}); read from the order of module calls on the example: residual "
-             "additions, concatenations and functional activations (F.relu in forward) are not seen",)
-    return ModelGraph(tuple(layers), "hooks", {}, notes)
