@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from initlab import diagnostics
+from initlab.models import user as user_models
 from initlab.diagnostics import build_user_model, load_factory
 
 FACTORY = "import torch.nn as nn\ndef make():\n    return nn.Linear(4, 3)\n"
@@ -23,8 +23,8 @@ def clean_imports(monkeypatch, tmp_path):
     """Each test gets its own sys.path copy, loses the modules it imported, and starts in tmp_path."""
     cwd = os.getcwd()
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", cwd, str(tmp_path))])
-    monkeypatch.setattr(diagnostics, "_CWD_MODULES", {})
-    monkeypatch.setattr(diagnostics, "_APPENDED_PATH", [])
+    monkeypatch.setattr(user_models, "_CWD_MODULES", {})
+    monkeypatch.setattr(user_models, "_APPENDED_PATH", [])
     before = set(sys.modules)
     monkeypatch.chdir(tmp_path)
     yield

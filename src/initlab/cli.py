@@ -149,6 +149,9 @@ class RichReporter:
         self.progress.update(self.epoch_task,
                              description=escape(f"{init} seed {seed} epoch {row['epoch']}  acc {acc:.3f}"))
 
+    def note(self, message):
+        self.progress.console.print(Text(message, style="yellow"))
+
     def run_end(self, init, seed, diverged, reason=None):
         self.progress.advance(self.epoch_task, self.epochs - self.seen.get((init, seed), self.epochs))
         self.progress.advance(self.total)
@@ -194,6 +197,9 @@ def summary_table(result) -> Table:
     return table
 
 
+MODEL_HELP = ("A zoo model, e.g. 'cnn', 'resnet(blocks=20,norm=none)' (see `initlab models`), or your own "
+              "'module:factory' (called per run; gets in_shape/num_classes if it asks). Default: the MLP of "
+              "--hidden/--activation.")
 OUT_HELP = ("Must be new, empty, or an earlier initlab result folder (with --overwrite or --resume); "
             "initlab never writes over files it did not create.")
 
@@ -210,6 +216,7 @@ def compare(
     depth: Optional[int] = typer.Option(None, help="Number of hidden layers (with --width)."),
     width: Optional[int] = typer.Option(None, help="Width of each hidden layer (with --depth)."),
     activation: str = typer.Option("relu", help="relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, linear"),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     optimizer: str = typer.Option("sgd", help="sgd | adam"),
     lr: float = typer.Option(0.01, help="Learning rate."),
     momentum: float = typer.Option(0.0, help="SGD momentum (sgd only)."),
@@ -237,7 +244,7 @@ def compare(
             inits=split_top_level(inits, "--inits"), dataset=dataset,
             data_dir=None if data_dir is None else str(data_dir), normalize=normalize,
             hidden=resolve_hidden(hidden, depth, width), activation=activation, seeds=seeds,
-            first_seed=first_seed, device=device, engine=engine, probe=probe,
+            first_seed=first_seed, device=device, engine=engine, probe=probe, model=model,
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
                               diverge_loss=diverge_loss),
         )
@@ -250,8 +257,9 @@ def compare(
         check_memory(spec, data, resolve_device(spec.device))
     except ValueError as e:  # includes DataError
         fail(str(e))
-    console.print(Text(f"{dataset}: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test, network "
-                       f"{arch_text([data.in_features, *spec.hidden, data.num_classes])} {activation}"))
+    net = spec.arch if spec.model is not None else \
+        f"{arch_text([data.in_features, *spec.hidden, data.num_classes])} {activation}"
+    console.print(Text(f"{dataset}: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test, network {net}"))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
     try:
@@ -303,7 +311,8 @@ def probe(
     depth: int = typer.Option(20, help="Number of hidden layers."),
     width: int = typer.Option(256, help="Width of each hidden layer."),
     seed: int = typer.Option(0, help="Seed of the init generator."),
-    model: Optional[str] = typer.Option(None, help="Probe your own model: 'module:factory' (factory() -> nn.Module)."),
+    model: Optional[str] = typer.Option(None, help="Probe a zoo model ('resnet(blocks=20,norm=none)', see `initlab models`) "
+                                                   "or your own 'module:factory' (gets in_shape/num_classes if it asks)."),
     out: str = typer.Option("runs/probe", help="Output folder for probe.csv, summary.csv and plots. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier probe result in --out (its files only)."),
 ):
@@ -392,9 +401,24 @@ class SweepReporter(RichReporter):
                                              style="yellow"))
 
 
+@app.command()
+def models():
+    """List the model zoo: name, what it is, parameters with defaults, input layout, what --depths varies."""
+    from initlab.models import get_model, list_models
+
+    table = Table(title="initlab models (use as --model 'name(key=value,...)', or your own 'module:factory')")
+    for col in ("model", "input", "depth sweeps", "parameters (defaults)", "what it is"):
+        table.add_column(col, overflow="fold")
+    for name in list_models():
+        e = get_model(name)
+        params = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
+        table.add_row(Text(name), e.layout, e.depth_param, Text(params), Text(e.summary))
+    console.print(table)
+
+
 def depth_table(result) -> Table:
-    table = Table(title=escape(f"{result.dataset}: final test accuracy vs depth (width {result.width}, "
-                               f"{result.activation}, {result.epochs} epochs, {result.seeds} "
+    net = f"width {result.width}, {result.activation}" if result.model is None else result.model
+    table = Table(title=escape(f"{result.dataset}: final test accuracy vs depth ({net}, {result.epochs} epochs, {result.seeds} "
                                f"seed{'s' if result.seeds > 1 else ''})"),
                   caption="div.: runs diverged (not in the mean); (chance): no better than the majority class")
     table.add_column("init")
@@ -419,12 +443,16 @@ def depth_table(result) -> Table:
 
 @app.command()
 def depth(
-    depths: str = typer.Option("2,5,10,20,30", help="Comma-separated numbers of hidden layers."),
+    depths: str = typer.Option("2,5,10,20,30", help="Comma-separated depths: hidden layers of the MLP, or the "
+                                                    "--model's depth parameter (conv layers, residual blocks)."),
     inits: str = typer.Option("zero,random,xavier,he", help="Comma-separated schemes (see `initlab schemes`)."),
     dataset: str = typer.Option("digits", help="digits (bundled, offline) | mnist | fashion-mnist"),
     data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files."),
-    width: int = typer.Option(64, help="Units in every hidden layer."),
-    activation: str = typer.Option("relu", help="relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, linear"),
+    width: Optional[int] = typer.Option(None, help="Units in every hidden layer of the MLP (default 64)."),
+    activation: Optional[str] = typer.Option(None, help="MLP activation (default relu): relu, leaky_relu, tanh, "
+                                                        "sigmoid, selu, elu, gelu, silu, linear"),
+    model: Optional[str] = typer.Option(None, help="Sweep a zoo model instead of the MLP, e.g. 'cnn(channels=16)' or "
+                                                   "'resnet(norm=none)'; depth sets its depth parameter (`initlab models`)."),
     epochs: int = typer.Option(10, help="Training epochs per run."),
     seeds: int = typer.Option(1, help="Runs per init and depth."),
     lr: float = typer.Option(0.01, help="Learning rate."),
@@ -449,12 +477,27 @@ def depth(
 
     try:
         depth_list = parse_depths(depths)
+        if model is not None and (width is not None or activation is not None):
+            raise ValueError("--width and --activation have no effect with --model; give them in the model spec, "
+                             "e.g. --model 'cnn(channels=16,activation=tanh)'")
+        width = 64 if width is None else width
+        activation = "relu" if activation is None else activation
         check_positive(width=width, epochs=epochs, seeds=seeds, batch_size=batch_size)
         check_threads(threads)
         resolve_hidden(None, max(depth_list), width)
+        zoo = None
+        if model is not None:
+            from initlab.models import depth_param, is_factory_spec, parse_model
+
+            if is_factory_spec(model):
+                raise ValueError(f"--model for depth must be a zoo model, whose depth parameter is known "
+                                 f"(see `initlab models`), got {model!r}")
+            zoo = parse_model(model)
+            zoo = str(zoo.with_params(**{depth_param(zoo): max(depth_list)}))
         spec = CompareSpec(inits=split_top_level(inits, "--inits"), dataset=dataset,
-                           data_dir=None if data_dir is None else str(data_dir), hidden=(width,),
-                           activation=activation, seeds=seeds, device=device,
+                           data_dir=None if data_dir is None else str(data_dir),
+                           hidden=(width,) if zoo is None else (128,), activation=activation if zoo is None else "relu",
+                           seeds=seeds, device=device, model=zoo,
                            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                                              optimizer=optimizer, diverge_loss=diverge_loss))
         check_out_dir(out, "depth", overwrite=overwrite, resume=resume)
@@ -471,7 +514,7 @@ def depth(
                                  optimizer=optimizer, momentum=momentum, device=device, log_x=log_x,
                                  data_dir=spec.data_dir, reporter=reporter, diverge_loss=diverge_loss,
                                  on_depth=lambda d, r: progress.advance(reporter.depth_task),
-                                 overwrite=overwrite, resume=resume)
+                                 overwrite=overwrite, resume=resume, model=model)
     except KeyboardInterrupt as e:
         interrupted(e, Path(out))
     except ValueError as e:  # includes DataError
@@ -481,8 +524,25 @@ def depth(
                        "depth_metrics.csv depth_summary.csv sweep.json depth_acc.png"))
 
 
-def build_audit_model(spec: str, in_features: int, num_classes: int, batch: int = 1):
-    """``mlp(depth=50,width=256,activation=tanh)`` (the zoo; same syntax as a scheme) or ``module:factory``.
+def build_zoo_audit_model(spec: str, in_shape, num_classes: int, batch: int):
+    """A zoo model other than ``mlp`` for inputs of ``in_shape`` ((C, H, W)), after checking on the
+    ``meta`` device that it and ``batch`` examples' activations fit in free memory."""
+    from initlab.memory import available_bytes, format_bytes, module_footprint
+    from initlab.models import make_model
+
+    build = lambda: make_model(spec, in_shape, num_classes)  # noqa: E731
+    fp = module_footprint(build, lambda m: getattr(m, "input_shape", in_shape))
+    need = 12 * fp["params"] + 4 * fp["buffers"] + 24 * batch * fp["act"]
+    free = available_bytes("cpu")
+    if free is not None and need > free:
+        raise ValueError(f"auditing {spec} on {batch} examples needs ~{format_bytes(need)} but the CPU has "
+                         f"{format_bytes(free)} free; use a smaller model or --batch")
+    return build()
+
+
+def build_audit_model(spec: str, in_shape, num_classes: int, batch: int = 1):
+    """A zoo spec (``mlp(depth=50,width=256,activation=tanh)``, ``resnet(blocks=20)``, see `initlab
+    models`) or ``module:factory``, for per-example inputs of ``in_shape`` ((C, H, W) or (D,)).
 
     A zoo MLP is checked before it is built: integer sizes within ``MAX_DEPTH``/``MAX_WIDTH``, and
     model plus activations for ``batch`` examples within free memory (one-line ValueError).
@@ -502,8 +562,7 @@ def build_audit_model(spec: str, in_features: int, num_classes: int, batch: int 
     except ValueError as e:
         raise ValueError(str(e).replace("init scheme", "model")) from None
     if parsed.name != "mlp":
-        raise ValueError(f"unknown model {parsed.name!r}; choose from: mlp(depth=..,width=..,activation=..), "
-                         "or your own 'module:factory'")
+        return build_zoo_audit_model(spec, in_shape, num_classes, batch), spec
     params = dict(parsed.params)
     unknown = set(params) - {"depth", "width", "activation", "hidden"}
     if unknown:
@@ -527,13 +586,15 @@ def build_audit_model(spec: str, in_features: int, num_classes: int, batch: int 
     else:
         hidden = (size("width", 256, MAX_WIDTH),) * size("depth", 20, MAX_DEPTH)
     activation = check_activation(str(params.get("activation", "relu")))
+    in_features = math.prod(in_shape)
     check_mlp_memory([in_features, *hidden, num_classes], batch)  # before any allocation
     return mlp(in_features, hidden, num_classes, activation), spec
 
 
 @app.command()
 def audit(
-    model: str = typer.Argument(..., help="'mlp(depth=50,width=256,activation=tanh)' or your own 'module:factory'."),
+    model: str = typer.Argument(..., help="A zoo model ('mlp(depth=50,width=256,activation=tanh)', "
+                                          "'resnet(blocks=20,norm=none)', see `initlab models`) or your own 'module:factory'."),
     inits: str = typer.Option("auto,he,xavier,pytorch_default", help="Candidate schemes, comma-separated."),
     dataset: str = typer.Option("digits", help="Example batch from digits | mnist | fashion-mnist (ignored with --input-shape)."),
     input_shape: Optional[str] = typer.Option(None, help="Example batch of N(0,1) inputs of this shape per example, e.g. '3,32,32'."),
@@ -566,7 +627,7 @@ def audit(
             shape = parse_int_list(input_shape, "--input-shape")
             if any(d <= 0 for d in shape) or math.prod(shape) * batch > 1 << 28:
                 raise ValueError(f"--input-shape must be positive sizes with batch × size ≤ 2^28, got {input_shape!r}")
-            net, name = build_audit_model(model, int(math.prod(shape)), classes, batch)
+            net, name = build_audit_model(model, tuple(shape), classes, batch)
             x = torch.randn(batch, *shape, generator=gen)
             if x.dim() > 2 and not any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))
                                        for m in net.modules()):
@@ -574,7 +635,7 @@ def audit(
         else:
             data = load_dataset(dataset)
             batch = min(batch, len(data.x_train))  # the example batch is at most the training set
-            net, name = build_audit_model(model, data.in_features, data.num_classes, batch)
+            net, name = build_audit_model(model, (1, *data.image_shape), data.num_classes, batch)
             x = model_inputs(net, data.x_train[:batch], data.image_shape)
         with console.status(escape(f"auditing {name} under {len(candidates)} schemes…")):
             report = run_audit(net, x, candidates, seed=seed, name=name)

@@ -23,6 +23,7 @@ import functools
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import tempfile
 import urllib.error
@@ -105,7 +106,25 @@ class Dataset:
     @property
     def in_features(self) -> int:
         """D, the flattened input size."""
-        return self.x_train.shape[1]
+        return math.prod(self.x_train.shape[1:])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The per-example shape of ``x_train``: (D,) as loaded, (C, H, W) after :meth:`shaped`."""
+        return tuple(self.x_train.shape[1:])
+
+    def shaped(self, input_shape: tuple[int, ...]) -> Dataset:
+        """The same data with every example viewed as ``input_shape`` (no copy): ``(1, 28, 28)`` for
+        a convolutional model, ``(784,)`` for an MLP. The model says which (``model.input_shape``,
+        :func:`initlab.models.input_shape_of`); the sizes must multiply to the example's size."""
+        shape = tuple(int(s) for s in input_shape)
+        if math.prod(shape) != self.in_features:
+            raise DataError(f"the model wants inputs of shape {shape} ({math.prod(shape)} values) but {self.name} "
+                            f"examples have {self.in_features} values ({'×'.join(map(str, self.image_shape))})")
+        if shape == self.input_shape:
+            return self
+        return dataclasses.replace(self, x_train=self.x_train.reshape(-1, *shape),
+                                   x_test=self.x_test.reshape(-1, *shape))
 
     def to(self, device: torch.device | str) -> Dataset:
         """Return a copy with all four tensors on ``device``."""

@@ -24,159 +24,11 @@ from torch import nn
 from initlab import theory
 from initlab.data import load_dataset
 from initlab.models import check_activation, mlp
+from initlab.models.user import build_user_model, load_factory, model_inputs  # noqa: F401  (re-exported)
 from initlab.probe import probe
 from initlab.schemes import check_scheme, initialize
 
 __all__ = ["depth_profile", "profile_summary", "load_factory", "model_inputs"]
-
-
-_MODULE_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
-# Top-level module name -> file that load_factory loaded from a working directory.
-_CWD_MODULES: dict[str, str] = {}
-# The working directory load_factory last appended to sys.path (replaced when it changes).
-_APPENDED_PATH: list[str] = []
-
-
-def _same_path(a, b) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, TypeError, ValueError):
-        return False
-
-
-def _cwd_module_file(top: str, cwd: str) -> str | None:
-    """``cwd/top/__init__.py`` or ``cwd/top.py`` (a package wins, as in Python's own finder), or None."""
-    for candidate in (os.path.join(cwd, top, "__init__.py"), os.path.join(cwd, f"{top}.py")):
-        if os.path.isfile(candidate):
-            return candidate
-    return None
-
-
-def _elsewhere(top: str, cwd_file: str, cwd: str) -> str | None:
-    """Where ``top`` is already imported or installed, ignoring the working directory, or None."""
-    loaded = sys.modules.get(top)
-    if loaded is not None:
-        where = getattr(loaded, "__file__", None)
-        return None if where and _same_path(where, cwd_file) else (where or f"the already imported module {top!r}")
-    if top in sys.builtin_module_names:
-        return f"the built-in module {top!r}"
-    paths = [p for p in sys.path if isinstance(p, str) and not _same_path(p or os.curdir, cwd)]
-    for finder in sys.meta_path:
-        find = getattr(finder, "find_spec", None)
-        if find is None:
-            continue
-        try:
-            spec = find(top, paths if finder is importlib.machinery.PathFinder else None)
-        except Exception:  # a third-party finder failing is not our user's problem
-            continue
-        if spec is None:
-            continue
-        where = spec.origin if spec.has_location else None
-        locations = list(spec.submodule_search_locations or [])
-        if (where and _same_path(where, cwd_file)) or any(_same_path(loc, os.path.dirname(cwd_file)) for loc in locations):
-            continue  # a finder that looked in the working directory found the user's own file
-        return where or (locations[0] if locations else f"the installed module {top!r}")
-    return None
-
-
-def _import_user_module(mod_name: str):
-    top = mod_name.partition(".")[0]
-    cwd = os.getcwd()
-    # The user module's own sibling imports (`import helpers`) need the working directory on the
-    # path; appended, so installed packages always come first (a stray ./torch.py shadows nothing).
-    # A previous working directory that we appended goes, so its files are not found from here.
-    for old in [p for p in _APPENDED_PATH if p != cwd]:
-        _APPENDED_PATH.remove(old)
-        if old in sys.path:
-            sys.path.remove(old)
-    if not any(isinstance(p, str) and _same_path(p or os.curdir, cwd) for p in sys.path):
-        sys.path.append(cwd)
-        _APPENDED_PATH.append(cwd)
-    file = _cwd_module_file(top, cwd)
-    if file is None:
-        return importlib.import_module(mod_name)
-    loaded = sys.modules.get(top)
-    if loaded is not None and top in _CWD_MODULES and not _same_path(_CWD_MODULES[top], file):
-        # Ours, loaded from another working directory: forget it (and its submodules) and reload.
-        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
-            del sys.modules[name]
-        del _CWD_MODULES[top]
-        loaded = None
-    other = _elsewhere(top, file, cwd)
-    if other is not None:
-        raise ValueError(
-            f"--model module {top!r} is both {file} in the working directory and {other}; "
-            f"rename your {os.path.relpath(file, cwd)} (installed and imported modules are never shadowed)"
-        )
-    if loaded is None:
-        is_pkg = os.path.basename(file) == "__init__.py"
-        spec = importlib.util.spec_from_file_location(
-            top, file, submodule_search_locations=[os.path.dirname(file)] if is_pkg else None)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[top] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(top, None)
-            raise
-        _CWD_MODULES[top] = file
-    return importlib.import_module(mod_name)
-
-
-def load_factory(spec: str) -> Callable[[], nn.Module]:
-    """Resolve ``"package.module:factory"`` to a zero-argument callable.
-
-    The module is looked up like ``python -m`` would, in the working directory first
-    (``./module.py`` or ``./package/__init__.py``), then as an installed module, but without
-    putting the working directory at the front of ``sys.path``: the user's module is loaded from its
-    file and registered under its own name only, and the working directory is *appended* to
-    ``sys.path`` for its sibling imports. So a stray ``./sklearn.py`` or ``./torch.py`` never
-    shadows the installed package for the rest of the process. If the module's top-level name is
-    both a file in the working directory and an installed (or already imported) module, e.g.
-    ``--model sklearn:make`` next to ``./sklearn.py``, neither is guessed: ValueError asks to rename
-    the file. Modules loaded once are cached in ``sys.modules`` (a same-named module from another
-    working directory is reloaded).
-    """
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise ValueError(f"--model must look like 'module:factory', got {spec!r}")
-    mod_name, attr = (part.strip() for part in spec.split(":"))
-    if not _MODULE_RE.fullmatch(mod_name) or not attr.isidentifier():
-        raise ValueError(f"--model must look like 'module:factory' with Python names, got {spec!r}")
-    try:
-        module = _import_user_module(mod_name)
-    except ValueError as e:
-        if "--model" in str(e):
-            raise
-        raise ValueError(f"cannot import module {mod_name!r} for --model: ValueError: {e}") from None
-    except (Exception, SystemExit) as e:  # ImportError, or the module raising (or exiting) on import
-        raise ValueError(f"cannot import module {mod_name!r} for --model: {type(e).__name__}: {e}") from None
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise ValueError(f"module {mod_name!r} has no callable {attr!r} for --model")
-    return factory
-
-
-def build_user_model(spec: str) -> nn.Module:
-    """Call the factory named by ``spec`` with no arguments; it must return an ``nn.Module``."""
-    try:
-        model = load_factory(spec)()
-    except ValueError as e:
-        if "--model" in str(e):
-            raise
-        raise ValueError(f"--model factory {spec!r} raised ValueError: {e}") from None
-    except (Exception, SystemExit) as e:
-        raise ValueError(f"--model factory {spec!r} raised {type(e).__name__}: {e}") from None
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"--model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
-    return model
-
-
-def model_inputs(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
-    """Flattened inputs, or (B, 1, *image_shape) when the model's first layer is a Conv2d."""
-    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
-    if isinstance(first, nn.Conv2d):
-        return x.reshape(x.shape[0], 1, *image_shape)
-    return x
 
 
 def _attach_predictions(frame: pd.DataFrame, activation: str, scheme: str, widths, input_var: float) -> pd.DataFrame:
@@ -200,7 +52,7 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
                   *, dataset: str = "digits", data_dir=None, normalize: str = "seed", depth: int = 20,
                   width: int = 256, batch: int = 512, seed: int = 0, model: str | None = None,
                   histograms: bool = True, bins: int = 60) -> pd.DataFrame:
-    """Probe a depth×width MLP (or the ``module:factory`` model) at init under each scheme.
+    """Probe a depth×width MLP (or ``model``: a zoo spec or ``module:factory``) at init under each scheme.
 
     Every (activation, init) pair gets a fresh model initialized with
     ``torch.Generator().manual_seed(seed)`` and the first ``batch`` training examples of
@@ -227,7 +79,9 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
         raise ValueError(f"--batch must be an integer >= 2, got {batch!r}")
     if model is not None:
-        build_user_model(model)  # fail before loading data
+        from initlab.models import resolve_model
+
+        resolve_model(model)  # a bad spec or import fails before loading data
     data = load_dataset(dataset, data_dir=data_dir, normalize=normalize)
     if model is None:
         check_profile_memory(data.in_features, depth, width, data.num_classes, min(batch, len(data.x_train)))
@@ -238,7 +92,11 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
         for init in inits:
             gen = torch.Generator().manual_seed(seed)
             if model is not None:
-                net = build_user_model(model)
+                from initlab.models import make_model
+
+                with torch.random.fork_rng(devices=[]):  # the model's own init ("none") is seeded too
+                    torch.manual_seed(seed)
+                    net = make_model(model, (1, *data.image_shape), data.num_classes)
                 if init != "none":
                     initialize(net, init, generator=gen)
                 inputs = model_inputs(net, x, data.image_shape)

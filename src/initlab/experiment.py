@@ -15,9 +15,11 @@ import dataclasses
 import math
 import platform
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,12 +28,26 @@ import torch
 from initlab import store
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
 from initlab.memory import available_bytes, format_bytes
-from initlab.models import arch_text, check_activation, check_widths, mlp, parse_hidden
+from initlab.models import (
+    arch_text,
+    check_activation,
+    check_output,
+    check_widths,
+    input_shape_of,
+    is_factory_spec,
+    make_model,
+    mlp,
+    model_text,
+    parse_hidden,
+    parse_model,
+    resolve_model,
+)
 from initlab.runbook import Run, RunBook
 from initlab.schemes import SchemeSpec, initialize, parse_scheme, parse_scheme_list
 from initlab.train import (
     INIT_STREAM,
     MAX_INT,
+    derive_seed,
     PROBE_STREAM,
     TrainConfig,
     check_init,
@@ -65,12 +81,24 @@ class CompareSpec:
     engine: str = "batched"  # batched: groups of runs as one computation | single: one train_model per run
     probe: bool = True  # per-layer statistics (initlab.probe) at init and after every epoch, every run
     probe_size: int = 256  # examples in the fixed probe batch (same for all runs and epochs)
+    # None: the MLP of hidden/activation. A zoo spec ("resnet(blocks=20,norm=none)"), the user's
+    # "module:factory", or a callable; built fresh for every run (initlab.models.make_model).
+    model: Any = None
 
     def __post_init__(self):
         # canonical forms first: one scheme string or a list of them, SchemeSpec/dict; "64,64" or ints
-        object.__setattr__(self, "inits", parse_scheme_list(self.inits))
+        own_init = False
+        if self.model is not None:
+            source = resolve_model(self.model)  # imports a factory / checks a zoo spec: errors now, not mid-run
+            if isinstance(self.model, str) and not is_factory_spec(self.model):
+                object.__setattr__(self, "model", str(parse_model(self.model)))
+            own_init = callable(source)
+        object.__setattr__(self, "inits", parse_scheme_list(self.inits, allow={"none"} if own_init else ()))
         hidden = parse_hidden(self.hidden) if isinstance(self.hidden, str) else check_widths(self.hidden)
         object.__setattr__(self, "hidden", hidden)
+        if self.model is not None and (hidden != (128,) or self.activation != "relu"):
+            raise ValueError("hidden widths and activation have no effect with a model; give them in the model spec, "
+                             "e.g. 'mlp(depth=2,width=64,activation=tanh)', or drop the model")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset '{self.dataset}'; choose from: {', '.join(DATASETS)}")
         if self.data_dir is not None and self.dataset in BUNDLED:
@@ -97,9 +125,17 @@ class CompareSpec:
         return range(self.first_seed, self.first_seed + self.seeds)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, model=None))
+        d["model"] = model_text(self.model)
         d["schemes"] = {text: parse_scheme(text).to_dict() for text in self.inits}
         return d
+
+    @property
+    def arch(self) -> str:
+        """The network in words for titles: ``resnet(blocks=20,norm=none)`` or ``128 relu MLP``."""
+        if self.model is not None:
+            return model_text(self.model)
+        return f"{arch_text(self.hidden) or 'linear'} {self.activation} MLP"
 
 
 def spec_differences(old: dict, new: dict) -> list[str]:
@@ -133,6 +169,10 @@ class Reporter:
     def run_start(self, init: str, seed: int) -> None: ...
     def epoch_end(self, init: str, seed: int, row: dict) -> None: ...
     def run_end(self, init: str, seed: int, diverged: bool, reason: str | None = None) -> None: ...
+
+    def note(self, message: str) -> None:
+        """A one-line remark about how the comparison runs (e.g. why the batched engine is not used)."""
+        warnings.warn(message, stacklevel=3)
 
 
 @dataclass
@@ -173,11 +213,52 @@ def example_batch(data: Dataset, size: int = 256) -> torch.Tensor:
     return idx
 
 
+def image_in_shape(data: Dataset) -> tuple[int, ...]:
+    """The (C, H, W) a model is built for: one channel of the dataset's images."""
+    return (1, *data.image_shape) if len(data.image_shape) == 2 else tuple(data.image_shape)
+
+
+def new_model(spec: CompareSpec, data: Dataset, seed: int) -> torch.nn.Module:
+    """The network of ``spec`` before any scheme, built under stream INIT_STREAM of ``seed``: the
+    torch RNG is seeded from it (and restored after), so a model's own init ("none") is reproducible."""
+    if spec.model is None:
+        return mlp(data.in_features, spec.hidden, data.num_classes, spec.activation)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, INIT_STREAM))
+        return make_model(spec.model, image_in_shape(data), data.num_classes)
+
+
+def prepare_data(spec: CompareSpec, data: Dataset) -> Dataset:
+    """``data`` in the layout ``spec``'s model wants, after checking once, on a throwaway instance, that
+    the model runs on it and returns (batch, classes) logits (one-line ValueError otherwise)."""
+    if spec.model is None:
+        return data.shaped((data.in_features,))
+    model = new_model(spec, data, spec.first_seed)
+    shaped = data.shaped(input_shape_of(model, data.image_shape))
+    what = f"model {model_text(spec.model)}"
+    check_output(model, shaped.x_train[:8], data.num_classes, what=what)
+    return shaped
+
+
+def _needs_example(scheme: SchemeSpec) -> bool:
+    try:
+        from initlab.schemes import needs_example
+    except ImportError:  # pragma: no cover
+        return scheme.name == "auto"
+    return needs_example(scheme)
+
+
 def build_model(spec: CompareSpec, data: Dataset, scheme: SchemeSpec, seed: int, device) -> torch.nn.Module:
-    """A fresh model for one run, initialized by ``scheme`` from stream INIT_STREAM of ``seed``."""
-    model = mlp(data.in_features, spec.hidden, data.num_classes, spec.activation)
+    """A fresh model for one run, initialized by ``scheme`` from stream INIT_STREAM of ``seed``.
+
+    ``data`` is in the model's layout (:func:`prepare_data`). Scheme ``none`` keeps the model's own
+    init (drawn under the run's seed, :func:`new_model`).
+    """
+    model = new_model(spec, data, seed)
+    if scheme.name == "none":
+        return model.to(device)
     extra = {}
-    if scheme.name == "auto":  # reads the model on the fixed probe batch (CPU, like the draws)
+    if _needs_example(scheme):  # data-dependent (auto, lsuv): reads the model on the fixed probe batch (CPU)
         extra["example"] = data.x_train[example_batch(data, spec.probe_size)].cpu()
     initialize(model, scheme, generator=make_generator(seed, INIT_STREAM), **extra)  # CPU draws: device-independent
     return model.to(device)
@@ -246,26 +327,48 @@ EPOCH_ROW_BYTES = 600  # one metrics row (a dict) plus its share of the frames b
 PROBE_ROW_BYTES = 400  # one probe_stats row of one layer
 
 
+def model_footprint(spec: CompareSpec, data: Dataset) -> dict:
+    """Parameters and activation values per example of ``spec``'s model, without allocating it
+    (:func:`initlab.memory.module_footprint`)."""
+    from initlab.memory import module_footprint
+
+    return module_footprint(lambda: new_model(spec, data, spec.first_seed),
+                            lambda model: input_shape_of(model, data.image_shape))
+
+
 def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
     """Bytes a comparison will hold at once: one engine group of models, and the result tables.
 
     The engine part is ``engine.bytes_per_model`` (parameters, gradients, optimizer state and
     activations) times the group size (``engine.default_max_models``; 1 for ``single``); the
     results part counts per-step losses, metrics rows and probe rows of every run, which stay in
-    memory to be returned. Data already loaded is not counted.
+    memory to be returned. Data already loaded is not counted. Other models (``spec.model``) are
+    sized by :func:`model_footprint`: parameters × (2 + optimizer state), the training batch's
+    activations twice (forward values and backward temporaries), an evaluation chunk's largest layer.
     """
     from initlab.engine import MLPLayout, bytes_per_model, default_max_models
 
-    layout = MLPLayout((data.in_features, *spec.hidden, data.num_classes), spec.activation)
     n_train = int(data.x_train.shape[0])
     # a batch larger than the training set is the whole set; evaluation chunks likewise
     train = dataclasses.replace(spec.train, batch_size=min(spec.train.batch_size, n_train),
                                 eval_batch_size=min(spec.train.eval_batch_size, int(data.x_test.shape[0])))
-    per_model = bytes_per_model(layout, train, n_train)
     runs = len(spec.inits) * spec.seeds
-    group = 1 if spec.engine == "single" else min(runs, default_max_models(layout, train, n_train))
+    if spec.model is None:
+        layout = MLPLayout((data.in_features, *spec.hidden, data.num_classes), spec.activation)
+        per_model = bytes_per_model(layout, train, n_train)
+        fits = default_max_models(layout, train, n_train)
+        layers = 2 * len(spec.hidden) + 1
+    else:
+        from initlab.engine import DEFAULT_MEMORY_BUDGET
+
+        fp = model_footprint(spec, data)
+        state = 2 + (2 if train.optimizer == "adam" else (1 if train.momentum > 0 else 0))
+        per_model = 4 * (state * fp["params"] + fp["buffers"] + 2 * train.batch_size * fp["act"]
+                         + 3 * train.eval_batch_size * fp["act_max"]) + 8 * n_train
+        fits = max(1, DEFAULT_MEMORY_BUDGET // per_model)
+        layers = fp["layers"]  # probe rows per run-epoch: one per leaf module call
+    group = 1 if spec.engine == "single" else min(runs, fits)
     steps_per_epoch = -(-n_train // spec.train.batch_size)
-    layers = 2 * len(spec.hidden) + 1
     results = runs * spec.train.epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES)
     if spec.probe:
         results += runs * (spec.train.epochs + 1) * layers * PROBE_ROW_BYTES
@@ -279,7 +382,7 @@ def check_memory(spec: CompareSpec, data: Dataset, device: torch.device) -> dict
     free = available_bytes(device)
     if free is None:
         return est
-    net = arch_text([data.in_features, *spec.hidden, data.num_classes])
+    net = spec.arch if spec.model is not None else arch_text([data.in_features, *spec.hidden, data.num_classes])
     if est["per_model"] > free:
         raise ValueError(f"one {net} model needs ~{format_bytes(est['per_model'])} to train (parameters, gradients, "
                          f"optimizer state, activations) but {device.type} has {format_bytes(free)} free; "
@@ -359,14 +462,41 @@ def _train_single(spec, data, schemes, device, book, reporter, pb):
         book.write(steps=True, probe=True)
 
 
-def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size):
-    """Groups of ``group_size`` runs, each group one :func:`initlab.engine.train_population`.
+def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str, str | None]:
+    """Which engine trains ``spec``'s runs: ("mlp" | "func" | "single", why not batched or None).
+
+    ``initlab.models.mlp`` networks (the default, or a zoo ``mlp``) take the hand-written MLP engine
+    (:mod:`initlab.engine`, fastest); any other model the ``torch.func`` engine
+    (:mod:`initlab.func_engine`) if it can be vmapped, otherwise the single loop, with the reason.
+    """
+    if spec.engine == "single":
+        return "single", None
+    from initlab.engine import mlp_layout
+
+    model = new_model(spec, data, spec.first_seed).to(data.x_train.device)
+    try:
+        mlp_layout(model)
+        return "mlp", None
+    except ValueError:
+        pass
+    from initlab.func_engine import vmap_problem
+
+    why = vmap_problem(model, pb.x[:4], pb.y[:4])
+    return ("func", None) if why is None else ("single", why)
+
+
+def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, kind="mlp"):
+    """Groups of ``group_size`` runs, each group one :func:`initlab.engine.train_population`
+    (``kind`` "mlp") or :func:`initlab.func_engine.train_func_population` ("func").
 
     Only one group's models exist at a time. metrics.csv/runs.csv are rewritten after every epoch,
     before the reporter hears of it, so an interrupt keeps every reported epoch; per-step losses
     and probe rows of a group are written when the group ends.
     """
-    from initlab.engine import train_population
+    if kind == "mlp":
+        from initlab.engine import train_population
+    else:
+        from initlab.func_engine import train_func_population as train_population
 
     pending = book.pending()
     for start in range(0, len(pending), group_size):
@@ -478,7 +608,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
     est = check_memory(spec, data, device)
-    data = data.to(device)
+    data = prepare_data(spec, data).to(device)
     out_dir = store.claim_out_dir(out, "compare", overwrite=overwrite, resume=resume) if out is not None else None
     chance = {**chance_level(data.y_test), "classes": data.num_classes}
     book = RunBook(spec.inits, spec.run_seeds, out_dir, chance["threshold"])
@@ -496,9 +626,12 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
         if run.finished:
             reporter.run_skipped(run.init, run.seed, run.status)
     pb = ProbeBatch(spec, data)
+    kind, why = choose_engine(spec, data, pb)
+    if why is not None:
+        reporter.note(f"the batched engine cannot train {spec.arch} ({why}); training runs one at a time")
     try:
-        if spec.engine == "batched":
-            _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"])
+        if kind != "single":
+            _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"], kind)
         else:
             _train_single(spec, data, schemes, device, book, reporter, pb)
     except KeyboardInterrupt as e:

@@ -45,3 +45,39 @@ def format_bytes(n: float) -> str:
             return f"{int(x)} B" if unit == "B" else f"{x:.3g} {unit}"
         x /= 1024
     return f"{x:.3g} EiB"
+
+
+def module_footprint(build, input_shape) -> dict:
+    """Size a model without allocating it: ``build()`` runs on PyTorch's ``meta`` device (shapes
+    only) and a forward pass of two examples of ``input_shape`` (per example; or a callable
+    ``input_shape(model)``) is traced by hooks on every leaf module.
+
+    Returns ``params`` and ``buffers`` (element counts), ``act`` (leaf-module output elements per
+    example: what backward keeps), ``act_max`` (the largest single output per example) and
+    ``layers`` (leaf-module calls). A model that cannot be built or run on ``meta`` is measured
+    for real on two examples instead (its parameters are then allocated once).
+    """
+    def measure(device: str) -> dict:
+        with torch.device(device):
+            model = build()
+        shape = tuple(input_shape(model) if callable(input_shape) else input_shape)
+        sizes: list[int] = []
+
+        def hook(module, inputs, output):
+            sizes.append(output.numel() if isinstance(output, torch.Tensor) else 0)
+
+        hooks = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
+        try:
+            with torch.no_grad():
+                model(torch.zeros(2, *shape, device=device))
+        finally:
+            for h in hooks:
+                h.remove()
+        return {"params": sum(p.numel() for p in model.parameters()),
+                "buffers": sum(b.numel() for b in model.buffers()),
+                "act": sum(sizes) // 2, "act_max": max(sizes, default=0) // 2, "layers": len(sizes)}
+
+    try:
+        return measure("meta")
+    except Exception:  # noqa: BLE001 - e.g. a user model calling .item(): measure it for real, small
+        return measure("cpu")

@@ -183,7 +183,7 @@ def plot_compare(result, out_dir: Path) -> list[Path]:
     drawn where finite and an 'x' at the top marks each run's first inf/NaN step.
     """
     spec, m = result.spec, result.metrics
-    title = (f"{spec.dataset}: {arch_text(spec.hidden) or 'linear'} {spec.activation} MLP, "
+    title = (f"{spec.dataset}: {spec.arch}, "
              f"{spec.train.optimizer} lr {spec.train.lr:g}, batch {spec.train.batch_size}")
     paths = []
     any_div = bool(len(m)) and "diverged" in m and bool(_diverged_mask(m).any())

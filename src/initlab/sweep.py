@@ -25,7 +25,7 @@ import pandas as pd
 
 from initlab import store
 from initlab.experiment import SEED_INITS, CompareResult, CompareSpec, Reporter, run_compare
-from initlab.models import MAX_DEPTH, MAX_WIDTH, parse_int_list
+from initlab.models import MAX_DEPTH, MAX_WIDTH, depth_param, is_factory_spec, parse_int_list, parse_model
 from initlab.train import TrainConfig
 
 DEFAULT_DEPTHS = (2, 5, 10, 20, 30)
@@ -60,6 +60,7 @@ class DepthSweepResult:
     results: dict[int, CompareResult]
     out: Path | None = None
     seconds: float = 0.0
+    model: str | None = None  # the zoo spec swept (its depth parameter set per depth); None: the MLP
 
     def table(self) -> pd.DataFrame:
         """Final test accuracy (seed mean over non-diverged runs): rows init, columns depth."""
@@ -99,8 +100,9 @@ def depth_sweep(
     diverge_loss: float = TrainConfig.diverge_loss,
     overwrite: bool = False,
     resume: bool = False,
+    model: str | None = None,
 ) -> DepthSweepResult:
-    """Final test accuracy of each init as the MLP gets deeper: one ``compare`` per depth.
+    """Final test accuracy of each init as the network gets deeper: one ``compare`` per depth.
 
     Depth L means L hidden layers of ``width`` units (L+1 weight layers). He et al. 2015 §2.3:
     ReLU + Var(W)=2/n_in keeps Var(activations) constant with depth, 1/n_in (Xavier for square
@@ -119,6 +121,10 @@ def depth_sweep(
         overwrite: replace an earlier depth sweep in ``out``.
         resume: continue an interrupted sweep of the same configuration in ``out``: finished depths
             are read back, the interrupted one continues with its finished runs kept.
+        model: a zoo spec (``"cnn(channels=16)"``, ``"resnet(norm=none)"``) swept instead of the
+            MLP; depth sets its depth parameter (``initlab.models.depth_param``: conv layers for
+            ``cnn``, blocks for ``resnet``/``resmlp``, transformer blocks). ``width`` and
+            ``activation`` then stay at their defaults (give them in the spec).
 
     An interrupt (``KeyboardInterrupt``) leaves every finished depth on disk and re-raises with
     ``finished_depths`` and the interrupted depth's partial ``result`` attached.
@@ -128,16 +134,32 @@ def depth_sweep(
     depths = parse_depths(depths)
     if isinstance(width, bool) or not isinstance(width, int) or not 0 < width <= MAX_WIDTH:
         raise ValueError(f"width must be a positive integer up to {MAX_WIDTH}, got {width!r}")
-    specs = {d: CompareSpec(inits=inits, dataset=dataset, data_dir=data_dir, normalize=normalize,
-                            hidden=(width,) * d, activation=activation, seeds=seeds, first_seed=first_seed,
-                            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                                              optimizer=optimizer, diverge_loss=diverge_loss), device=device)
-             for d in depths}  # every option checked before anything is written
+    base = None
+    if model is not None:
+        if not isinstance(model, str) or is_factory_spec(model):
+            raise ValueError(f"a depth sweep needs a zoo model, whose depth parameter is known (see `initlab models`); "
+                             f"got {model!r}")
+        base = parse_model(model)
+        if width != 64 or activation != "relu":
+            raise ValueError("width and activation have no effect with a model; give them in the model spec, "
+                             f"e.g. '{base.name}(width=32)'")
+    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
+                        diverge_loss=diverge_loss)
+    common = dict(inits=inits, dataset=dataset, data_dir=data_dir, normalize=normalize, seeds=seeds,
+                  first_seed=first_seed, train=train, device=device)
+    if base is None:
+        specs = {d: CompareSpec(hidden=(width,) * d, activation=activation, **common) for d in depths}
+    else:
+        key = depth_param(base)
+        specs = {d: CompareSpec(model=str(base.with_params(**{key: d})), **common) for d in depths}
+    # every option was checked above, before anything is written
     inits = specs[depths[0]].inits
     config = {"depths": list(depths), "inits": list(inits), "width": width, "activation": activation,
               "dataset": dataset, "data_dir": data_dir, "epochs": epochs, "seeds": seeds, "lr": lr,
               "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum, "normalize": normalize,
               "first_seed": first_seed, "diverge_loss": diverge_loss}
+    if base is not None:  # older sweeps (MLP only) have no "model" and resume unchanged
+        config["model"] = str(base)
     if out is not None:
         store.check_out_dir(out, "depth", overwrite=overwrite, resume=resume)
         if resume:
@@ -162,12 +184,13 @@ def depth_sweep(
             store.atomic_write_json(out_dir / "sweep.json", {
                 **config, "finished_depths": list(results), "seconds": round(time.perf_counter() - t0, 3)})
             plot_depth(metrics, out_dir / "depth_acc.png", inits=inits, log_x=log_x,
-                       title=_title(dataset, width, activation, epochs, lr, optimizer),
-                       chance=res.chance.get("rate"))
+                       title=_title(dataset, width, activation, epochs, lr, optimizer, base),
+                       chance=res.chance.get("rate"),
+                       xlabel="depth (hidden layers)" if base is None else f"depth ({depth_param(base)})")
         if on_depth is not None:
             on_depth(depth, res)
     return DepthSweepResult(depths, inits, width, activation, dataset, epochs, seeds, metrics, summary,
-                            results, out_dir, time.perf_counter() - t0)
+                            results, out_dir, time.perf_counter() - t0, None if base is None else str(base))
 
 
 def _check_sweep_resume(out: Path, config: dict) -> None:
@@ -184,8 +207,9 @@ def _check_sweep_resume(out: Path, config: dict) -> None:
                          "rerun with the same options, or use --overwrite or another --out")
 
 
-def _title(dataset, width, activation, epochs, lr, optimizer) -> str:
-    return f"{dataset}: width-{width} {activation} MLP, {epochs} epochs {optimizer} lr {lr:g}"
+def _title(dataset, width, activation, epochs, lr, optimizer, model=None) -> str:
+    net = f"width-{width} {activation} MLP" if model is None else f"{model}, depth = {depth_param(model)}"
+    return f"{dataset}: {net}, {epochs} epochs {optimizer} lr {lr:g}"
 
 
 def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -202,7 +226,7 @@ def _diverged_bool(col: pd.Series) -> pd.Series:
 
 
 def plot_depth(metrics: pd.DataFrame, path: Path, *, inits: Sequence[str], log_x: bool = True,
-               title: str = "", chance: float | None = None) -> Path:
+               title: str = "", chance: float | None = None, xlabel: str = "depth (hidden layers)") -> Path:
     """Final test accuracy vs depth, one line per init (seed mean), band min–max over seeds.
 
     The mean and band use the finite accuracies only: a diverged run (its last row has
@@ -259,7 +283,7 @@ def plot_depth(metrics: pd.DataFrame, path: Path, *, inits: Sequence[str], log_x
         ax.axhline(-0.03, color="gray", lw=0.8, ls=":")
         ax.set_yticks([strip_y, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0], ["diverged", "0.0", "0.2", "0.4", "0.6", "0.8", "1.0"])
     ax.set_ylim(-0.13 if any_div else -0.03, 1.03)
-    ax.set_xlabel("depth (hidden layers)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("final test accuracy")
     band = f"; line: mean of {n_seeds} seeds, band: min–max" if n_seeds > 1 else ""
     ax.set_title(title + band + ("\nx (below 0): diverged run, loss inf/NaN (also at init)" if any_div else ""),
