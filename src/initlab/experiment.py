@@ -125,7 +125,8 @@ class CompareSpec:
         return range(self.first_seed, self.first_seed + self.seeds)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(dataclasses.replace(self, model=None))
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["train"] = dataclasses.asdict(self.train)
         d["model"] = model_text(self.model)
         d["schemes"] = {text: parse_scheme(text).to_dict() for text in self.inits}
         return d
@@ -361,7 +362,7 @@ def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
     else:
         from initlab.engine import DEFAULT_MEMORY_BUDGET
 
-        fp = model_footprint(spec, data)
+        fp = model_footprint(spec, data) or {"params": 0, "buffers": 0, "act": 0, "act_max": 0, "layers": 0}
         state = 2 + (2 if train.optimizer == "adam" else (1 if train.momentum > 0 else 0))
         per_model = 4 * (state * fp["params"] + fp["buffers"] + 2 * train.batch_size * fp["act"]
                          + 3 * train.eval_batch_size * fp["act_max"]) + 8 * n_train
