@@ -20,7 +20,7 @@ $(BIN)/initlab: pyproject.toml
 venv: $(BIN)/initlab
 
 demo: venv
-	$(BIN)/initlab compare --dataset digits --seeds 3 --out runs/demo --overwrite
+	$(BIN)/initlab compare --dataset digits --seeds 3 --out runs/demo --overwrite --report
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -326,3 +326,20 @@ def test_line_chart_gaps_zeros_and_crosses():
     assert s["crosses"][0]["cy"] == c["y0"] - 6
     lin = line_chart([Series(0, "x", [Point(0, 0.0), Point(1, 0.5)])], xlabel="x", ylabel="y", ylim=(0, 1))
     assert not lin["ylabel"].endswith("(log scale)")
+
+
+@pytest.mark.parametrize("command", [
+    ["compare", "--dataset", "digits", "--epochs", "1", "--inits", "zero,he", "--hidden", "8"],
+    ["compare", "--dataset", "digits", "--epochs", "1", "--inits", "he", "--model", "cnn(depth=2,channels=4)"],
+    ["audit", "mlp(depth=3,width=16)", "--inits", "he,xavier", "--batch", "32"],
+])
+def test_report_flag_writes_the_page_at_the_end(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, [*command, "--out", str(out), "--report"])
+    assert r.exit_code == 0, r.output
+    page = (out / "report.html").read_text()
+    assert "<table" in page and "report.html" in r.output

@@ -160,6 +160,24 @@ class RichReporter:
                                              style="yellow"))
 
 
+def write_html_report(enabled: bool, out) -> None:
+    """``--report``: write ``out/report.html`` after a command finished (one-line error, exit 2, if it cannot)."""
+    if not enabled:
+        return
+    from initlab.report import write_report
+
+    try:
+        written = write_report(out)
+    except ValueError as e:
+        fail(str(e))
+    except OSError as e:
+        from initlab.store import write_error
+
+        fail(str(write_error(e)))
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(written))
+    console.print(Text(f"wrote {shown}"))
+
+
 def fmt(x: float, digits: int = 4) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -197,6 +215,7 @@ def summary_table(result) -> Table:
     return table
 
 
+REPORT_HELP = "Also write report.html into --out: one self-contained page (see `initlab report`)."
 MODEL_HELP = ("A zoo model, e.g. 'cnn', 'resnet(blocks=20,norm=none)' (see `initlab models`), or your own "
               "'module:factory' (called per run; gets in_shape/num_classes if it asks). Default: the MLP of "
               "--hidden/--activation.")
@@ -229,11 +248,12 @@ def compare(
                                                     "DIVERGE_LOSS × ln(classes) (or any loss/activation is NaN/inf); inf: no bound."),
     out: str = typer.Option("runs/compare", help="Output folder for config, CSVs, summary and plots. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier result in --out (its files only)."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue the unfinished runs of an interrupted compare in --out (same options)."),
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
     from initlab.data import load_dataset
-    from initlab.experiment import CompareSpec, check_memory, check_resume, resumable, run_compare
+    from initlab.experiment import CompareSpec, check_memory, check_resume, prepare_data, resumable, run_compare
     from initlab.models import arch_text
     from initlab.store import check_out_dir
     from initlab.train import TrainConfig, resolve_device
@@ -255,6 +275,7 @@ def compare(
         with console.status(escape(f"loading {dataset}…")):
             data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
         check_memory(spec, data, resolve_device(spec.device))
+        data = prepare_data(spec, data)  # the model runs on this data and returns logits, or one line now
     except ValueError as e:  # includes DataError
         fail(str(e))
     net = spec.arch if spec.model is not None else \
@@ -274,6 +295,7 @@ def compare(
     console.print(Text(f"{len(result.metrics)} epoch rows in {result.seconds:.1f} s; wrote {out}/: config.json "
                        "metrics.csv runs.csv steps.csv summary.json test_acc.png train_loss.png steps.png"
                        + (" probe.csv probe.png" if probe else "")))
+    write_html_report(report, out)
 
 
 def _sci(x) -> str:
@@ -315,6 +337,7 @@ def probe(
                                                    "or your own 'module:factory' (gets in_shape/num_classes if it asks)."),
     out: str = typer.Option("runs/probe", help="Output folder for probe.csv, summary.csv and plots. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier probe result in --out (its files only)."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ):
     """See why: per-layer activation std and gradient norms at init, measured (and predicted by mean-field theory)."""
     from initlab.diagnostics import depth_profile, profile_summary
@@ -358,6 +381,7 @@ def probe(
     console.print(Text(f"std: std of the first/middle/last weight layer's output; grad first/last: gradient norm at "
                        f"the first layer over the logits'. wrote {out_dir}/: probe.csv summary.csv "
                        + " ".join(p.name for p in paths)))
+    write_html_report(report, out_dir)
 
 
 @app.command()
@@ -465,6 +489,7 @@ def depth(
     diverge_loss: float = typer.Option(1000.0, help="Divergence bound: end-of-epoch test loss > DIVERGE_LOSS × ln(classes)."),
     out: str = typer.Option("runs/depth", help="Output folder: depth_XX/ per depth, depth_*.csv, depth_acc.png. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier depth sweep in --out (its files only)."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue an interrupted depth sweep in --out (same options)."),
 ):
     """Train every init at several depths: where does each one stop training? (He et al. 2015, 30 layers)."""
@@ -522,6 +547,7 @@ def depth(
     console.print(depth_table(result))
     console.print(Text(f"{len(depth_list)} depths in {result.seconds:.1f} s; wrote {out}/: depth_XX/ "
                        "depth_metrics.csv depth_summary.csv sweep.json depth_acc.png"))
+    write_html_report(report, out)
 
 
 def build_zoo_audit_model(spec: str, in_shape, num_classes: int, batch: int):
@@ -532,6 +558,8 @@ def build_zoo_audit_model(spec: str, in_shape, num_classes: int, batch: int):
 
     build = lambda: make_model(spec, in_shape, num_classes)  # noqa: E731
     fp = module_footprint(build, lambda m: getattr(m, "input_shape", in_shape))
+    if fp is None:  # cannot fail for zoo models, whose forward is known to run
+        raise ValueError(f"{spec} does not run on inputs of shape {tuple(in_shape)}")
     need = 12 * fp["params"] + 4 * fp["buffers"] + 24 * batch * fp["act"]
     free = available_bytes("cpu")
     if free is not None and need > free:
@@ -603,6 +631,7 @@ def audit(
     seed: int = typer.Option(0, help="Seed of every candidate's init (the same draws for each)."),
     out: str = typer.Option("runs/audit", help="Output folder: audit.csv, summary.csv, plots. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier audit result in --out (its files only)."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ):
     """How would each init treat this model? Forward and backward signal per layer, flags and a recommendation."""
     import torch
@@ -661,6 +690,7 @@ def audit(
     console.print(Text(f"recommended: {report.recommended}: {report.reason}"))
     shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(out_dir))  # rich drops control chars
     console.print(Text(f"wrote {shown}/: summary.csv audit.csv " + " ".join(p.name for p in paths)))
+    write_html_report(report, out_dir)
 
 
 VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
@@ -671,6 +701,7 @@ def claims(
     only: Optional[str] = typer.Option(None, help="Comma-separated claim ids to run (default: all). See --list."),
     out: str = typer.Option("runs/claims", help="Output folder: claims.json, claims.md, PNGs. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier claims result in --out (its files only)."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
     list_: bool = typer.Option(False, "--list", help="List the claims and exit."),
     quick: bool = typer.Option(False, help="Smaller experiments (seconds in all); verdicts may be less sharp."),
     threads: int = typer.Option(1, help="torch CPU threads; small MLPs run fastest on 1."),
@@ -724,10 +755,40 @@ def claims(
     console.print(table)
     total = sum(r.seconds for r in results)
     console.print(Text(f"{len(results)} claims in {total:.1f} s; wrote {out}/: claims.json claims.md and plots"))
+    write_html_report(report, out)
+
+
+@app.command()
+def report(
+    path: str = typer.Argument(..., help="A result folder of compare, depth, probe, claims or audit."),
+    out: Optional[str] = typer.Option(None, help="HTML file to write (default: PATH/report.html). An existing "
+                                                 "file is replaced only if it is an initlab report."),
+):
+    """One self-contained HTML page for a result: question, reading, tables, interactive charts, raw-file links."""
+    from initlab.report import write_report
+
+    try:
+        written = write_report(path, out)
+    except ValueError as e:
+        fail(str(e))
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(written))
+    console.print(Text(f"wrote {shown} (self-contained: open it in any browser, no network needed)"))
+
+
+# sweep, runs (list|show|export|best|heatmap), phase: in initlab.sweeps.commands, on this app
+from initlab.sweeps.commands import register as _register_sweep_commands  # noqa: E402
+
+_register_sweep_commands(app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point. Usage errors (bad option value, unknown option) print one line, exit 2."""
+    import os
+
+    if os.environ.get("INITLAB_MALLOC", "").lower() != "system":
+        from initlab.memory import keep_freed_memory
+
+        keep_freed_memory()  # training re-allocates the same tensors every step: keep the pages
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (embedded use): leave signals to the host

@@ -471,3 +471,47 @@ def class_balance(y: Tensor | np.ndarray, num_classes: int | None = None) -> Ten
 def majority_rate(y: Tensor | np.ndarray) -> float:
     """Fraction of the most common class: the accuracy of always predicting it (e.g. a zero-init net)."""
     return float(class_balance(y).max())
+
+
+# --------------------------------------------------------------------------- validation split
+
+VALIDATION_STREAM = 0x76616C  # "val": the split's own random stream, independent of init and data order
+
+
+def split_validation(data: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, tuple[Tensor, Tensor]]:
+    """Carve a validation split out of the training set, stratified by class and fixed by ``seed``.
+
+    From every class c, round(fraction · n_c) of its training examples (drawn by numpy's
+    ``default_rng([seed, VALIDATION_STREAM])``) go to validation; the rest stay, in their original
+    order. The test set is untouched, so choices made on validation (a learning rate, an epoch)
+    never see it.
+
+    Returns ``(train, (x_val, y_val))``: ``train`` is ``data`` with only the kept training
+    examples; ``fraction`` 0 returns ``data`` itself and an empty validation set.
+
+    Example: ``train, (x_val, y_val) = split_validation(load_dataset("digits"), 0.1, seed=0)``.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise DataError(f"validation fraction must be a number in [0, 1), got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"validation seed must be a non-negative integer, got {seed!r}")
+    if fraction == 0:
+        return data, (data.x_train[:0], data.y_train[:0])
+    y = data.y_train.cpu().numpy()
+    rng = np.random.default_rng([int(seed), VALIDATION_STREAM])
+    picked = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        picked.append(rng.permutation(members)[:int(round(fraction * len(members)))])
+    val_idx = np.sort(np.concatenate(picked))
+    if len(val_idx) == 0 or len(val_idx) == len(y):
+        raise DataError(f"validation fraction {fraction:g} of {len(y)} training examples leaves "
+                        f"{'no validation' if len(val_idx) == 0 else 'no training'} examples; choose another fraction")
+    keep = np.ones(len(y), dtype=bool)
+    keep[val_idx] = False
+    dev = data.x_train.device
+    val_t = torch.as_tensor(val_idx, device=dev)
+    keep_t = torch.as_tensor(np.flatnonzero(keep), device=dev)
+    train = dataclasses.replace(data, x_train=data.x_train.index_select(0, keep_t),
+                                y_train=data.y_train.index_select(0, keep_t))
+    return train, (data.x_train.index_select(0, val_t), data.y_train.index_select(0, val_t))

@@ -156,15 +156,15 @@ def _norm1d(kind: str, width: int) -> nn.Module:
 
 
 class CNN(nn.Sequential):
-    """A plain convolutional stack: ``depth`` × (conv k×k → [BatchNorm] → activation), ``pools``
-    2× poolings spread evenly along it, global average pooling and a Linear head.
+    """A plain convolutional stack: ``depth`` × (conv k×k → [BatchNorm] → activation), a 2× pooling
+    after each of the first ``pools`` of them, global average pooling and a Linear head.
 
     Layers are named ``conv1, [bn1,] act1, [pool1,] conv2, ...`` then ``gap, flatten, head``.
     Convolutions keep the spatial size (padding k//2) and map ``in_channels → channels →
     channels``; no residual connections (the network Xiao et al. 2018 study at depth).
     """
 
-    def __init__(self, in_shape=(1, 28, 28), num_classes: int = 10, *, depth: int = 4, channels: int = 32,
+    def __init__(self, in_shape=(1, 28, 28), num_classes: int = 10, *, depth: int = 4, channels: int = 16,
                  kernel: int = 3, activation: str = "relu", norm: str = "none", pool: str = "max",
                  pools: int = 2, bias: bool = True):
         in_shape = check_in_shape(in_shape, image=True)
@@ -180,7 +180,9 @@ class CNN(nn.Sequential):
         max_pools = int(math.log2(min(in_shape[1:])))
         pools = _int("pools", pools, 0, max_pools)
         _bool("bias", bias)
-        after = {max(1, depth * (j + 1) // pools) for j in range(pools)} if pools else set()
+        # pool early (after conv1, conv2, ...): later layers run at the reduced size, which is what
+        # keeps a deep stack affordable on a CPU (28×28 → 7×7 after two)
+        after = set(range(1, min(pools, depth) + 1))
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c_in, p = in_shape[0], 0
         for i in range(1, depth + 1):
@@ -390,7 +392,7 @@ class Transformer(nn.Module):
     tokens, Linear ``head``.
     """
 
-    def __init__(self, in_shape=(1, 28, 28), num_classes: int = 10, *, depth: int = 2, width: int = 64,
+    def __init__(self, in_shape=(1, 28, 28), num_classes: int = 10, *, depth: int = 2, width: int = 32,
                  heads: int = 4, patch: int = 0, activation: str = "gelu"):
         super().__init__()
         in_shape = check_in_shape(in_shape, image=True)
