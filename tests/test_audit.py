@@ -88,7 +88,7 @@ def test_cli_audit_end_to_end_and_errors(tmp_path):
     s = pd.read_csv(tmp_path / "a" / "summary.csv")
     assert list(s["scheme"]) == ["xavier", "he"] and s.loc[s["scheme"] == "he", "recommended"].item()
     assert (tmp_path / "a" / "audit_forward.png").stat().st_size > 0
-    for args, msg in ((["resnet"], "unknown model 'resnet'"), (["mlp(depht=3)"], "mlp takes depth, width"),
+    for args, msg in ((["vgg"], "unknown model 'vgg'"), (["mlp(depht=3)"], "mlp takes depth, width"),
                       (["mlp", "--input-shape", "0,3"], "--input-shape must be positive"),
                       (["nosuchmod:f"], "cannot import module"), (["mlp", "--inits", "bogus"], "unknown init scheme")):
         r = runner.invoke(app, ["audit", *args, "--out", str(tmp_path / "b")])

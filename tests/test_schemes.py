@@ -43,10 +43,17 @@ SHAPES = {name: tuple(make().weight.shape) for name, make in LAYERS.items()}
 REQUIRED = {"constant": {"value": 0.5}}
 # "auto" initializes a whole model from its graph and an example batch (tests/test_auto.py), so the
 # per-layer smoke tests here run over every other scheme
-WHOLE_MODEL = {"auto"}
+WHOLE_MODEL = {n for n in list_schemes() if get_scheme(n).whole_model}  # auto, lsuv, fixup, ...: own test files
 ALL_NAMES = [n for n in list_schemes() + list(list_aliases()) if n not in WHOLE_MODEL]
 # only schemes that consume randomness can differ between seeds
-DETERMINISTIC = {"zero", "zeros", "constant"}
+DETERMINISTIC = {"zero", "zeros", "constant", "eye", "dirac", "partial_identity", "zero_hadamard"}
+# schemes for one kind of weight (tests/test_identity_schemes.py checks their errors on the others)
+ONLY = {"eye": "linear", "dirac": "conv", "delta_orthogonal": "conv"}
+
+
+def applicable(name: str, layer: str) -> bool:
+    kind = ONLY.get(get_scheme(name).name)
+    return kind is None or layer.startswith(kind)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -77,6 +84,10 @@ def assert_std(w: torch.Tensor, std: float, kurtosis: float, mean: float = 0.0, 
 @pytest.mark.parametrize("layer", ["linear_784_128", "conv2d_3_16_3", "conv1d_8_16_5", "conv3d_4_8_3"])
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_every_scheme_applies(name, layer):
+    if not applicable(name, layer):
+        with pytest.raises(ValueError):
+            initialize(LAYERS[layer](), name, generator=gen())
+        return
     m = LAYERS[layer]()
     out = initialize(m, name, generator=gen(), **REQUIRED.get(get_scheme(name).name, {}))
     assert out is m
@@ -87,13 +98,17 @@ def test_every_scheme_applies(name, layer):
 def test_same_seed_same_weights_different_seed_differs(name):
     def build(seed):
         m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 4))
-        return initialize(m, name, generator=gen(seed), **REQUIRED.get(get_scheme(name).name, {}))
+        kind = ONLY.get(get_scheme(name).name)
+        rules = name if kind is None else {"Conv2d" if kind == "conv" else "Linear": name, "*": "he"}
+        return initialize(m, rules, generator=gen(seed), **REQUIRED.get(get_scheme(name).name, {}))
 
     a, b, c = build(1), build(1), build(2)
     for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb)
     if name not in DETERMINISTIC:
-        assert not torch.equal(a[0].weight, c[0].weight)
+        w = a[2].weight if ONLY.get(get_scheme(name).name) == "linear" else a[0].weight
+        w_c = c[2].weight if ONLY.get(get_scheme(name).name) == "linear" else c[0].weight
+        assert not torch.equal(w, w_c)
 
 
 def test_initialize_is_independent_of_global_rng():
@@ -291,7 +306,8 @@ def test_zero_scheme_zeroes_everything(name):
 
 @pytest.mark.parametrize("name", [n for n in ALL_NAMES if get_scheme(n).name != "pytorch_default"])
 def test_biases_zero_except_pytorch_default(name):
-    m = initialize(nn.Linear(32, 16), name, generator=gen(), **REQUIRED.get(get_scheme(name).name, {}))
+    layer = nn.Conv2d(16, 32, 3) if ONLY.get(get_scheme(name).name) == "conv" else nn.Linear(32, 16)
+    m = initialize(layer, name, generator=gen(), **REQUIRED.get(get_scheme(name).name, {}))
     assert not m.bias.any()
 
 

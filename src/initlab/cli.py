@@ -554,8 +554,9 @@ def build_zoo_audit_model(spec: str, in_shape, num_classes: int, batch: int):
     """A zoo model other than ``mlp`` for inputs of ``in_shape`` ((C, H, W)), after checking on the
     ``meta`` device that it and ``batch`` examples' activations fit in free memory."""
     from initlab.memory import available_bytes, format_bytes, module_footprint
-    from initlab.models import make_model
+    from initlab.models import make_model, resolve_model
 
+    resolve_model(spec)  # unknown model or parameter: its own one-line error
     build = lambda: make_model(spec, in_shape, num_classes)  # noqa: E731
     fp = module_footprint(build, lambda m: getattr(m, "input_shape", in_shape))
     if fp is None:  # cannot fail for zoo models, whose forward is known to run

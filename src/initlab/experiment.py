@@ -230,14 +230,28 @@ def new_model(spec: CompareSpec, data: Dataset, seed: int) -> torch.nn.Module:
 
 
 def prepare_data(spec: CompareSpec, data: Dataset) -> Dataset:
-    """``data`` in the layout ``spec``'s model wants, after checking once, on a throwaway instance, that
-    the model runs on it and returns (batch, classes) logits (one-line ValueError otherwise)."""
-    if spec.model is None:
-        return data.shaped((data.in_features,))
+    """``data`` in the layout ``spec``'s model wants, after checking once, on throwaway instances, that
+    the model runs on it and returns (batch, classes) logits, and that every init can initialize it
+    (fixup needs residual branches, dirac convolutions, ...): one-line ValueError otherwise, before
+    any run starts."""
     model = new_model(spec, data, spec.first_seed)
-    shaped = data.shaped(input_shape_of(model, data.image_shape))
-    what = f"model {model_text(spec.model)}"
-    check_output(model, shaped.x_train[:8], data.num_classes, what=what)
+    if spec.model is None:
+        shaped = data.shaped((data.in_features,))
+    else:
+        shaped = data.shaped(input_shape_of(model, data.image_shape))
+        check_output(model, shaped.x_train[:8], data.num_classes, what=f"model {model_text(spec.model)}")
+    for text in spec.inits:
+        scheme = parse_scheme(text)
+        if scheme.name == "none":
+            continue
+        extra = {"example": shaped.x_train[:16].cpu()} if _needs_example(scheme) else {}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. auto's notes: the real runs will show them
+                initialize(new_model(spec, data, spec.first_seed), scheme, generator=torch.Generator().manual_seed(0),
+                           **extra)
+        except ValueError as e:
+            raise ValueError(f"init {text!r} cannot initialize {spec.arch}: {e}") from None
     return shaped
 
 

@@ -58,7 +58,10 @@ from initlab.schemes.specs import (
 )
 from initlab.schemes.layers import LAYER_TYPES, UNSUPPORTED, Target, handled_types, register_layer
 from initlab.schemes.rules import Rule
-from initlab.schemes.apply import REPORT_COLUMNS, initialize, initialize_with_report
+from initlab.schemes.apply import REPORT_COLUMNS, initialize, initialize_with_report, needs_example
+from initlab.schemes.lsuv import lsuv_
+from initlab.schemes.identity import delta_orthogonal_, dirac_, eye_, partial_identity_, zero_hadamard_  # noqa: F401  (registers them)
+from initlab.schemes.residual import fixup_rules, gpt2_rules, rezero_rules, skipinit_rules  # noqa: F401  (registers fixup, skipinit, rezero, gpt2)
 
 # Private names of the former single module, still read by initlab.theory (_as_spec) and the tests
 # (_SCHEMES, _ALIASES: the registry's own dicts, so changes through either name are shared).
@@ -102,6 +105,8 @@ __all__ = [
     "lecun_uniform_",
     "list_aliases",
     "list_schemes",
+    "lsuv_",
+    "needs_example",
     "normal_",
     "orthogonal_",
     "parse_scheme",

@@ -66,8 +66,9 @@ def _view(t: Tensor, target: Target) -> Tensor:
 
 def _options(recurrent: Any, forget_bias: Any) -> tuple[SchemeSpec | Scheme | None, float | None]:
     rec = _spec(recurrent, "recurrent") if recurrent is not None else None
-    if rec is not None:
-        resolve(rec)
+    if rec is not None and resolve(rec)[0].whole_model:
+        raise ValueError(f"recurrent={scheme_text(rec)!r} initializes whole models, "
+                         "not hidden-to-hidden weights; use a per-tensor scheme such as 'orthogonal'")
     fb = _check_number("forget_bias", forget_bias) if forget_bias is not None else None
     return rec, fb
 
@@ -262,7 +263,12 @@ def initialize(
     """Initialize every parametrized layer of ``module`` in place by ``rules``; return the module.
 
     ``"auto"`` (``"auto(mode=empirical)"``, ...) reads the model's graph on ``example`` and picks
-    each layer's scale from the activation it feeds: see :mod:`initlab.auto`.
+    each layer's scale from the activation it feeds: see :mod:`initlab.auto`. ``"lsuv"`` (alone
+    or as the value of rules) rescales each Linear/Conv layer it covers until its output std on
+    ``example`` is 1: see :mod:`initlab.schemes.lsuv`. :func:`needs_example` says which need it.
+    ``"fixup"``, ``"skipinit"``, ``"rezero"`` and ``"gpt2"`` (alone or as the value of ``"*"``)
+    compute a rules mapping from the model's residual branches (``model.residual``), which the
+    other keys of ``rules`` override: see :mod:`initlab.schemes.residual`.
 
     ``rules`` is one scheme for every layer's main weights (Linear, Bilinear, Conv, ConvTranspose,
     Embedding, RNN gate blocks, attention projections) or a mapping from qualified parameter
@@ -302,8 +308,53 @@ def initialize(
         from initlab.auto import auto_initialize
 
         return auto_initialize(module, example, generator=generator, **_auto_params(rules, params))
+    rules, params, _ = _model_level(module, rules, params)
+    if "lsuv" in _example_schemes(rules):
+        from initlab.schemes.lsuv import lsuv_initialize
+
+        return lsuv_initialize(module, rules, example, generator=generator, recurrent=recurrent,
+                               forget_bias=forget_bias, strict=strict, **params)
     _run(module, rules, generator, recurrent, forget_bias, strict, params)
     return module
+
+
+def _model_level(module: nn.Module, rules: Any, params: Mapping[str, Any]):
+    """Model-level schemes (fixup, skipinit, rezero, gpt2) replaced by the rules mapping they compute
+    from the model, and the report note of each generated key: see :mod:`initlab.schemes.residual`."""
+    from initlab.schemes.residual import expand
+
+    return expand(module, rules, params)
+
+
+def _example_schemes(rules: Any) -> set[str]:
+    """Canonical names of the schemes in ``rules`` that need an example batch; unreadable rules give
+    an empty set (``initialize`` then raises its own error for them)."""
+    from initlab.schemes.rules import _is_single, as_rule
+    from initlab.schemes.specs import _as_spec
+
+    try:
+        values = [rules] if _is_single(rules) else list(rules.values()) if isinstance(rules, Mapping) else []
+        out = set()
+        for value in values:
+            rule = as_rule(value)
+            for spec in (rule.scheme, rule.recurrent):
+                if spec is not None and _as_spec(spec)[0].needs_example:
+                    out.add(_as_spec(spec)[0].name)
+        return out
+    except (ValueError, TypeError):
+        return set()
+
+
+def needs_example(rules: Any) -> bool:
+    """Whether ``rules`` (a scheme name, spec text, ``SchemeSpec``, dict, ``Scheme``, ``Rule`` or a
+    rules mapping) uses a scheme that reads the model on an example batch (``auto``, ``lsuv``), so
+    that ``initialize`` needs ``example=``.
+
+    Example:
+        >>> needs_example("lsuv(tol=0.05)"), needs_example({"*": "lsuv", "fc": "zeros"}), needs_example("he")
+        (True, True, False)
+    """
+    return bool(_example_schemes(rules))
 
 
 def _is_auto(rules: Any) -> bool:
@@ -338,20 +389,35 @@ def initialize_with_report(
 ):
     """``initialize``, returning ``(module, report)``: one row per tensor or block.
 
-    With ``"auto"`` the report also has each tensor's layer reading (see :func:`initlab.auto.auto_initialize`).
+    With ``"auto"`` the report also has each tensor's layer reading (see :func:`initlab.auto.auto_initialize`);
+    with ``"lsuv"`` each rescaled layer's iterations and output std (see :mod:`initlab.schemes.lsuv`).
 
     Columns: parameter (qualified name, ``[q]`` / ``[gate f]`` for blocks), module_type, rule (the
     key that matched; "(layer default)"; None when uncovered), scheme, fan_in, fan_out (NaN
     without fans), std_before, std_after (of the effective tensor), note (parametrizations,
     spectral_norm's rescaling, padding rows, forget gates, why a class is unsupported).
     """
-    import pandas as pd
-
     if _is_auto(rules):
         from initlab.auto import auto_initialize
 
         return auto_initialize(module, example, generator=generator, report=True, **_auto_params(rules, params))
+    from initlab.schemes.residual import annotate
+
+    rules, params, notes = _model_level(module, rules, params)
+    if "lsuv" in _example_schemes(rules):
+        from initlab.schemes.lsuv import lsuv_initialize
+
+        module, frame = lsuv_initialize(module, rules, example, generator=generator, recurrent=recurrent,
+                                        forget_bias=forget_bias, strict=strict, report=True, **params)
+        return module, annotate(frame, notes)
     plans = _run(module, rules, generator, recurrent, forget_bias, strict, params, report=True)
+    return module, annotate(_report_frame(plans), notes)
+
+
+def _report_frame(plans: list[_Plan]):
+    """The report of ``initialize_with_report``: one row per planned tensor or block."""
+    import pandas as pd
+
     columns = {
         "parameter": [p.label for p in plans],
         "module_type": [type(p.module).__name__ for p in plans],
@@ -364,4 +430,4 @@ def initialize_with_report(
         "note": [p.note for p in plans],
     }
     text = {"parameter", "module_type", "rule", "scheme", "note"}  # object dtype keeps None as None
-    return module, pd.DataFrame({k: pd.Series(v, dtype=object if k in text else float) for k, v in columns.items()})
+    return pd.DataFrame({k: pd.Series(v, dtype=object if k in text else float) for k, v in columns.items()})

@@ -68,6 +68,13 @@ class Scheme:
     bias: str | Callable = "zeros"  # "zeros" | "keep" | "pytorch_default" | fn(bias, weight, *, generator)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # merged under the caller's params
     aliases: tuple[str, ...] = ()
+    needs_example: bool = False  # whole-model scheme reading the model on an example batch (auto, lsuv)
+    model_level: bool = False  # whole-model scheme reading the model's structure (fixup, skipinit, rezero, gpt2)
+
+    @property
+    def whole_model(self) -> bool:
+        """Initializes a whole model (``needs_example`` or ``model_level``), not one tensor at a time."""
+        return self.needs_example or self.model_level
 
     @property
     def params(self) -> dict[str, Any]:
@@ -113,6 +120,8 @@ def register_scheme(
     bias: str | Callable = "zeros",
     aliases: Sequence[str] = (),
     defaults: Mapping[str, Any] | None = None,
+    needs_example: bool = False,
+    model_level: bool = False,
 ) -> Callable[[Callable], Callable]:
     """Decorator registering ``fn(weight, *, generator=None, **params)`` under ``name``.
 
@@ -123,6 +132,10 @@ def register_scheme(
         bias: bias policy: "zeros", "keep", "pytorch_default", or ``fn(bias, weight, *, generator)``.
         aliases: extra names resolving to this scheme.
         defaults: parameter values used when the caller does not give them.
+        needs_example: the scheme initializes a whole model from an example batch
+            (``initialize(model, name, example=batch)``), not one tensor at a time.
+        model_level: the scheme computes a rules mapping from the model's structure
+            (``initialize(model, name)``; see :mod:`initlab.schemes.residual`).
 
     Example:
         >>> @register_scheme("half_normal")
@@ -138,7 +151,7 @@ def register_scheme(
                 warnings.warn(f"init scheme {key!r} is already registered; overwriting it", stacklevel=3)
                 _SCHEMES.pop(key, None)
                 _ALIASES.pop(key, None)
-        _SCHEMES[name] = Scheme(name, fn, bias, dict(defaults or {}), tuple(aliases))
+        _SCHEMES[name] = Scheme(name, fn, bias, dict(defaults or {}), tuple(aliases), needs_example, model_level)
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
@@ -183,7 +196,7 @@ register_scheme("orthogonal")(orthogonal_)
 register_scheme("pytorch_default", bias="pytorch_default", aliases=("default",))(pytorch_default_)
 
 
-@register_scheme("auto")
+@register_scheme("auto", needs_example=True)
 def auto_(weight, *, generator=None, mode="analytic", max_sigma_b2=0.5, target_q=1.0, tol=0.1, max_iters=10):
     """Whole-model init from the model's graph: each layer at its activation's critical point.
 
@@ -192,3 +205,20 @@ def auto_(weight, *, generator=None, mode="analytic", max_sigma_b2=0.5, target_q
     """
     raise ValueError("auto initializes a whole model from its graph: call initialize(model, 'auto', "
                      "example=batch), not inside a rules mapping")
+
+
+@register_scheme("lsuv", needs_example=True)
+def lsuv_pre_init_(weight, *, generator=None, target_std=1.0, tol=0.1, max_iters=10, mean_correction=False,
+                   pre_init="orthogonal"):
+    """Layer-sequential unit-variance init (Mishkin & Matas 2016): pre-init, then rescale each layer's output std.
+
+    See :mod:`initlab.schemes.lsuv`; the rescaling needs the model and an example batch, so it is
+    applied by ``initialize(model, "lsuv", example=batch)`` (alone or as the value of rules).
+    Called on one tensor (``check_scheme``), it checks the parameters and draws the pre-init only.
+    """
+    from initlab.schemes.lsuv import check_lsuv_params, pre_init_scheme
+
+    p = check_lsuv_params(target_std=target_std, tol=tol, max_iters=max_iters, mean_correction=mean_correction,
+                          pre_init=pre_init)
+    sch, params = pre_init_scheme(p["pre_init"])
+    sch.fn(weight, generator=generator, **params)

@@ -129,8 +129,9 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
     """Validate a scheme (name, parameter names and values) before any work starts; return its spec.
 
     Applies it once to a throwaway 4×4 weight and its bias (what ``initialize`` does to an
-    ``nn.Linear(4, 4)``) so value errors (``std=-1``, ``mode=foo``) surface as the same one-line
-    ValueError ``initialize`` would raise mid-experiment.
+    ``nn.Linear(4, 4)``), or, if that fails, to a 4×4×3×3 convolution weight (schemes only for
+    convolutions), so value errors (``std=-1``, ``mode=foo``) surface as the same one-line
+    ValueError ``initialize`` would raise mid-experiment (the Linear attempt's error).
     """
     spec = parse_scheme(scheme) if isinstance(scheme, str) else (
         scheme if isinstance(scheme, SchemeSpec) else SchemeSpec.from_dict(scheme))
@@ -144,11 +145,18 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
                              "target_q, tol, max_iters") from None
         return spec
     sch, params = _as_spec(spec)
-    generator = torch.Generator().manual_seed(0)
-    weight, bias = torch.empty(4, 4), torch.empty(4)
-    sch.fn(weight, generator=generator, **sch.resolve_params(params))
-    _init_bias(sch.bias, bias, weight, generator)
-    return spec
+    first = None
+    # a Linear weight first; a scheme only for convolutions (dirac, delta_orthogonal) gets a 3×3 one
+    for shape in ((4, 4), (4, 4, 3, 3)):
+        generator = torch.Generator().manual_seed(0)
+        weight, bias = torch.empty(*shape), torch.empty(shape[0])
+        try:
+            sch.fn(weight, generator=generator, **sch.resolve_params(params))
+            _init_bias(sch.bias, bias, weight, generator)
+            return spec
+        except ValueError as e:
+            first = first or e
+    raise first
 
 
 # --------------------------------------------------------------------------- lists of schemes
