@@ -1,4 +1,5 @@
-"""The seed notebook's claims (Parts 1–2), each turned into a small experiment with a verdict.
+"""Claims as experiments: the registry (``Claim``, ``ClaimResult``, ``register_claim``, ``run_claims``),
+the thresholds verdicts use, and the measurements checks share.
 
 Every :class:`Claim` quotes the seed verbatim and owns a check that runs in seconds (the bundled
 8×8 digits set or Gaussian inputs, fixed ``torch.Generator`` seeds) and returns a
@@ -270,5 +271,3 @@ def _plot(ctx: CheckContext, name: str, draw: Callable) -> str | None:
 def _fmt(x: float) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
-
-from initlab import claims_checks  # noqa: E402,F401  (registers the checks, in seed order)

@@ -1,6 +1,6 @@
 """The checks behind ``initlab.claims``, one per claim of the seed notebook, in seed order.
 
-Each check measures, then decides with the thresholds of :mod:`initlab.claims`; settings shrink
+Each check measures, then decides with the thresholds of :mod:`initlab.claims.registry`; settings shrink
 with ``ctx.quick`` (tests) but the logic is the same.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from initlab import schemes as S
 from initlab import theory
-from initlab.claims import (EXPLODED, PRESERVE_FACTOR, VANISHED, CheckContext, ClaimResult, _constant_rate, _digits, _final_acc,
+from initlab.claims.registry import (EXPLODED, PRESERVE_FACTOR, VANISHED, CheckContext, ClaimResult, _constant_rate, _digits, _final_acc,
                             _fit, _grad_ratio, _net, _plot, _preserved, _signal, _trains, layer_symmetry,
                             register_claim)
 
