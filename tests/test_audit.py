@@ -94,3 +94,16 @@ def test_cli_audit_end_to_end_and_errors(tmp_path):
         r = runner.invoke(app, ["audit", *args, "--out", str(tmp_path / "b")])
         assert r.exit_code == 2, (args, r.output)
         assert msg in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_audit_reports_the_jacobian_spectrum_of_each_candidate():
+    """A linear MLP 64→16→16→10 under orthogonal init is a product of matrices with orthonormal rows,
+    so J Jᵀ = I: every singular value is 1 (mean square 1, zero decades); Xavier's is not isometric."""
+    from initlab.models import make_model
+
+    model = make_model("mlp(depth=2,width=16,activation=linear)", (1, 8, 8), 10)
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    s = initlab.audit(model, x, ["orthogonal", "xavier"]).summary().set_index("scheme")
+    assert s.loc["orthogonal", "jac_mean_sq"] == pytest.approx(1.0, abs=1e-5)
+    assert s.loc["orthogonal", "jac_decades"] == pytest.approx(0.0, abs=1e-5)
+    assert s.loc["xavier", "jac_decades"] > 0.1

@@ -42,7 +42,7 @@ def test_probe_user_model(tmp_path, monkeypatch):
         assert r.exit_code == 0, r.output
         frame = pd.read_csv(out / "probe.csv")
         assert set(frame["init"]) == {"none", "he"} and (frame["activation"] == "model").all()
-    for spec, message in [("mymodels", "must look like 'module:factory'"), ("mymodels:", "must look like"),
+    for spec, message in [("mymodels", "unknown model 'mymodels'; choose from: mlp, cnn"), ("mymodels:", "must look like"),
                           ("a:b:c", "must look like"), ("nosuchmodule_xyz:f", "cannot import module 'nosuchmodule_xyz'"),
                           ("mymodels:missing", "has no callable 'missing'"),
                           ("mymodels:broken", "raised RuntimeError: no weights today"),

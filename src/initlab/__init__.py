@@ -35,6 +35,7 @@ from initlab.schemes import (
 )
 from initlab.graph import ModelGraph, read_graph
 from initlab.jacobian import JacobianSpectrum, jacobian_spectrum
+from initlab.mup import MuPPlan, coord_check, mup_parametrize
 from initlab.sweep import DepthSweepResult, depth_sweep
 from initlab.sweeps import RunStore, SweepSpec, load_spec, run_sweep
 from initlab.train import TrainConfig, evaluate, train_model

@@ -88,6 +88,11 @@ class SchemeAudit:
     grad_ratio: float
     flags: list[str]
     error: str | None = None  # the scheme could not be applied (e.g. a layer it cannot handle)
+    # input-output Jacobian at init (initlab.jacobian_spectrum, first two examples): mean squared
+    # singular value (1 = isometry on average, Pennington et al. 2017) and the decades spanned by
+    # the middle 90% of singular values (how far from dynamical isometry); NaN if it cannot be taken
+    jac_mean_sq: float = math.nan
+    jac_decades: float = math.nan
 
     @property
     def healthy(self) -> bool:
@@ -108,6 +113,7 @@ class AuditReport:
         rows = []
         for name, a in self.candidates.items():
             rows.append({"scheme": name, "forward_ratio": a.forward_ratio, "grad_ratio": a.grad_ratio,
+                         "jac_mean_sq": a.jac_mean_sq, "jac_decades": a.jac_decades,
                          "flags": ", ".join(a.flags) if a.error is None else f"error: {a.error}",
                          "recommended": name == self.recommended})
         return pd.DataFrame(rows)
@@ -267,6 +273,18 @@ def _probe_one(model: nn.Module, example: torch.Tensor, targets) -> pd.DataFrame
     return frame[frame["name"] != ""].reset_index(drop=True)
 
 
+def _jacobian(net: nn.Module, example: torch.Tensor, seed: int) -> tuple[float, float]:
+    """(mean squared singular value, decades of the middle 90%) of the logits' Jacobian w.r.t. the input
+    on the first two examples (exact for small input×output, randomized otherwise); NaNs if it fails."""
+    from initlab.jacobian import jacobian_spectrum
+
+    try:
+        spec = jacobian_spectrum(_Logits(net), example, max_examples=2, generator=torch.Generator().manual_seed(seed))
+        return float(spec.mean_sq), float(spec.decades)
+    except Exception:  # noqa: BLE001 - integer inputs (embeddings), non-differentiable models: no spectrum
+        return math.nan, math.nan
+
+
 def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None = None, *,
           targets: torch.Tensor | None = None, seed: int = 0, name: str | None = None) -> AuditReport:
     """Measure the model's forward and backward signal at init under each candidate scheme.
@@ -285,7 +303,7 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
         :class:`AuditReport`; ``report.summary()`` is one row per scheme, ``assert_healthy()``
         raises on flags.
     """
-    from initlab.schemes import initialize, parse_scheme_list
+    from initlab.schemes import initialize, needs_example, parse_scheme_list
 
     candidates = parse_scheme_list(list(schemes) if schemes is not None else list(DEFAULT_CANDIDATES))
     name = name or type(model).__name__
@@ -305,7 +323,7 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
         # (a forward that raises on some weights, a model deepcopy cannot copy) is that scheme's error
         try:
             net = copy.deepcopy(model)
-            kwargs = {"example": example} if scheme.split("(")[0] == "auto" else {}
+            kwargs = {"example": example} if needs_example(scheme) else {}
             initialize(net, scheme, generator=torch.Generator().manual_seed(seed), **kwargs)
         except (ValueError, TypeError) as e:
             results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [], error=str(e))
@@ -329,7 +347,8 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
         layers["in_rms"] = [rms.get(n, math.nan) for n in layers["name"]]
         layers["pred_std"] = [pred.get(n, math.nan) for n in layers["name"]]
         f, g = _ratios(layers)
-        results[scheme] = SchemeAudit(scheme, layers, f, g, _flags(frame, layers, f, g))
+        jac = _jacobian(net, example, seed)
+        results[scheme] = SchemeAudit(scheme, layers, f, g, _flags(frame, layers, f, g), None, *jac)
         frames.append(frame.assign(scheme=scheme))
     recommended, reason = _recommend(results)
     profile = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

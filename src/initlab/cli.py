@@ -248,7 +248,7 @@ def compare(
                                                     "DIVERGE_LOSS × ln(classes) (or any loss/activation is NaN/inf); inf: no bound."),
     out: str = typer.Option("runs/compare", help="Output folder for config, CSVs, summary and plots. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier result in --out (its files only)."),
-    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue the unfinished runs of an interrupted compare in --out (same options)."),
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
@@ -295,7 +295,7 @@ def compare(
     console.print(Text(f"{len(result.metrics)} epoch rows in {result.seconds:.1f} s; wrote {out}/: config.json "
                        "metrics.csv runs.csv steps.csv summary.json test_acc.png train_loss.png steps.png"
                        + (" probe.csv probe.png" if probe else "")))
-    write_html_report(report, out)
+    write_html_report(report_html, out)
 
 
 def _sci(x) -> str:
@@ -312,13 +312,14 @@ def probe_table(summary, title: str) -> Table:
     table = Table(title=escape(title))
     for col, just in (("activation", "left"), ("init", "left"), ("std first", "right"), ("std mid", "right"),
                       ("std last", "right"), ("grad first/last", "right"), ("dead", "right"), ("sat", "right"),
-                      ("min distinct units", "right")):
+                      ("min distinct units", "right"), ("Jacobian σ² (decades)", "right")):
         table.add_column(col, justify=just)
     for r in summary.itertuples():
         table.add_row(Text(r.activation), Text(r.init), _pair(r.std_first, r.pred_std_first), _pair(r.std_mid, r.pred_std_mid),
                       _pair(r.std_last, r.pred_std_last), _pair(r.grad_first_over_last, r.pred_grad_first_over_last),
                       fmt(r.dead_frac, 2), fmt(r.sat_frac, 2),
-                      "—" if r.distinct_min != r.distinct_min else str(int(r.distinct_min)))
+                      "—" if r.distinct_min != r.distinct_min else str(int(r.distinct_min)),
+                      "—" if r.jac_mean_sq != r.jac_mean_sq else f"{_sci(r.jac_mean_sq)} ({r.jac_decades:.1f})")
     return table
 
 
@@ -337,7 +338,7 @@ def probe(
                                                    "or your own 'module:factory' (gets in_shape/num_classes if it asks)."),
     out: str = typer.Option("runs/probe", help="Output folder for probe.csv, summary.csv and plots. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier probe result in --out (its files only)."),
-    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ):
     """See why: per-layer activation std and gradient norms at init, measured (and predicted by mean-field theory)."""
     from initlab.diagnostics import depth_profile, profile_summary
@@ -381,7 +382,7 @@ def probe(
     console.print(Text(f"std: std of the first/middle/last weight layer's output; grad first/last: gradient norm at "
                        f"the first layer over the logits'. wrote {out_dir}/: probe.csv summary.csv "
                        + " ".join(p.name for p in paths)))
-    write_html_report(report, out_dir)
+    write_html_report(report_html, out_dir)
 
 
 @app.command()
@@ -489,7 +490,7 @@ def depth(
     diverge_loss: float = typer.Option(1000.0, help="Divergence bound: end-of-epoch test loss > DIVERGE_LOSS × ln(classes)."),
     out: str = typer.Option("runs/depth", help="Output folder: depth_XX/ per depth, depth_*.csv, depth_acc.png. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier depth sweep in --out (its files only)."),
-    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue an interrupted depth sweep in --out (same options)."),
 ):
     """Train every init at several depths: where does each one stop training? (He et al. 2015, 30 layers)."""
@@ -547,7 +548,7 @@ def depth(
     console.print(depth_table(result))
     console.print(Text(f"{len(depth_list)} depths in {result.seconds:.1f} s; wrote {out}/: depth_XX/ "
                        "depth_metrics.csv depth_summary.csv sweep.json depth_acc.png"))
-    write_html_report(report, out)
+    write_html_report(report_html, out)
 
 
 def build_zoo_audit_model(spec: str, in_shape, num_classes: int, batch: int):
@@ -632,7 +633,7 @@ def audit(
     seed: int = typer.Option(0, help="Seed of every candidate's init (the same draws for each)."),
     out: str = typer.Option("runs/audit", help="Output folder: audit.csv, summary.csv, plots. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier audit result in --out (its files only)."),
-    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ):
     """How would each init treat this model? Forward and backward signal per layer, flags and a recommendation."""
     import torch
@@ -681,17 +682,20 @@ def audit(
         fail(str(write_error(e)))
     table = Table(title=escape(f"{name}: signal at init, example batch of {batch}"),
                   caption=escape("forward: RMS of the last hidden representation over the first (healthy 0.5–2); "
-                                 "gradient: first/last hidden weight-gradient norm (healthy 0.1–10)"))
-    for col, just in (("scheme", "left"), ("forward", "right"), ("gradient", "right"), ("flags", "left")):
+                                 "gradient: first/last hidden weight-gradient norm (healthy 0.1–10); Jacobian: "
+                                 "mean squared singular value of d logits / d input (decades spanned by the middle 90%)"))
+    for col, just in (("scheme", "left"), ("forward", "right"), ("gradient", "right"), ("Jacobian σ² (decades)", "right"),
+                      ("flags", "left")):
         table.add_column(col, justify=just)
     for r in report.summary().itertuples():
+        jac = "—" if r.jac_mean_sq != r.jac_mean_sq else f"{_sci(r.jac_mean_sq)} ({r.jac_decades:.1f})"
         table.add_row(Text(r.scheme + (" *" if r.recommended else "")), _sci(r.forward_ratio), _sci(r.grad_ratio),
-                      Text(r.flags or "healthy", style="green" if not r.flags else "yellow"))
+                      jac, Text(r.flags or "healthy", style="green" if not r.flags else "yellow"))
     console.print(table)
     console.print(Text(f"recommended: {report.recommended}: {report.reason}"))
     shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(out_dir))  # rich drops control chars
     console.print(Text(f"wrote {shown}/: summary.csv audit.csv " + " ".join(p.name for p in paths)))
-    write_html_report(report, out_dir)
+    write_html_report(report_html, out_dir)
 
 
 VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
@@ -702,7 +706,7 @@ def claims(
     only: Optional[str] = typer.Option(None, help="Comma-separated claim ids to run (default: all). See --list."),
     out: str = typer.Option("runs/claims", help="Output folder: claims.json, claims.md, PNGs. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier claims result in --out (its files only)."),
-    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
     list_: bool = typer.Option(False, "--list", help="List the claims and exit."),
     quick: bool = typer.Option(False, help="Smaller experiments (seconds in all); verdicts may be less sharp."),
     threads: int = typer.Option(1, help="torch CPU threads; small MLPs run fastest on 1."),
@@ -756,7 +760,62 @@ def claims(
     console.print(table)
     total = sum(r.seconds for r in results)
     console.print(Text(f"{len(results)} claims in {total:.1f} s; wrote {out}/: claims.json claims.md and plots"))
-    write_html_report(report, out)
+    write_html_report(report_html, out)
+
+
+@app.command()
+def coordcheck(
+    model: str = typer.Option("mlp(depth=2)", help="Zoo mlp or transformer spec without width, e.g. 'transformer(depth=2,heads=4)'."),
+    widths: str = typer.Option("64,128,256,512,1024,2048", help="Comma-separated widths (at least two)."),
+    base_width: Optional[int] = typer.Option(None, help="μP base width (default: the smallest width)."),
+    steps: int = typer.Option(3, help="Optimizer steps on one fixed batch."),
+    seeds: int = typer.Option(3, help="Seeds per width (the plot shows their mean)."),
+    lr: float = typer.Option(0.01, help="Global learning rate (μP: at the base width; per-layer multipliers on top)."),
+    optimizer: str = typer.Option("adam", help="adam | sgd"),
+    batch_size: int = typer.Option(64, help="Size of the fixed batch."),
+    dataset: str = typer.Option("digits", help="digits (bundled, offline) | mnist | fashion-mnist"),
+    readout_zero: bool = typer.Option(False, "--readout-zero", help="μP: start the readout at zero."),
+    threads: int = typer.Option(1, help="torch CPU threads."),
+    out: str = typer.Option("runs/coordcheck", help="Output folder: coords.csv, growth.csv, coordcheck_sp.png, "
+                                                    "coordcheck_mup.png. " + OUT_HELP),
+    overwrite: bool = typer.Option(False, help="Replace the earlier result in --out (its files only)."),
+):
+    """μP's coordinate check: activation size per layer vs width after a few steps, SP vs μP (Tensor Programs V)."""
+    import torch
+
+    from initlab.data import load_dataset
+    from initlab.mup import check_coord_args, output_layer, run_coord_check
+    from initlab.store import check_out_dir, write_error
+
+    try:
+        check_threads(threads)
+        ws = []
+        for item in split_top_level(widths, "--widths"):
+            try:
+                ws.append(int(item))
+            except ValueError:
+                raise ValueError(f"--widths must be comma-separated integers, got {item!r}") from None
+        check_out_dir(out, "coordcheck", overwrite=overwrite)
+        check_coord_args(model=model, widths=tuple(ws), base_width=base_width, steps=steps, seeds=seeds, lr=lr,
+                         optimizer=optimizer, batch_size=batch_size)
+        torch.set_num_threads(threads)
+        with console.status(escape(f"loading {dataset}…")):
+            data = load_dataset(dataset)
+        kwargs = dict(model=model, widths=tuple(ws), base_width=base_width, steps=steps, seeds=seeds, lr=lr,
+                      optimizer=optimizer, batch_size=batch_size, dataset=dataset, readout_zero=readout_zero)
+        coords, growth = run_coord_check(out, overwrite=overwrite, data=data, **kwargs)
+    except ValueError as e:  # includes DataError
+        fail(str(e))
+    except OSError as e:
+        fail(str(write_error(e)))
+    head = output_layer(coords)
+    table = Table(title=f"output ({head}) l1 at step {int(coords['step'].max())}: width {min(ws)} → {max(ws)}")
+    for col in ("parametrization", "l1 at min width", "l1 at max width", "ratio"):
+        table.add_column(col)
+    for _, r in growth[growth["layer"] == head].iterrows():
+        table.add_row(r["parametrization"], fmt(r["l1_min_width"]), fmt(r["l1_max_width"]), fmt(r["ratio"]))
+    console.print(table)
+    console.print(Text(f"wrote {out}/: config.json coords.csv growth.csv coordcheck_sp.png coordcheck_mup.png"))
 
 
 @app.command()

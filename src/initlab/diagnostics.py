@@ -104,6 +104,7 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
                 net = initialize(mlp(data.in_features, [width] * depth, data.num_classes, act), init, generator=gen)
                 inputs = x
             f = probe(net, inputs, y, histograms=histograms, bins=bins)
+            f["jac_mean_sq"], f["jac_decades"] = _jacobian_summary(net, inputs, seed)
             if model is None:
                 widths = [data.in_features] + [width] * depth + [data.num_classes]
                 f = _attach_predictions(f, act, init, widths, input_var)
@@ -114,6 +115,18 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
             f.insert(0, "activation", act)
             frames.append(f)
     return pd.concat(frames, ignore_index=True)
+
+
+def _jacobian_summary(net, inputs, seed: int) -> tuple[float, float]:
+    """Mean squared singular value and decades of the middle 90% of the input-output Jacobian
+    (:func:`initlab.jacobian_spectrum`, first two examples); NaNs where it cannot be taken."""
+    from initlab.jacobian import jacobian_spectrum
+
+    try:
+        spec = jacobian_spectrum(net, inputs, max_examples=2, generator=torch.Generator().manual_seed(seed))
+        return float(spec.mean_sq), float(spec.decades)
+    except Exception:  # noqa: BLE001 - e.g. a model on integer inputs: no spectrum, the rest stands
+        return math.nan, math.nan
 
 
 def _ratio(num, den) -> float:
@@ -175,5 +188,7 @@ def profile_summary(frame: pd.DataFrame) -> pd.DataFrame:
         row["sat_frac"] = float(g["sat_frac"].mean()) if g["sat_frac"].notna().any() else math.nan
         row["distinct_min"] = fc["distinct_units"].iloc[:-1].min() if len(fc) > 1 else fc["distinct_units"].min()
         row["nonfinite_from"] = _first_nonfinite(g)
+        for col in ("jac_mean_sq", "jac_decades"):
+            row[col] = float(g[col].iloc[0]) if col in g and len(g) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)

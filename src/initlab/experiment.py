@@ -378,17 +378,25 @@ def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
 
         fp = model_footprint(spec, data) or {"params": 0, "buffers": 0, "act": 0, "act_max": 0, "layers": 0}
         state = 2 + (2 if train.optimizer == "adam" else (1 if train.momentum > 0 else 0))
-        per_model = 4 * (state * fp["params"] + fp["buffers"] + 2 * train.batch_size * fp["act"]
-                         + 3 * train.eval_batch_size * fp["act_max"]) + 8 * n_train
-        fits = max(1, DEFAULT_MEMORY_BUDGET // per_model)
+        from initlab.func_engine import EVAL_BYTES
+
+        # evaluation chunks shrink so the whole group's evaluation fits EVAL_BYTES (func_engine):
+        # counted once per group, not per model
+        per_model = 4 * (state * fp["params"] + fp["buffers"] + 2 * train.batch_size * fp["act"]) + 8 * n_train
+        shared = min(12 * train.eval_batch_size * fp["act_max"], EVAL_BYTES)
+        fits = max(1, (DEFAULT_MEMORY_BUDGET - shared) // per_model)
         layers = fp["layers"]  # probe rows per run-epoch: one per leaf module call
     group = 1 if spec.engine == "single" else min(runs, fits)
+    if spec.model is not None:
+        per_model_single = per_model + shared  # one model alone still evaluates
+    else:
+        shared, per_model_single = 0, per_model
     steps_per_epoch = -(-n_train // spec.train.batch_size)
     results = runs * spec.train.epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES)
     if spec.probe:
         results += runs * (spec.train.epochs + 1) * layers * PROBE_ROW_BYTES
-    return {"per_model": per_model, "group": group * per_model, "group_size": group, "results": results,
-            "total": group * per_model + results}
+    return {"per_model": per_model_single, "group": group * per_model + shared, "group_size": group,
+            "results": results, "total": group * per_model + shared + results}
 
 
 def check_memory(spec: CompareSpec, data: Dataset, device: torch.device) -> dict:

@@ -75,6 +75,10 @@ from initlab.train import (
 )
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of engine state per group (params, optimizer state, activations)
+# Evaluation runs all K models on one chunk of test examples at once; the chunk shrinks below
+# config.eval_batch_size so that K × chunk × (largest layer output) stays within this many bytes
+# (a 16-channel 28×28 conv output is 50 KB per example: 12 models × 8192 examples would be 5 GB).
+EVAL_BYTES = 256 << 20
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults
 ADAM_EPS = 1e-8
 
@@ -188,7 +192,7 @@ def bytes_per_model_func(model: nn.Module, config: TrainConfig, example_x: torch
     total, largest = _activation_numels(model, example_x)
     per_x = example_x[0].numel()
     act = config.batch_size * (2 * total + per_x)
-    ev = config.eval_batch_size * (2 * largest + per_x)
+    ev = min(config.eval_batch_size * (2 * largest + per_x), EVAL_BYTES // 4)  # the chunk adapts (EVAL_BYTES)
     return int(4 * (state * p + 2 * buf + act + ev) + 8 * n_train)
 
 
@@ -320,6 +324,13 @@ class FuncPopulation:
             p.addcmul_(g, neg_lr.view(shape(p)))
 
     @torch.no_grad()
+    def _eval_chunk(self, x: torch.Tensor) -> int:
+        """``config.eval_batch_size``, or fewer examples so the live models' evaluation fits EVAL_BYTES."""
+        if not hasattr(self, "_largest"):
+            _, self._largest = _activation_numels(self.module(self.index[0]), x[:2])
+        per = 4 * len(self.index) * (2 * self._largest + x[0].numel())
+        return int(max(1, min(self.config.eval_batch_size, EVAL_BYTES // max(1, per))))
+
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean cross-entropy and accuracy of every model in the population on ``(x, y)`` (eval mode,
@@ -418,7 +429,7 @@ class FuncPopulation:
             if len(keep) < len(self.index):
                 state = self._keep(keep, state)
             if self.index:
-                test_loss, test_acc, nonfinite = self.evaluate(x_test, y_test, cfg.eval_batch_size)
+                test_loss, test_acc, nonfinite = self.evaluate(x_test, y_test, self._eval_chunk(x_test))
                 keep = []
                 for pos, k in enumerate(self.index):
                     rows[k]["test_loss"], rows[k]["test_acc"] = float(test_loss[pos]), float(test_acc[pos])

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 MARKER = ".initlab.json"
-KINDS = ("compare", "depth", "probe", "claims", "audit")
+KINDS = ("compare", "depth", "probe", "claims", "audit", "coordcheck")
 
 
 def _umask() -> int:
