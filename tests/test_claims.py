@@ -130,4 +130,5 @@ def test_papers_verdicts_on_the_quick_settings(quick_results):
     assert res["gpt2-residual-scaling"].verdict == "confirmed"
     assert res["zero-rank-bounded"].evidence["partial_identity_rank_update"] <= 16
     assert res["delta-orthogonal-isometry"].verdict == "confirmed"
+    assert res["mup-coordinate-check"].verdict == "confirmed"
     assert res["fixup-trains-without-normalization"].evidence["lr0.1_fixup"]["status"] == "done"

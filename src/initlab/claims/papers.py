@@ -247,3 +247,35 @@ def check_delta_orthogonal(ctx: CheckContext) -> ClaimResult:
          f"{decades[names[1]]:.2f} with Gaussian kernels of the same variance")
     ok = decades[names[0]] <= ISOMETRY_DECADES and decades[names[1]] >= SPREAD_DECADES
     return ClaimResult("delta-orthogonal-isometry", "confirmed" if ok else "refuted", "", s, ev)
+
+
+# ----------------------------------------------------------------------------- μP
+
+# STABLE: under μP the logits' size at the widest width within 2× of the narrowest (the issue's
+#   target and mup's visual criterion); BLOWS_UP: under SP over 10× (SP's Adam update of the readout
+#   grows ∝ width, so 64× the width gives ~64× at convergence of the first steps).
+STABLE, BLOWS_UP = 2.0, 10.0
+
+
+@register_claim(
+    "mup-coordinate-check", section="Yang et al. 2022, Tensor Programs V, §D coordinate check (paraphrased)",
+    short="under μP activations stay width-independent after training steps; under SP they blow up",
+    quote="(paraphrased) In the standard parametrization the size of the logits after a few Adam steps grows "
+          "with width, while in the Maximal Update Parametrization every activation's coordinate size stays "
+          "roughly constant as width grows.")
+def check_mup(ctx: CheckContext) -> ClaimResult:
+    from initlab.mup import coord_check, growth, output_layer
+
+    widths, seeds = ((32, 256), 1) if ctx.quick else ((64, 256, 1024, 4096), 2)
+    coords = coord_check("mlp(depth=2)", widths, steps=3, seeds=seeds, lr=1e-2, optimizer="adam",
+                         data=None, dataset="digits")
+    g = growth(coords)
+    out = g[g["layer"] == output_layer(coords)].set_index("parametrization")["ratio"]
+    sp, mup = float(out["sp"]), float(out["mup"])
+    ev = {"widths": list(widths), "steps": 3, "seeds": seeds, "sp_logit_growth": sp, "mup_logit_growth": mup}
+    s = (f"3-layer MLP on digits, 3 Adam steps (lr 0.01), logits' mean |x| at width {widths[-1]} over width "
+         f"{widths[0]}: SP ×{sp:.1f}, μP ×{mup:.2f}")
+    ratio = widths[-1] / widths[0]
+    blows = sp >= min(BLOWS_UP, ratio / 2)  # quick runs span 8× the width: half of that is the bar
+    stable = 1 / STABLE <= mup <= STABLE
+    return ClaimResult("mup-coordinate-check", "confirmed" if blows and stable else "refuted", "", s, ev)

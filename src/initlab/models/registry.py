@@ -86,7 +86,10 @@ class ModelSpec:
     def __str__(self) -> str:
         from initlab.schemes.specs import SchemeSpec
 
-        return str(SchemeSpec(self.name, self.params))
+        # booleans as users type them (true/false); everything else as a scheme spec prints it
+        parts = [f"{k}={str(v).lower()}" if isinstance(v, bool) or v == "none" else str(SchemeSpec("x", {k: v}))[2:-1]
+                 for k, v in self.params.items()]
+        return f"{self.name}({','.join(parts)})" if parts else self.name
 
     def with_params(self, **params) -> ModelSpec:
         return ModelSpec(self.name, {**self.params, **params})
@@ -110,7 +113,8 @@ def parse_model(text: str | ModelSpec) -> ModelSpec:
             parsed = parse_scheme(text.strip())
         except ValueError as e:
             raise ValueError(str(e).replace("init scheme", "model spec")) from None
-        spec = ModelSpec(parsed.name, dict(parsed.params))
+        # a bare `none` reads as None; every zoo parameter that takes it means the string "none"
+        spec = ModelSpec(parsed.name, {k: ("none" if v is None else v) for k, v in parsed.params.items()})
     entry = get_model(spec.name)
     unknown = [k for k in spec.params if k not in entry.defaults]
     if unknown:
