@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv browser clean
 
 $(BIN)/initlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,14 @@ venv: $(BIN)/initlab
 demo: venv
 	$(BIN)/initlab compare --dataset digits --seeds 3 --out runs/demo --overwrite --report
 
-test: venv
+# The report browser test drives Debian's headless chromium; as root on a machine with apt, install it.
+browser:
+	@if ! { command -v chromium >/dev/null 2>&1 && [ -x /usr/bin/chromedriver ]; } \
+	    && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+	    || echo "warning: could not install chromium and chromium-driver (the browser test will fail)"; fi
+
+test: venv browser
 	$(BIN)/python -m pytest -q
 
 clean:

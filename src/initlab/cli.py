@@ -250,6 +250,10 @@ def compare(
     overwrite: bool = typer.Option(False, help="Replace the earlier result in --out (its files only)."),
     report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue the unfinished runs of an interrupted compare in --out (same options)."),
+    tensorboard: Optional[str] = typer.Option(None, "--tensorboard", help="Also export TensorBoard runs to this folder after "
+                                              "training: one run per init and seed (DIR/<init>/seed<k>) with step/epoch "
+                                              "scalars, probe statistics, init weight histograms and hparams. "
+                                              "Needs: pip install 'initlab[tensorboard]'."),
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
     from initlab.data import load_dataset
@@ -272,6 +276,11 @@ def compare(
         check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
         if resume:
             check_resume(out, spec)
+        if tensorboard is not None:  # before any training: a missing package or a used folder is one line now
+            from initlab import tensorboard as tb
+
+            tb.require()
+            tb.check_logdir(tensorboard, spec.inits, spec.run_seeds)
         with console.status(escape(f"loading {dataset}…")):
             data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
         check_memory(spec, data, resolve_device(spec.device))
@@ -295,6 +304,13 @@ def compare(
     console.print(Text(f"{len(result.metrics)} epoch rows in {result.seconds:.1f} s; wrote {out}/: config.json "
                        "metrics.csv runs.csv steps.csv summary.json test_acc.png train_loss.png steps.png"
                        + (" probe.csv probe.png" if probe else "")))
+    if tensorboard is not None:
+        try:
+            with console.status(escape(f"writing TensorBoard runs to {tensorboard}…")):
+                tb_runs = tb.export(result, tensorboard, data=data)
+        except (ValueError, OSError) as e:
+            fail(f"TensorBoard export to '{tensorboard}' failed: {e}")
+        console.print(Text(f"wrote {len(tb_runs)} TensorBoard runs to {tensorboard}/ (tensorboard --logdir {tensorboard})"))
     write_html_report(report_html, out)
 
 
