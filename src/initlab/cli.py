@@ -254,6 +254,11 @@ def compare(
                                               "training: one run per init and seed (DIR/<init>/seed<k>) with step/epoch "
                                               "scalars, probe statistics, init weight histograms and hparams. "
                                               "Needs: pip install 'initlab[tensorboard]'."),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help="Also log to MLflow after training: one run per init and "
+                                         "seed in experiment 'initlab' with params, per-step/epoch metrics, probe "
+                                         "statistics, status tags and the plots/report as artifacts. URI: a folder "
+                                         "(local SQLite store DIR/mlflow.db, e.g. mlruns), a .db file, or a tracking URI "
+                                         "(sqlite:///..., http://...). Needs: pip install 'initlab[mlflow]'."),
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
     from initlab.data import load_dataset
@@ -281,6 +286,10 @@ def compare(
 
             tb.require()
             tb.check_logdir(tensorboard, spec.inits, spec.run_seeds)
+        if mlflow is not None:  # before any training: a missing package or an unusable store is one line now
+            from initlab import mlflow_export as mx
+
+            mx.check(mlflow)
         with console.status(escape(f"loading {dataset}…")):
             data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
         check_memory(spec, data, resolve_device(spec.device))
@@ -312,6 +321,13 @@ def compare(
             fail(f"TensorBoard export to '{tensorboard}' failed: {e}")
         console.print(Text(f"wrote {len(tb_runs)} TensorBoard runs to {tensorboard}/ (tensorboard --logdir {tensorboard})"))
     write_html_report(report_html, out)
+    if mlflow is not None:  # after the report, so report.html goes with the plots as an artifact
+        try:
+            with console.status(escape(f"logging MLflow runs to {mlflow}…")):
+                ml_runs = mx.export(result, mlflow)
+        except (ValueError, OSError) as e:
+            fail(f"MLflow export to '{mlflow}' failed: {e}")
+        console.print(Text(f"logged {len(ml_runs)} MLflow runs to {mx.resolve(mlflow)[0]} (experiment initlab)"))
 
 
 def _sci(x) -> str:
