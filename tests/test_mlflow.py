@@ -168,3 +168,12 @@ def test_cli_unusable_store_fails_before_training(tmp_path):
     res = CliRunner().invoke(app, [*ARGS, "--out", str(tmp_path / "out"), "--mlflow", str(tmp_path / "ml")])
     assert res.exit_code == 2 and "is a file" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_store_inside_the_out_folder(tmp_path):
+    """The pre-training check creates nothing, so a store inside --out does not make compare refuse
+    its own (then non-empty) output folder."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, [*ARGS, "--out", str(out), "--mlflow", str(out / "mlruns")])
+    assert res.exit_code == 0, res.output
+    assert (out / "mlruns" / "mlflow.db").is_file() and (out / "metrics.csv").is_file()

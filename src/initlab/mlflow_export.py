@@ -115,7 +115,22 @@ def client(uri: str | Path | None = None):
 
 def check(uri: str | Path | None) -> None:
     """For ``compare --mlflow`` before training: ValueError (one line) unless the package is there and
-    the store opens."""
+    the store can be used. A local SQLite store that does not exist yet is not created here (it may
+    live inside the ``--out`` folder, which compare claims later): its nearest existing folder must
+    be writable. An existing store, or a remote URI, is opened."""
+    require()
+    import os
+
+    tracking, _ = resolve(uri)
+    if tracking.startswith("sqlite:///") and tracking != "sqlite:///:memory:":
+        db = Path(tracking[len("sqlite:///"):])
+        if not db.exists():
+            folder = db.parent
+            while not folder.exists():
+                folder = folder.parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+                raise ValueError(f"MLflow store '{db}' cannot be created: '{folder}' is not a writable folder")
+            return
     client(uri)
 
 
