@@ -3,6 +3,9 @@
 import json
 import sys
 
+import numpy as np
+import pandas as pd
+
 import pytest
 import torch
 
@@ -160,3 +163,25 @@ def test_cli_used_tensorboard_dir_fails_before_training(tmp_path):
     res = CliRunner().invoke(app, [*ARGS, "--out", str(tmp_path / "out"), "--tensorboard", str(tmp_path / "tb")])
     assert res.exit_code == 2 and "already holds a run" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_depth_tensorboard_one_folder_per_depth(tmp_path):
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    logs = tmp_path / "logs"
+    args = ["depth", "--depths", "1,2", "--epochs", "2", "--inits", "he,xavier", "--width", "8",
+            "--out", str(tmp_path / "out"), "--tensorboard", str(logs)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    metrics = pd.read_csv(tmp_path / "out" / "depth_metrics.csv")
+    for d in (1, 2):
+        for init in ("he", "xavier"):
+            ea = load(logs / f"depth_{d:02d}" / init / "seed0")
+            got = [e.value for e in ea.Scalars("epoch/test_acc")]
+            want = metrics[(metrics["depth"] == d) & (metrics["init"] == init)].sort_values("epoch")["test_acc"]
+            np.testing.assert_allclose(got, want.to_numpy(), atol=1e-6)
+    again = CliRunner().invoke(app, [*args[:-4], "--out", str(tmp_path / "out2"), "--tensorboard", str(logs)])
+    assert again.exit_code == 2 and "already holds a run" in again.output
+    assert not (tmp_path / "out2").exists()

@@ -524,6 +524,9 @@ def depth(
     overwrite: bool = typer.Option(False, help="Replace the earlier depth sweep in --out (its files only)."),
     report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue an interrupted depth sweep in --out (same options)."),
+    tensorboard: Optional[str] = typer.Option(None, "--tensorboard", help="Also export TensorBoard runs after the "
+                                              "sweep: DIR/depth_XX/<init>/seed<k>, as compare --tensorboard. "
+                                              "Needs: pip install 'initlab[tensorboard]'."),
 ):
     """Train every init at several depths: where does each one stop training? (He et al. 2015, 30 layers)."""
     import torch
@@ -559,6 +562,12 @@ def depth(
                            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                                              optimizer=optimizer, diverge_loss=diverge_loss))
         check_out_dir(out, "depth", overwrite=overwrite, resume=resume)
+        if tensorboard is not None:  # before any training: a missing package or a used folder is one line now
+            from initlab import tensorboard as tb
+
+            tb.require()
+            for d in depth_list:
+                tb.check_logdir(Path(tensorboard) / f"depth_{d:02d}", spec.inits, spec.run_seeds)
     except ValueError as e:
         fail(str(e))
     torch.set_num_threads(threads)
@@ -580,6 +589,13 @@ def depth(
     console.print(depth_table(result))
     console.print(Text(f"{len(depth_list)} depths in {result.seconds:.1f} s; wrote {out}/: depth_XX/ "
                        "depth_metrics.csv depth_summary.csv sweep.json depth_acc.png"))
+    if tensorboard is not None:
+        try:
+            with console.status(escape(f"writing TensorBoard runs to {tensorboard}…")):
+                n = sum(len(tb.export(res, Path(tensorboard) / f"depth_{d:02d}")) for d, res in result.results.items())
+        except (ValueError, OSError) as e:
+            fail(f"TensorBoard export to '{tensorboard}' failed: {e}")
+        console.print(Text(f"wrote {n} TensorBoard runs to {tensorboard}/ (tensorboard --logdir {tensorboard})"))
     write_html_report(report_html, out)
 
 
