@@ -202,6 +202,9 @@ def sweep_cmd(
     dry_run: bool = typer.Option(False, help="Print the plan (runs, engine groups, time, memory); run nothing."),
     max_group: Optional[int] = typer.Option(None, help="Most models trained at once (default: what fits 1 GiB)."),
     threads: int = typer.Option(1, help="torch CPU threads; batched small models run fastest on 1 per worker."),
+    backend: str = typer.Option("local", help="local: this process | ray: one Ray task per engine group "
+                                             "(pip install 'initlab[ray]'), results committed here."),
+    address: Optional[str] = typer.Option(None, help="With --backend ray: the cluster to join (default: start a local one)."),
     plots: Optional[Path] = typer.Option(None, help="Folder for lr_sensitivity.png (when lr varies)."),
 ):
     """Run a grid of experiments into the run store; rerun the same command to resume after a crash."""
@@ -232,6 +235,12 @@ def sweep_cmd(
         else:
             spec = spec_from_options(given)
         cli.check_threads(threads)
+        from initlab.sweeps.run import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+        if address is not None and backend != "ray":
+            raise ValueError("--address has no effect without --backend ray; drop it or add --backend ray")
         if max_group is not None and max_group <= 0:
             raise ValueError(f"--max-group must be a positive integer, got {max_group}")
         torch.set_num_threads(threads)
@@ -245,7 +254,8 @@ def sweep_cmd(
     progress = _progress(cli.console)
     try:
         with progress:
-            result = run_sweep(spec, store, reporter=RichSweepReporter(progress), plan=plan, max_group=max_group)
+            result = run_sweep(spec, store, reporter=RichSweepReporter(progress), plan=plan, max_group=max_group,
+                               backend=backend, address=address)
     except KeyboardInterrupt as e:
         _interrupted(e, store)
     except ValueError as e:

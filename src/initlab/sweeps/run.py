@@ -21,10 +21,17 @@ Rerunning the same sweep resumes it: finished runs (``done``, ``diverged``) are 
 Ctrl-C/SIGTERM (``KeyboardInterrupt``) hands this worker's running runs back as ``interrupted``
 and re-raises with the partial :class:`SweepResult` attached as ``result``; ``kill -9`` leaves them
 ``running`` until the next run's :meth:`RunStore.recover` finds their worker dead.
+
+Backends: ``local`` (default) trains each claimed group in this process. ``ray`` (extra
+``initlab[ray]``) makes each claimed group one Ray task (``max_retries`` on worker loss): the
+datasets go into Ray's object store once, the task trains the group exactly as ``local`` does and
+returns each run's rows, and the driver (the only writer) commits them to the store as tasks finish.
+``address`` joins an existing cluster; by default a local one is started (``ray.init``).
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -101,13 +108,18 @@ def _engine_data(base, x_val, y_val, cs):
 
 
 class _Group:
-    """One claimed chunk: models built, trained, evaluated, committed run by run."""
+    """One claimed chunk: models built, trained, evaluated, committed run by run.
 
-    def __init__(self, store: RunStore, worker: str, spec: SweepSpec, claimed: list[Claimed], data: _Data,
+    ``store`` None (a Ray task): finished runs are collected in ``self.records`` for the driver to
+    commit (:func:`_commit_record`) instead of being written here.
+    """
+
+    def __init__(self, store: RunStore | None, worker: str, spec: SweepSpec, claimed: list[Claimed], data: _Data,
                  device, reporter: SweepReporter):
         from initlab.experiment import ProbeBatch
 
         self.store, self.worker, self.spec, self.claimed, self.reporter = store, worker, spec, claimed, reporter
+        self.records: list[dict] = []
         p = claimed[0].params
         self.cs = compare_spec(p, spec, inits=dict.fromkeys(c.params["init"] for c in claimed))
         base, x_val, y_val = data.get(p)
@@ -183,9 +195,14 @@ class _Group:
         return row
 
     def commit(self, c: Claimed, status, epoch=None, step=None, reason=None, engine="mlp") -> None:
-        ok = self.store.finish(c.id, self.worker, status=status, rows=self.rows[c.id], engine=engine,
-                               started=self.started, diverged_epoch=epoch, diverged_step=step, diverge_reason=reason,
-                               probes=self.probes[c.id])
+        record = dict(run_id=c.id, status=status, rows=self.rows[c.id], engine=engine, started=self.started,
+                      diverged_epoch=epoch, diverged_step=step, diverge_reason=reason, probes=self.probes[c.id])
+        if self.store is None:  # a Ray task: the driver commits
+            self.records.append(record)
+            self.finished += 1
+            self.committed.add(c.id)
+            return
+        ok = _commit_record(self.store, self.worker, record)
         if ok:
             self.finished += 1
             self.committed.add(c.id)
@@ -237,6 +254,88 @@ class _Group:
                         res.diverge_reason, engine="single")
 
 
+def _commit_record(store: RunStore, worker: str, record: dict) -> bool:
+    r = dict(record)
+    return store.finish(r.pop("run_id"), worker, **r)
+
+
+class _Given:
+    """A task's datasets: what the driver loaded, by the same key as :class:`_Data`."""
+
+    def __init__(self, tables: dict):
+        self.tables = tables
+
+    def get(self, p: dict):
+        return self.tables[(p["dataset"], p["normalize"], p["data_dir"], p["val_fraction"], p["val_seed"])]
+
+
+def _train_remote(spec: SweepSpec, claimed: list[Claimed], tables: dict, device: str, worker: str,
+                  threads: int) -> list[dict]:
+    """Body of a Ray task: train one claimed group as ``local`` would; return the finished runs."""
+    torch.set_num_threads(threads)
+    group = _Group(None, worker, spec, claimed, _Given(tables), torch.device(device), SweepReporter())
+    group.train()
+    return group.records
+
+
+BACKENDS = ("local", "ray")
+
+
+def _ray(address: str | None):
+    try:
+        import ray
+    except ImportError as e:
+        raise ValueError(f"--backend ray needs the ray package ({e}); install it with: pip install 'initlab[ray]'") from None
+    if not ray.is_initialized():
+        kwargs = {"address": address} if address else {"num_cpus": os.cpu_count() or 1}
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    return ray
+
+
+def _run_ray(st: RunStore, sweep_id: int, worker: str, spec: SweepSpec, caps, data_cache: _Data, device,
+             reporter: SweepReporter, max_attempts: int, address: str | None, errors: list[str]) -> int:
+    """Claim every group, run each as a Ray task, commit results here as they come; returns runs finished."""
+    ray = _ray(address)
+    remote = ray.remote(max_retries=3)(_train_remote)
+    refs: dict = {}  # dataset key -> object ref (each dataset put once)
+    pending: dict = {}  # task ref -> claimed runs
+    failed_here: set[int] = set()
+    trained = 0
+    while True:
+        claimed = st.claim(sweep_id, worker, caps, max_attempts=max_attempts, exclude=failed_here)
+        if not claimed:
+            break
+        p = claimed[0].params
+        key = (p["dataset"], p["normalize"], p["data_dir"], p["val_fraction"], p["val_seed"])
+        if key not in refs:
+            refs[key] = ray.put({key: data_cache.get(p)})
+        reporter.group_start(p["model"], len(claimed))
+        pending[remote.remote(spec, claimed, refs[key], str(device), worker, torch.get_num_threads())] = claimed
+        failed_here.update(c.id for c in claimed)  # claimed: never claim them twice in this call
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        claimed = pending.pop(done[0])
+        try:
+            records = ray.get(done[0])
+        except Exception as e:  # noqa: BLE001 - one group's failure is recorded; the sweep goes on
+            msg = _one_line(e)
+            n = st.release(worker, "failed", msg, [c.id for c in claimed])
+            errors.append(msg)
+            reporter.note(f"{n} run(s) of {claimed[0].params['model']} failed: {msg}")
+            for c in claimed:
+                reporter.run_end(c.params, "failed", msg)
+            continue
+        by_id = {c.id: c for c in claimed}
+        for record in records:
+            c = by_id[record["run_id"]]
+            for row in record["rows"]:
+                reporter.epoch_end(c.params, row)
+            if _commit_record(st, worker, record):
+                trained += 1
+                reporter.run_end(c.params, record["status"], record["diverge_reason"])
+    return trained
+
+
 def _result(store: RunStore, sweep: dict, t0: float, trained: int, errors: list[str]) -> SweepResult:
     runs = store.runs(sweep["id"])
     ids = list(runs["id"]) if len(runs) else []
@@ -251,7 +350,7 @@ def _one_line(e: BaseException) -> str:
 
 def run_sweep(spec: SweepSpec, store: str | Path = DEFAULT_STORE, *, reporter: SweepReporter | None = None,
               plan: SweepPlan | None = None, data=None, max_group: int | None = None,
-              max_attempts: int = MAX_ATTEMPTS) -> SweepResult:
+              max_attempts: int = MAX_ATTEMPTS, backend: str = "local", address: str | None = None) -> SweepResult:
     """Run (or resume) ``spec`` into the SQLite store at ``store``; returns the sweep's runs and epochs.
 
     Args:
@@ -262,11 +361,18 @@ def run_sweep(spec: SweepSpec, store: str | Path = DEFAULT_STORE, *, reporter: S
         data: a loaded :class:`initlab.data.Dataset` to use for runs on that dataset (tests, notebooks).
         max_group: most models trained at once (default: the engine's memory budget).
         max_attempts: claims after which a failing run is left ``failed``.
+        backend: ``local`` (this process) or ``ray`` (one Ray task per engine group; results
+            committed here). Both give the same numbers.
+        address: with ``ray``, the cluster to join (``ray://…`` or ``host:port``); default a local one.
 
     Example: ``run_sweep(SweepSpec({"inits": ["xavier", "he"], "lr": [0.01, 0.1], "epochs": 2}), "runs/s.db")``.
     """
     from initlab.train import resolve_device
 
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+    if backend == "ray":
+        _ray(address)  # a missing package or an unreachable cluster fails before anything is recorded
     reporter = reporter or SweepReporter()
     t0 = time.perf_counter()
     plan = plan or make_plan(spec, max_group=max_group, gflops=math.nan)  # the time estimate is not needed here
@@ -288,7 +394,10 @@ def run_sweep(spec: SweepSpec, store: str | Path = DEFAULT_STORE, *, reporter: S
         data_cache = _Data(device, data)
         caps = plan.caps()
         failed_here: set[int] = set()
-        while True:
+        if backend == "ray":
+            trained += _run_ray(st, sweep_id, worker, spec, caps, data_cache, device, reporter, max_attempts,
+                                address, errors)
+        while backend == "local":
             claimed = st.claim(sweep_id, worker, caps, max_attempts=max_attempts, exclude=failed_here)
             if not claimed:
                 break
