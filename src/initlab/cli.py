@@ -250,6 +250,8 @@ def compare(
     overwrite: bool = typer.Option(False, help="Replace the earlier result in --out (its files only)."),
     report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue the unfinished runs of an interrupted compare in --out (same options)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Also commit the finished runs to this SQLite run store "
+                                        "(as `initlab sweep` would name them; see `initlab runs`)."),
     tensorboard: Optional[str] = typer.Option(None, "--tensorboard", help="Also export TensorBoard runs to this folder after "
                                               "training: one run per init and seed (DIR/<init>/seed<k>) with step/epoch "
                                               "scalars, probe statistics, init weight histograms and hparams. "
@@ -294,6 +296,10 @@ def compare(
             data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
         check_memory(spec, data, resolve_device(spec.device))
         data = prepare_data(spec, data)  # the model runs on this data and returns logits, or one line now
+        if store is not None:  # a comparison the store cannot express is refused before training
+            from initlab.sweeps.record import compare_sweep
+
+            compare_sweep(spec)
     except ValueError as e:  # includes DataError
         fail(str(e))
     net = spec.arch if spec.model is not None else \
@@ -328,6 +334,15 @@ def compare(
         except (ValueError, OSError) as e:
             fail(f"MLflow export to '{mlflow}' failed: {e}")
         console.print(Text(f"logged {len(ml_runs)} MLflow runs to {mx.resolve(mlflow)[0]} (experiment initlab)"))
+    if store is not None:
+        from initlab.sweeps.record import record_compare
+
+        try:
+            n = record_compare(result, store)
+        except (ValueError, OSError) as e:
+            fail(f"recording into the run store '{store}' failed: {e}")
+        console.print(Text(f"run store {store}: {n['recorded']} runs recorded, {n['kept']} already there"
+                           + (f", {n['unfinished']} unfinished" if n["unfinished"] else "")))
 
 
 def _sci(x) -> str:
@@ -524,6 +539,8 @@ def depth(
     overwrite: bool = typer.Option(False, help="Replace the earlier depth sweep in --out (its files only)."),
     report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue an interrupted depth sweep in --out (same options)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Also commit every depth's finished runs to this SQLite "
+                                        "run store (see `initlab runs`)."),
     tensorboard: Optional[str] = typer.Option(None, "--tensorboard", help="Also export TensorBoard runs after the "
                                               "sweep: DIR/depth_XX/<init>/seed<k>, as compare --tensorboard. "
                                               "Needs: pip install 'initlab[tensorboard]'."),
@@ -568,6 +585,10 @@ def depth(
             tb.require()
             for d in depth_list:
                 tb.check_logdir(Path(tensorboard) / f"depth_{d:02d}", spec.inits, spec.run_seeds)
+        if store is not None:  # a sweep the store cannot express is refused before training
+            from initlab.sweeps.record import compare_sweep
+
+            compare_sweep(spec)
     except ValueError as e:
         fail(str(e))
     torch.set_num_threads(threads)
@@ -596,6 +617,15 @@ def depth(
         except (ValueError, OSError) as e:
             fail(f"TensorBoard export to '{tensorboard}' failed: {e}")
         console.print(Text(f"wrote {n} TensorBoard runs to {tensorboard}/ (tensorboard --logdir {tensorboard})"))
+    if store is not None:
+        from initlab.sweeps.record import record_compare
+
+        try:
+            counts = [record_compare(res, store) for res in result.results.values()]
+        except (ValueError, OSError) as e:
+            fail(f"recording into the run store '{store}' failed: {e}")
+        console.print(Text(f"run store {store}: {sum(c['recorded'] for c in counts)} runs recorded, "
+                           f"{sum(c['kept'] for c in counts)} already there"))
     write_html_report(report_html, out)
 
 
