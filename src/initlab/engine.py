@@ -40,12 +40,12 @@ from initlab.data import Dataset
 from initlab.models import ACTIVATIONS, activation_fn, mlp
 from initlab.train import (
     DATA_STREAM,
-    NONFINITE_LOSS,
     RunResult,
     TrainConfig,
     batches,
+    close_epoch,
+    close_evaluation,
     epoch_permutation,
-    loss_bound_reason,
     make_generator,
     nonfinite_reason,
 )
@@ -402,7 +402,6 @@ class Population:
         else:
             state = []
         step, step0 = 0, 0
-        bound = cfg.loss_bound(data.num_classes)
         for epoch in range(1, cfg.epochs + 1):
             if not self.index:
                 break
@@ -417,37 +416,20 @@ class Population:
                 step += 1
                 alive = self._step(xb, yb, alive, step, state, losses[:, i])
             losses_np = losses.cpu().double().numpy()
-            rows = {}
-            keep = []
+            rows, keep = {}, []
             for pos, k in enumerate(self.index):
-                ls = losses_np[pos]
-                chunks[k].append(ls)
-                bad = np.flatnonzero(~np.isfinite(ls))
-                rows[k] = {"epoch": epoch, "train_loss": float(ls.mean()), "diverged": False}
-                if bad.size:
-                    res = results[k]
-                    res.diverged, res.diverged_epoch, res.diverged_step = True, epoch, step0 + int(bad[0])
-                    res.diverge_reason = NONFINITE_LOSS
-                    rows[k].update(train_loss=math.nan, test_loss=math.nan, test_acc=math.nan, diverged=True)
-                else:
+                chunks[k].append(losses_np[pos])
+                rows[k] = close_epoch(results[k], epoch, losses_np[pos], step0)
+                if not results[k].diverged:
                     keep.append(pos)
             if len(keep) < len(self.index):
                 state = self._keep(keep, state)
             if self.index:
                 test_loss, test_acc, first_bad = self.evaluate(x_test, y_test, cfg.eval_batch_size)
-                keep = []
-                for pos, k in enumerate(self.index):
-                    rows[k]["test_loss"], rows[k]["test_acc"] = float(test_loss[pos]), float(test_acc[pos])
-                    reason = None
-                    if first_bad[pos] is not None:
-                        reason = nonfinite_reason(first_bad[pos])
-                    elif not test_loss[pos] <= bound:
-                        reason = loss_bound_reason(float(test_loss[pos]), cfg, data.num_classes)
-                    if reason is None:
-                        keep.append(pos)
-                    else:
-                        rows[k]["diverged"] = True
-                        results[k].diverged, results[k].diverged_epoch, results[k].diverge_reason = True, epoch, reason
+                keep = [pos for pos, k in enumerate(self.index)
+                        if close_evaluation(results[k], rows[k], test_loss[pos], test_acc[pos],
+                                            None if first_bad[pos] is None else nonfinite_reason(first_bad[pos]),
+                                            cfg, data.num_classes)]
                 if len(keep) < len(self.index):
                     state = self._keep(keep, state)
             finished_now = epoch == cfg.epochs

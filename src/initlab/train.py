@@ -195,6 +195,35 @@ def check_init(model: nn.Module, x: torch.Tensor) -> str | None:
     return None if watch.first is None else nonfinite_reason(watch.first)
 
 
+def close_epoch(result: RunResult, epoch: int, losses: np.ndarray, step0: int) -> dict:
+    """The epoch's row from its per-step ``losses`` (step ``step0`` first); a NaN/inf loss marks
+    ``result`` diverged at its first bad step and the row's metrics NaN. Shared by ``train_model``
+    and both population engines, so all three record divergence identically."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    row = {"epoch": epoch, "train_loss": float(losses.mean()), "diverged": False}
+    if bad.size:
+        result.diverged, result.diverged_epoch, result.diverged_step = True, epoch, step0 + int(bad[0])
+        result.diverge_reason = NONFINITE_LOSS
+        row.update(train_loss=math.nan, test_loss=math.nan, test_acc=math.nan, diverged=True)
+    return row
+
+
+def close_evaluation(result: RunResult, row: dict, test_loss: float, test_acc: float, nonfinite: str | None,
+                     config: TrainConfig, num_classes: int) -> bool:
+    """Put the end-of-epoch evaluation into ``row``; True if the run goes on. It diverges (``result``
+    and ``row`` say so, the measured values stay) on ``nonfinite``, a :func:`nonfinite_reason` from
+    the evaluation, or a test loss above ``config.loss_bound(num_classes)``."""
+    row["test_loss"], row["test_acc"] = float(test_loss), float(test_acc)
+    reason = nonfinite
+    if reason is None and not row["test_loss"] <= config.loss_bound(num_classes):
+        reason = loss_bound_reason(row["test_loss"], config, num_classes)
+    if reason is None:
+        return True
+    row["diverged"] = True
+    result.diverged, result.diverged_epoch, result.diverge_reason = True, row["epoch"], reason
+    return False
+
+
 EpochCallback = Callable[[dict], None]
 
 
@@ -234,23 +263,12 @@ def train_model(
             losses[i] = loss.detach()
         losses_np = losses.cpu().double().numpy()
         step_chunks.append(losses_np)
-        bad = np.flatnonzero(~np.isfinite(losses_np))
-        row = {"epoch": epoch, "train_loss": float(losses_np.mean()), "diverged": False}
-        if bad.size:
-            result.diverged, result.diverged_epoch, result.diverge_reason = True, epoch, NONFINITE_LOSS
-            result.diverged_step = step0 + int(bad[0])
-            row.update(train_loss=math.nan, test_loss=math.nan, test_acc=math.nan, diverged=True)
-        else:
+        row = close_epoch(result, epoch, losses_np, step0)
+        if not result.diverged:
             with NonFiniteWatch(model) as watch:
-                row["test_loss"], row["test_acc"] = evaluate(model, data.x_test, data.y_test, config.eval_batch_size)
-            reason = None
-            if watch.first is not None:
-                reason = nonfinite_reason(watch.first)
-            elif not row["test_loss"] <= config.loss_bound(data.num_classes):
-                reason = loss_bound_reason(row["test_loss"], config, data.num_classes)
-            if reason is not None:
-                result.diverged, result.diverged_epoch, result.diverge_reason = True, epoch, reason
-                row["diverged"] = True
+                test_loss, test_acc = evaluate(model, data.x_test, data.y_test, config.eval_batch_size)
+            close_evaluation(result, row, test_loss, test_acc,
+                             None if watch.first is None else nonfinite_reason(watch.first), config, data.num_classes)
         result.epochs.append(row)
         if on_epoch is not None:
             on_epoch(row)
