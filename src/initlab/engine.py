@@ -167,7 +167,83 @@ def _note_nonfinite(first_bad: torch.Tensor, out: torch.Tensor, position: int) -
     first_bad.copy_(torch.where((first_bad < 0) & ~finite, position, first_bad))
 
 
-class Population:
+class BatchedPopulation:
+    """The epoch loop both population engines share; subclasses say how to step and evaluate.
+
+    A subclass sets ``config``, ``seeds``, ``size``, ``device``, ``index`` (positions of the models
+    still training), ``momentum`` (per model) and ``_finished`` (tensors of models that left), and
+    implements :meth:`_new_state` (optimizer state), :meth:`_step` (one optimizer step of every live
+    model on its batch, writing their losses), :meth:`_keep` (drop models from the population),
+    :meth:`_evaluate` (per-model test loss, accuracy and non-finite reason) and :meth:`module`.
+    Data order, divergence (:func:`initlab.train.close_epoch`, :func:`~initlab.train.close_evaluation`)
+    and callbacks are handled here once, exactly as ``train_model`` does them per run.
+    """
+
+    @torch.no_grad()
+    def train(self, data: Dataset, *, on_epoch: PopulationCallback | None = None,
+              after_epoch: Callable[[int], None] | None = None) -> list[RunResult]:
+        """Train every model for ``config.epochs`` epochs; return one ``RunResult`` per model.
+
+        Each result equals what ``train_model`` returns for that model, seed and config. After each
+        epoch ``on_epoch(k, row, get_module)`` is called for every model that ran it (in model
+        order), then ``after_epoch(epoch)`` once.
+        """
+        if self._finished:
+            raise ValueError(f"this population has already trained; build a new {type(self).__name__} to train again")
+        cfg, dev = self.config, self.device
+        x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
+        x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
+        n = x_train.shape[0]
+        gens = [make_generator(s, DATA_STREAM, dev) for s in self.seeds]  # as train_model makes them
+        results = [RunResult() for _ in range(self.size)]
+        chunks: list[list[np.ndarray]] = [[] for _ in range(self.size)]
+        state = self._new_state()
+        step, step0 = 0, 0
+        for epoch in range(1, cfg.epochs + 1):
+            if not self.index:
+                break
+            perms = torch.stack([epoch_permutation(n, gens[k]) for k in self.index])
+            idx_batches = batches(perms.T, cfg.batch_size)  # split along the data axis, then (K, B)
+            kk = len(self.index)
+            losses = torch.empty(kk, len(idx_batches), device=dev)
+            alive = torch.ones(kk, dtype=torch.bool, device=dev)
+            for i, idx in enumerate(idx_batches):
+                idx = idx.T.reshape(-1)
+                xb = x_train.index_select(0, idx).view(kk, -1, *x_train.shape[1:])
+                yb = y_train.index_select(0, idx).view(kk, -1)
+                step += 1
+                alive = self._step(xb, yb, alive, step, state, losses[:, i])
+            losses_np = losses.cpu().double().numpy()
+            rows, keep = {}, []
+            for pos, k in enumerate(self.index):
+                chunks[k].append(losses_np[pos])
+                rows[k] = close_epoch(results[k], epoch, losses_np[pos], step0)
+                if not results[k].diverged:
+                    keep.append(pos)
+            if len(keep) < len(self.index):
+                state = self._keep(keep, state)
+            if self.index:
+                test_loss, test_acc, reasons = self._evaluate(x_test, y_test)
+                keep = [pos for pos, k in enumerate(self.index)
+                        if close_evaluation(results[k], rows[k], test_loss[pos], test_acc[pos], reasons[pos],
+                                            cfg, data.num_classes)]
+                if len(keep) < len(self.index):
+                    state = self._keep(keep, state)
+            for k in sorted(rows):
+                results[k].epochs.append(rows[k])
+                if on_epoch is not None:
+                    on_epoch(k, rows[k], lambda k=k: self.module(k))
+            step0 += len(idx_batches)
+            if epoch == cfg.epochs:
+                self._keep([], [])
+            if after_epoch is not None:
+                after_epoch(epoch)
+        for k, res in enumerate(results):
+            res.step_losses = np.concatenate(chunks[k]) if chunks[k] else np.zeros(0)
+        return results
+
+
+class Population(BatchedPopulation):
     """K MLPs of one layout, parameters stacked on a leading model axis, trained together.
 
     Weights are (K, out, in) (torch's layout per model), biases (K, out). Use :meth:`train` once;
@@ -376,75 +452,17 @@ class Population:
 
     # ------------------------------------------------------------------ training
 
-    @torch.no_grad()
-    def train(self, data: Dataset, *, on_epoch: PopulationCallback | None = None,
-              after_epoch: Callable[[int], None] | None = None) -> list[RunResult]:
-        """Train every model for ``config.epochs`` epochs; return one ``RunResult`` per model.
-
-        Each result equals what ``train_model`` returns for that model, seed and config. After each
-        epoch ``on_epoch(k, row, get_module)`` is called for every model that ran it (in model
-        order), then ``after_epoch(epoch)`` once.
-        """
-        if self._finished:
-            raise ValueError("this population has already trained; build a new Population to train again")
-        cfg, dev = self.config, self.device
-        x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
-        x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
-        n = x_train.shape[0]
-        gens = [make_generator(s, DATA_STREAM, dev) for s in self.seeds]  # as train_model makes them
-        results = [RunResult() for _ in range(self.size)]
-        chunks: list[list[np.ndarray]] = [[] for _ in range(self.size)]
+    def _new_state(self) -> list[list[torch.Tensor]]:
         params = self._params()
-        if cfg.optimizer == "adam":
-            state = [[torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]]
-        elif bool((self.momentum > 0).any()):
-            state = [[torch.zeros_like(p) for p in params]]
-        else:
-            state = []
-        step, step0 = 0, 0
-        for epoch in range(1, cfg.epochs + 1):
-            if not self.index:
-                break
-            perms = torch.stack([epoch_permutation(n, gens[k]) for k in self.index])
-            idx_batches = batches(perms.T, cfg.batch_size)  # split along the data axis, then (K, B)
-            losses = torch.empty(len(self.index), len(idx_batches), device=dev)
-            alive = torch.ones(len(self.index), dtype=torch.bool, device=dev)
-            for i, idx in enumerate(idx_batches):
-                idx = idx.T.reshape(-1)
-                xb = x_train.index_select(0, idx).view(len(self.index), -1, x_train.shape[1])
-                yb = y_train.index_select(0, idx).view(len(self.index), -1)
-                step += 1
-                alive = self._step(xb, yb, alive, step, state, losses[:, i])
-            losses_np = losses.cpu().double().numpy()
-            rows, keep = {}, []
-            for pos, k in enumerate(self.index):
-                chunks[k].append(losses_np[pos])
-                rows[k] = close_epoch(results[k], epoch, losses_np[pos], step0)
-                if not results[k].diverged:
-                    keep.append(pos)
-            if len(keep) < len(self.index):
-                state = self._keep(keep, state)
-            if self.index:
-                test_loss, test_acc, first_bad = self.evaluate(x_test, y_test, cfg.eval_batch_size)
-                keep = [pos for pos, k in enumerate(self.index)
-                        if close_evaluation(results[k], rows[k], test_loss[pos], test_acc[pos],
-                                            None if first_bad[pos] is None else nonfinite_reason(first_bad[pos]),
-                                            cfg, data.num_classes)]
-                if len(keep) < len(self.index):
-                    state = self._keep(keep, state)
-            finished_now = epoch == cfg.epochs
-            for k in sorted(rows):
-                results[k].epochs.append(rows[k])
-                if on_epoch is not None:
-                    on_epoch(k, rows[k], lambda k=k: self.module(k))
-            step0 += len(idx_batches)
-            if finished_now:
-                self._keep([], [])
-            if after_epoch is not None:
-                after_epoch(epoch)
-        for k, res in enumerate(results):
-            res.step_losses = np.concatenate(chunks[k]) if chunks[k] else np.zeros(0)
-        return results
+        if self.config.optimizer == "adam":
+            return [[torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]]
+        if bool((self.momentum > 0).any()):
+            return [[torch.zeros_like(p) for p in params]]
+        return []
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor):
+        test_loss, test_acc, first_bad = self.evaluate(x, y, self.config.eval_batch_size)
+        return test_loss, test_acc, [None if b is None else nonfinite_reason(b) for b in first_bad]
 
 
 def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainConfig | Sequence[TrainConfig],

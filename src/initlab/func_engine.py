@@ -60,17 +60,12 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from initlab.data import Dataset
+from initlab.engine import BatchedPopulation
 from initlab.train import (
-    DATA_STREAM,
     NonFiniteWatch,
     RunResult,
     TrainConfig,
-    batches,
-    close_epoch,
-    close_evaluation,
-    epoch_permutation,
     evaluate,
-    make_generator,
     nonfinite_reason,
 )
 
@@ -204,7 +199,7 @@ def default_max_models(model: nn.Module, config: TrainConfig, example_x: torch.T
 
 # ---------------------------------------------------------------------- the population
 
-class FuncPopulation:
+class FuncPopulation(BatchedPopulation):
     """K models of one architecture, parameters and buffers stacked on a leading model axis.
 
     Use :meth:`train` once; :meth:`module` materializes any model as a plain ``nn.Module`` (a deep
@@ -371,75 +366,20 @@ class FuncPopulation:
 
     # ------------------------------------------------------------------ training
 
-    @torch.no_grad()
-    def train(self, data: Dataset, *, on_epoch: PopulationCallback | None = None,
-              after_epoch: Callable[[int], None] | None = None) -> list[RunResult]:
-        """Train every model for ``config.epochs`` epochs; return one ``RunResult`` per model.
+    def _new_state(self) -> list[dict[str, torch.Tensor]]:
+        def zeros():
+            return {n: torch.zeros_like(p) for n, p in self.params.items()}
 
-        Each result equals what ``train_model`` returns for that model, seed and config. After each
-        epoch ``on_epoch(k, row, get_module)`` is called for every model that ran it (in model
-        order), then ``after_epoch(epoch)`` once.
-        """
-        if self._finished:
-            raise ValueError("this population has already trained; build a new FuncPopulation to train again")
-        cfg, dev = self.config, self.device
-        x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
-        x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
-        n = x_train.shape[0]
-        gens = [make_generator(s, DATA_STREAM, dev) for s in self.seeds]  # as train_model makes them
-        results = [RunResult() for _ in range(self.size)]
-        chunks: list[list[np.ndarray]] = [[] for _ in range(self.size)]
-        zeros = lambda: {n_: torch.zeros_like(p) for n_, p in self.params.items()}  # noqa: E731
-        if cfg.optimizer == "adam":
-            state = [zeros(), zeros()]
-        elif bool((self.momentum > 0).any()):
-            state = [zeros()]
-        else:
-            state = []
-        step, step0 = 0, 0
-        for epoch in range(1, cfg.epochs + 1):
-            if not self.index:
-                break
-            perms = torch.stack([epoch_permutation(n, gens[k]) for k in self.index])
-            idx_batches = batches(perms.T, cfg.batch_size)  # split along the data axis, then (K, B)
-            kk = len(self.index)
-            losses = torch.empty(kk, len(idx_batches), device=dev)
-            alive = torch.ones(kk, dtype=torch.bool, device=dev)
-            for i, idx in enumerate(idx_batches):
-                idx = idx.T.reshape(-1)
-                xb = x_train.index_select(0, idx).view(kk, -1, *x_train.shape[1:])
-                yb = y_train.index_select(0, idx).view(kk, -1)
-                step += 1
-                alive = self._step(xb, yb, alive, step, state, losses[:, i])
-            losses_np = losses.cpu().double().numpy()
-            rows, keep = {}, []
-            for pos, k in enumerate(self.index):
-                chunks[k].append(losses_np[pos])
-                rows[k] = close_epoch(results[k], epoch, losses_np[pos], step0)
-                if not results[k].diverged:
-                    keep.append(pos)
-            if len(keep) < len(self.index):
-                state = self._keep(keep, state)
-            if self.index:
-                test_loss, test_acc, nonfinite = self.evaluate(x_test, y_test, self._eval_chunk(x_test))
-                keep = [pos for pos, k in enumerate(self.index)
-                        if close_evaluation(results[k], rows[k], test_loss[pos], test_acc[pos],
-                                            self._nonfinite_reason(k, x_test, y_test) if nonfinite[pos] else None,
-                                            cfg, data.num_classes)]
-                if len(keep) < len(self.index):
-                    state = self._keep(keep, state)
-            for k in sorted(rows):
-                results[k].epochs.append(rows[k])
-                if on_epoch is not None:
-                    on_epoch(k, rows[k], lambda k=k: self.module(k))
-            step0 += len(idx_batches)
-            if epoch == cfg.epochs:
-                self._keep([], [])
-            if after_epoch is not None:
-                after_epoch(epoch)
-        for k, res in enumerate(results):
-            res.step_losses = np.concatenate(chunks[k]) if chunks[k] else np.zeros(0)
-        return results
+        if self.config.optimizer == "adam":
+            return [zeros(), zeros()]
+        if bool((self.momentum > 0).any()):
+            return [zeros()]
+        return []
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor):
+        test_loss, test_acc, nonfinite = self.evaluate(x, y, self._eval_chunk(x))
+        return test_loss, test_acc, [self._nonfinite_reason(k, x, y) if bad else None
+                                     for k, bad in zip(self.index, nonfinite)]
 
     def _nonfinite_reason(self, k: int, x: torch.Tensor, y: torch.Tensor) -> str | None:
         """The rare path: model ``k`` had a NaN/inf layer output; name its first module exactly as
