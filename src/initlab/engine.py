@@ -128,8 +128,9 @@ def default_max_models(layout: MLPLayout, config: TrainConfig, n_train: int,
     return max(1, int(memory_budget) // bytes_per_model(layout, config, n_train))
 
 
-def _group_key(config: TrainConfig) -> tuple:
-    # lr and momentum may differ per model; everything else fixes the shape of the computation.
+def config_key(config: TrainConfig) -> tuple:
+    """What configs of one population share: everything but ``lr`` and ``momentum`` (which may differ
+    per model) fixes the shape of the computation."""
     return (config.optimizer, config.batch_size, config.epochs, config.eval_batch_size, config.diverge_loss)
 
 
@@ -178,6 +179,20 @@ class BatchedPopulation:
     Data order, divergence (:func:`initlab.train.close_epoch`, :func:`~initlab.train.close_evaluation`)
     and callbacks are handled here once, exactly as ``train_model`` does them per run.
     """
+
+    @staticmethod
+    def _configs(models: Sequence[nn.Module], configs: TrainConfig | Sequence[TrainConfig],
+                 seeds: Sequence[int], splitter: str) -> list[TrainConfig]:
+        """One config per model, checked: one each, differing only in lr and momentum."""
+        if not models:
+            raise ValueError("a population needs at least one model")
+        configs = [configs] * len(models) if isinstance(configs, TrainConfig) else list(configs)
+        if not (len(configs) == len(seeds) == len(models)):
+            raise ValueError(f"got {len(models)} models, {len(configs)} configs and {len(seeds)} seeds; give one each")
+        if len({config_key(c) for c in configs}) != 1:
+            raise ValueError("configs of one population may differ only in lr and momentum; "
+                             f"use {splitter} to split the others into groups")
+        return configs
 
     @torch.no_grad()
     def train(self, data: Dataset, *, on_epoch: PopulationCallback | None = None,
@@ -259,15 +274,7 @@ class Population(BatchedPopulation):
 
     def __init__(self, models: Sequence[nn.Module], configs: TrainConfig | Sequence[TrainConfig],
                  seeds: Sequence[int], device: str | torch.device | None = None):
-        if not models:
-            raise ValueError("a population needs at least one model")
-        configs = [configs] * len(models) if isinstance(configs, TrainConfig) else list(configs)
-        if not (len(configs) == len(seeds) == len(models)):
-            raise ValueError(f"got {len(models)} models, {len(configs)} configs and {len(seeds)} seeds; give one each")
-        keys = {_group_key(c) for c in configs}
-        if len(keys) != 1:
-            raise ValueError("configs of one population may differ only in lr and momentum; "
-                             "use train_population to split the others into groups")
+        configs = self._configs(models, configs, seeds, "train_population")
         layouts = {mlp_layout(m) for m in models}
         if len(layouts) != 1:
             raise ValueError(f"models of one population must share a layout; got {sorted(map(str, layouts))}")
@@ -491,7 +498,7 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
         raise ValueError(f"max_models must be a positive integer, got {max_models!r}")
     groups: dict[tuple, list[int]] = {}
     for k, (m, c) in enumerate(zip(models, configs)):
-        groups.setdefault((mlp_layout(m), _group_key(c)), []).append(k)
+        groups.setdefault((mlp_layout(m), config_key(c)), []).append(k)
     results: list[RunResult | None] = [None] * len(models)
     device = data.x_train.device
     for (layout, _), members in groups.items():

@@ -60,7 +60,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from initlab.data import Dataset
-from initlab.engine import BatchedPopulation
+from initlab.engine import BatchedPopulation, config_key
 from initlab.train import (
     NonFiniteWatch,
     RunResult,
@@ -92,10 +92,6 @@ def architecture_key(model: nn.Module) -> tuple:
                     for name, t in named)
     return type(model).__qualname__, repr(model), tensors
 
-
-def _config_key(config: TrainConfig) -> tuple:
-    # lr and momentum may differ per model; everything else fixes the shape of the computation.
-    return (config.optimizer, config.batch_size, config.epochs, config.eval_batch_size, config.diverge_loss)
 
 
 def _first_line(e: BaseException) -> str:
@@ -216,14 +212,7 @@ class FuncPopulation(BatchedPopulation):
 
     def __init__(self, models: Sequence[nn.Module], configs: TrainConfig | Sequence[TrainConfig],
                  seeds: Sequence[int], device: str | torch.device | None = None):
-        if not models:
-            raise ValueError("a population needs at least one model")
-        configs = [configs] * len(models) if isinstance(configs, TrainConfig) else list(configs)
-        if not (len(configs) == len(seeds) == len(models)):
-            raise ValueError(f"got {len(models)} models, {len(configs)} configs and {len(seeds)} seeds; give one each")
-        if len({_config_key(c) for c in configs}) != 1:
-            raise ValueError("configs of one population may differ only in lr and momentum; "
-                             "use train_func_population to split the others into groups")
+        configs = self._configs(models, configs, seeds, "train_func_population")
         key = architecture_key(models[0])
         for k, m in enumerate(models[1:], 1):
             if architecture_key(m) != key:
@@ -419,7 +408,7 @@ def train_func_population(models: Sequence[nn.Module], data: Dataset, configs: T
         raise ValueError(f"max_models must be a positive integer, got {max_models!r}")
     groups: dict[tuple, list[int]] = {}
     for k, (m, c) in enumerate(zip(models, configs)):
-        groups.setdefault((architecture_key(m), _config_key(c)), []).append(k)
+        groups.setdefault((architecture_key(m), config_key(c)), []).append(k)
     device = data.x_train.device
     ex_x, ex_y = data.x_train[:2], data.y_train[:2]
     for members in groups.values():
