@@ -1,4 +1,4 @@
-"""Depth stability of the "auto" init (initlab.criticality) against anyinit, He and Xavier.
+"""Depth stability of the "auto" init (initlab.core.criticality) against anyinit, He and Xavier.
 
 Run: ``.venv/bin/python benchmarks/bench_auto.py [--seeds 5] [--depth 50] [--width 256]``.
 
@@ -9,7 +9,7 @@ N(0, 1) of shape (batch = width, width), random labels; one forward/backward per
 * grad = ‖∂L/∂W‖ first Linear / last hidden Linear, L = mean cross-entropy (target [0.1, 10]);
 
 each the median over seeds (ours also with min–max). Inits: ours (``initialize(model, "auto",
-example=x)``: the graph read by torch.fx, each layer's σ_w²/σ_b² from ``initlab.auto.layer_params``,
+example=x)``: the graph read by torch.fx, each layer's σ_w²/σ_b² from ``initlab.schemes.auto.layer_params``,
 input layer landing on q*, classifier LeCun), anyinit 0.4.0
 ``initialize(model, "analytic", (batch, width), seed=s)`` as its README says (skipped with a note
 if it is not importable; it is never a dependency of initlab), He (``kaiming_normal_``, relu gain)
@@ -30,8 +30,8 @@ import time
 import torch
 from torch import nn
 
-from initlab import criticality as C
-from initlab.auto import layer_params
+from initlab.core import criticality as C
+from initlab.schemes.auto import layer_params
 from initlab.models import mlp
 from initlab.schemes import initialize
 

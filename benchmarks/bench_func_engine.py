@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from initlab.data import Dataset
-from initlab.func_engine import FuncPopulation, train_func_population
-from initlab.train import TrainConfig, train_model
+from initlab.training.func_engine import FuncPopulation, train_func_population
+from initlab.training.loop import TrainConfig, train_model
 
 
 def small_cnn(seed: int) -> nn.Sequential:

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from initlab import load_dataset
-from initlab.experiment import CompareSpec, run_compare
-from initlab.sweeps import SweepSpec, run_sweep
-from initlab.train import TrainConfig
+from initlab.experiments.compare import CompareSpec, run_compare
+from initlab.experiments.sweeps import SweepSpec, run_sweep
+from initlab.training.loop import TrainConfig
 
 LRS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 INITS = ("zero", "random", "xavier", "he")

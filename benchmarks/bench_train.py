@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from initlab import load_dataset
-from initlab.engine import Population
-from initlab.experiment import CompareSpec, build_model
+from initlab.training.mlp_engine import Population
+from initlab.experiments.compare import CompareSpec, build_model
 from initlab.schemes import parse_scheme
-from initlab.train import TrainConfig, train_model
+from initlab.training.loop import TrainConfig, train_model
 
 B, IN, HID, OUT = 64, 784, 128, 10
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from initlab.data import load_dataset
-from initlab.experiment import example_batch
+from initlab.experiments.compare import example_batch
 from initlab.schemes import initialize, initialize_with_report
 
 LAYERS = (nn.Linear, nn.Conv2d)

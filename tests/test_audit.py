@@ -1,4 +1,4 @@
-"""initlab.audit: per-scheme signal profile, flags, recommendation, and the `initlab audit` command."""
+"""initlab.analysis.audit: per-scheme signal profile, flags, recommendation, and the `initlab audit` command."""
 import pandas as pd
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import initlab
-from initlab.audit import audit, pick_logits
+from initlab.analysis.audit import audit, pick_logits
 from initlab.cli import app
 
 X = torch.randn(128, 32, generator=torch.Generator().manual_seed(0))

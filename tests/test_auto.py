@@ -1,5 +1,5 @@
 """initialize(model, "auto", example=...): per-layer scales from the model's graph and the
-activation each layer feeds (initlab.auto), on MLPs and on the issue's other model families."""
+activation each layer feeds (initlab.schemes.auto), on MLPs and on the issue's other model families."""
 import math
 import warnings
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import initlab
-from initlab.audit import audit
-from initlab.criticality import measure_ratios
+from initlab.analysis.audit import audit
+from initlab.core.criticality import measure_ratios
 from initlab.schemes import check_scheme, initialize, initialize_with_report
 
 X = torch.randn(256, 64, generator=torch.Generator().manual_seed(1))

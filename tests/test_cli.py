@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from initlab.cli import app, split_top_level
+from initlab.cli import app
+from initlab.cli.common import split_top_level
 
 runner = CliRunner()
 

@@ -601,12 +601,12 @@ class _WouldTrain(Exception):
 @pytest.fixture
 def no_training(monkeypatch):
     """Make starting a comparison an error, so a request that is not refused cannot run for hours."""
-    import initlab.experiment
+    import initlab.experiments.compare
 
     def refuse(*a, **k):
         raise _WouldTrain("the request was not refused: training would start")
 
-    monkeypatch.setattr(initlab.experiment, "run_compare", refuse)
+    monkeypatch.setattr(initlab.experiments.compare, "run_compare", refuse)
 
 
 @pytest.mark.parametrize("extra", [

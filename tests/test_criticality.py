@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from initlab import criticality as C, theory as T
+from initlab.core import criticality as C, theory as T
 from initlab.models import mlp
 
 DEPTH, WIDTH, BATCH, SEEDS = 50, 256, 256, (0, 1, 2)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from initlab.engine import Population, bytes_per_model, default_max_models, mlp_layout, train_population
-from initlab.experiment import CompareSpec, build_model
+from initlab.training.mlp_engine import Population, bytes_per_model, default_max_models, mlp_layout, train_population
+from initlab.experiments.compare import CompareSpec, build_model
 from initlab.models import mlp
 from initlab.schemes import parse_scheme
-from initlab.train import TrainConfig, train_model
+from initlab.training.loop import TrainConfig, train_model
 
 RTOL_LOSS, ATOL_W = 1e-4, 1e-5
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import initlab
-from initlab.experiment import CompareSpec, Reporter, run_compare, summarize
+from initlab.experiments.compare import CompareSpec, Reporter, run_compare, summarize
 
 
 def test_compare_on_digits_writes_everything(tmp_path):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from initlab.data import Dataset
-from initlab.func_engine import (
+from initlab.training.func_engine import (
     FuncPopulation,
     architecture_key,
     bytes_per_model_func,
@@ -27,7 +27,7 @@ from initlab.func_engine import (
     train_func_population,
     vmap_problem,
 )
-from initlab.train import TrainConfig, train_model
+from initlab.training.loop import TrainConfig, train_model
 
 RTOL_LOSS, ATOL_W = 1e-4, 1e-5
 N_TRAIN, N_TEST, C = 200, 64, 4

@@ -23,7 +23,7 @@ have done runs next to interrupted ones.
 
 metrics.csv and runs.csv are two atomic files written one after the other (metrics.csv, the
 record, first), so a kill -9 between the two writes leaves runs.csv one update behind: the
-documented contract (initlab.runbook). The random kill -9 tests kill the child (stopped with
+documented contract (initlab.experiments.runbook). The random kill -9 tests kill the child (stopped with
 SIGSTOP first) at a moment when the two files agree; test_kill_9_between_metrics_csv_and_runs_csv
 kills it deterministically inside the gap, at an epoch and at a run's end, and checks that runs.csv
 lags by exactly that one update and that resume, which reads metrics.csv, finishes every run.
@@ -44,7 +44,7 @@ import pytest
 import torch
 
 import initlab
-import initlab.engine
+import initlab.training.mlp_engine
 
 INITS, SEEDS = ("he", "xavier"), 2
 KEYS = {(i, s) for i in INITS for s in range(SEEDS)}
@@ -57,7 +57,7 @@ CONFIGS = {
 }
 NUMERIC = ["train_loss", "test_loss", "test_acc"]
 # Runs `initlab` with the batched engine's group size fixed to argv[1] (then dropped from argv).
-GROUP_LAUNCHER = ("import sys, initlab.engine as e; n = int(sys.argv.pop(1)); "
+GROUP_LAUNCHER = ("import sys, initlab.training.mlp_engine as e; n = int(sys.argv.pop(1)); "
                   "e.default_max_models = lambda *a, **k: n; from initlab.cli import main; main()")
 TIMEOUT = 60
 
@@ -293,7 +293,7 @@ def reference(tmp_path_factory, monkeypatch):
             try:
                 with monkeypatch.context() as m:
                     if group is not None:
-                        m.setattr(initlab.engine, "default_max_models", lambda *a, **k: group)
+                        m.setattr(initlab.training.mlp_engine, "default_max_models", lambda *a, **k: group)
                     initlab.compare(inits=",".join(INITS), dataset="digits", epochs=epochs, seeds=SEEDS,
                                     hidden="32", engine=engine, out=out)
             finally:

@@ -13,7 +13,7 @@ import pytest
 from torch import nn
 
 from initlab.models import user as user_models
-from initlab.diagnostics import build_user_model, load_factory
+from initlab.analysis.diagnostics import build_user_model, load_factory
 
 FACTORY = "import torch.nn as nn\ndef make():\n    return nn.Linear(4, 3)\n"
 
@@ -67,7 +67,7 @@ def test_working_directory_sklearn_py_does_not_break_a_fresh_process(tmp_path):
     write(tmp_path / "sklearn.py", bomb("sklearn"))
     write(tmp_path / "numpy.py", bomb("numpy"))
     write(tmp_path / "mymodels_lf.py", FACTORY)
-    code = ("from initlab.diagnostics import load_factory; load_factory('mymodels_lf:make')(); "
+    code = ("from initlab.analysis.diagnostics import load_factory; load_factory('mymodels_lf:make')(); "
             "import sklearn, numpy; from initlab import load_dataset; "
             "print(load_dataset('digits').x_train.shape[1])")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}

@@ -1,4 +1,4 @@
-"""MLflow export (initlab.mlflow_export, `initlab compare --mlflow`): logged to a local store, read back."""
+"""MLflow export (initlab.trackers.mlflow, `initlab compare --mlflow`): logged to a local store, read back."""
 
 import json
 import os
@@ -13,9 +13,9 @@ pytest.importorskip("alembic")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from initlab import mlflow_export as mx  # noqa: E402
+from initlab.trackers import mlflow as mx  # noqa: E402
 from initlab.cli import app  # noqa: E402
-from initlab.experiment import compare  # noqa: E402
+from initlab.experiments.compare import compare  # noqa: E402
 from initlab.report import write_report  # noqa: E402
 
 INITS = ("zero", "normal(std=0.05)")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from initlab.cli import app
 from initlab.data import load_dataset
 from initlab.models import make_model
-from initlab.mup import coord_check, growth, mup_parametrize, output_layer, restore_attention
+from initlab.schemes.mup import coord_check, growth, mup_parametrize, output_layer, restore_attention
 
 torch.set_num_threads(1)
 DIGITS = (1, 8, 8)

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 import initlab
-import initlab.plots as plots
-import initlab.probe_plots as probe_plots
-from initlab.diagnostics import depth_profile, profile_summary
-from initlab.experiment import CompareSpec
-from initlab.probe import STATS_COLUMNS, effective_rank, neuron_symmetry, probe, probe_stats
-from initlab.sweep import plot_depth as sweep_plot_depth
-from initlab.train import TrainConfig
+import initlab.plots.compare as plots
+import initlab.plots.probe as probe_plots
+from initlab.analysis.diagnostics import depth_profile, profile_summary
+from initlab.experiments.compare import CompareSpec
+from initlab.analysis.probe import STATS_COLUMNS, effective_rank, neuron_symmetry, probe, probe_stats
+from initlab.experiments.depth import plot_depth as sweep_plot_depth
+from initlab.training.loop import TrainConfig
 
 BAD = (math.inf, -math.inf, math.nan)
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from initlab import initialize, mlp, theory
-from initlab.probe import Probe, effective_rank, layer_symmetry, neuron_symmetry, probe, probe_stats
+from initlab import initialize, mlp
+from initlab.core import theory
+from initlab.analysis.probe import Probe, effective_rank, layer_symmetry, neuron_symmetry, probe, probe_stats
 
 
 def _net(inplace: bool, seed: int = 0) -> nn.Sequential:
@@ -150,7 +151,7 @@ def test_probe_stats_columns():
 
 def test_initlab_probe_is_callable_and_still_a_module():
     import initlab
-    import initlab.probe as module
+    import initlab.analysis.probe as module
 
     model = initlab.mlp(6, [5], 3)
     x = torch.randn(7, 6, generator=torch.Generator().manual_seed(0))

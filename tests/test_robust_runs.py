@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import initlab
-from initlab.engine import Population
-from initlab.experiment import CompareSpec, Reporter, build_model, run_compare, summarize
+from initlab.training.mlp_engine import Population
+from initlab.experiments.compare import CompareSpec, Reporter, build_model, run_compare, summarize
 from initlab.schemes import SchemeSpec, parse_scheme
-from initlab.train import DIVERGE_LOSS, TrainConfig, check_init
+from initlab.training.loop import DIVERGE_LOSS, TrainConfig, check_init
 
 ENGINES = ("batched", "single")
 
@@ -169,7 +169,7 @@ def test_memory_is_refused_before_allocating():
 
 
 def test_models_are_built_per_engine_group(monkeypatch):
-    import initlab.experiment as ex
+    import initlab.experiments.compare as ex
 
     built, live, peak = [], [], [0]
     real = ex.build_model

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.sweep import depth_sweep, parse_depths
+from initlab.experiments.depth import depth_sweep, parse_depths
 
 runner = CliRunner()
 
@@ -68,7 +68,7 @@ def test_depth_cli_bad_input(tmp_path, args, message):
 
 
 def test_depth_sweep_resume_keeps_finished_depths(tmp_path):
-    from initlab.experiment import Reporter
+    from initlab.experiments.compare import Reporter
 
     class StopInDepth3(Reporter):
         def start(self, spec, total_runs):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from initlab.sweeps import SweepSpec, run_sweep
+from initlab.experiments.sweeps import SweepSpec, run_sweep
 
 
 @pytest.fixture(autouse=True)

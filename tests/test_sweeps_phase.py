@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.schemes import initialize
-from initlab.sweeps import run_sweep
-from initlab.sweeps.phase import phase_spec, phase_table, plot_phase, six_xi
+from initlab.experiments.sweeps import run_sweep
+from initlab.experiments.sweeps.phase import phase_spec, phase_table, plot_phase, six_xi
 
 
 @pytest.fixture(autouse=True)

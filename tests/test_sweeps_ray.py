@@ -6,7 +6,7 @@ import ray  # noqa: F401  (in the dev extra: `make test` installs it; no skip)
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.sweeps import SweepSpec, run_sweep
+from initlab.experiments.sweeps import SweepSpec, run_sweep
 
 AXES = {"inits": ["xavier", "he", "normal(std=1e6)"], "lr": [0.01, 0.1], "epochs": 2, "dataset": "digits",
         "seeds": 2, "width": [16], "depth": [1, 2]}

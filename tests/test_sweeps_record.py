@@ -5,10 +5,10 @@ import pytest
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.experiment import CompareSpec, run_compare
-from initlab.sweeps import run_sweep
-from initlab.sweeps.record import compare_sweep, record_compare
-from initlab.train import TrainConfig
+from initlab.experiments.compare import CompareSpec, run_compare
+from initlab.experiments.sweeps import run_sweep
+from initlab.experiments.sweeps.record import compare_sweep, record_compare
+from initlab.training.loop import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_cli_depth_store(tmp_path):
                                  "--out", str(tmp_path / "o"), "--store", str(tmp_path / "s.db")])
     assert r.exit_code == 0, r.output
     assert "4 runs recorded" in " ".join(r.output.split())
-    from initlab.sweeps.runstore import RunStore
+    from initlab.experiments.sweeps.runstore import RunStore
 
     with RunStore(tmp_path / "s.db") as st:
         runs = st.runs()

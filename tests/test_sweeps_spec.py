@@ -4,8 +4,8 @@ import torch
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.sweeps import SweepSpec, group_key, load_spec, make_plan, run_hash
-from initlab.sweeps.spec import expand_range
+from initlab.experiments.sweeps import SweepSpec, group_key, load_spec, make_plan, run_hash
+from initlab.experiments.sweeps.spec import expand_range
 
 
 @pytest.fixture(autouse=True)

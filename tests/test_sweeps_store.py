@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.experiment import compare
-from initlab.sweeps import RunStore, SweepReporter, SweepSpec, make_plan, run_sweep
-from initlab.sweeps.runstore import worker_alive, worker_id
+from initlab.experiments.compare import compare
+from initlab.experiments.sweeps import RunStore, SweepReporter, SweepSpec, make_plan, run_sweep
+from initlab.experiments.sweeps.runstore import worker_alive, worker_id
 
 
 @pytest.fixture(autouse=True)

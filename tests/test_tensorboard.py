@@ -1,4 +1,4 @@
-"""TensorBoard export (initlab.tensorboard, `initlab compare --tensorboard`): written, then read back."""
+"""TensorBoard export (initlab.trackers.tensorboard, `initlab compare --tensorboard`): written, then read back."""
 
 import json
 import sys
@@ -14,9 +14,9 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from initlab import tensorboard as tb  # noqa: E402
+from initlab.trackers import tensorboard as tb  # noqa: E402
 from initlab.cli import app  # noqa: E402
-from initlab.experiment import build_model, compare, prepare_data  # noqa: E402
+from initlab.experiments.compare import build_model, compare, prepare_data  # noqa: E402
 from initlab.schemes import parse_scheme  # noqa: E402
 
 INITS = ("zero", "normal(std=0.05)")

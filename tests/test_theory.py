@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from initlab import schemes, theory as T
+from initlab import schemes
+from initlab.core import theory as T
 
 
 @pytest.mark.parametrize("q", [0.3, 1.0, 7.0])

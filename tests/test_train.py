@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from initlab.data import class_balance, majority_rate
-from initlab.experiment import CompareSpec, build_model
+from initlab.experiments.compare import CompareSpec, build_model
 from initlab.models import mlp
 from initlab.schemes import initialize, parse_scheme
-from initlab.train import TrainConfig, derive_seed, evaluate, train_model
+from initlab.training.loop import TrainConfig, derive_seed, evaluate, train_model
 
 
 def record_inputs(model):

@@ -9,7 +9,7 @@ from torch import nn
 
 import initlab
 from initlab.data import Dataset
-from initlab.experiment import CompareSpec, prepare_data, run_compare
+from initlab.experiments.compare import CompareSpec, prepare_data, run_compare
 from initlab.models import (
     ResidualInfo,
     Scalar,
@@ -23,7 +23,7 @@ from initlab.models import (
     parse_model,
     residual_info,
 )
-from initlab.train import TrainConfig
+from initlab.training.loop import TrainConfig
 
 ZOO = ["mlp", "cnn", "resmlp", "resnet", "transformer"]
 SMALL = {"mlp": "mlp(depth=2,width=16)", "cnn": "cnn(depth=3,channels=4)", "resmlp": "resmlp(blocks=2,width=16)",

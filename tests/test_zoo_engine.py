@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from initlab.experiment import CompareSpec, run_compare
+from initlab.experiments.compare import CompareSpec, run_compare
 from initlab.models import make_model
-from initlab.train import TrainConfig
+from initlab.training.loop import TrainConfig
 from tests.test_func_engine import assert_same_run, single_and_batched, toy
 
 ZOO_SPECS = [  # small enough for seconds; every norm and residual option once
@@ -62,7 +62,7 @@ def test_compare_on_a_zoo_model_gives_the_same_numbers_batched_and_single(model)
 
 
 def test_compare_chooses_the_engine_and_says_why_it_falls_back():
-    from initlab.experiment import ProbeBatch, choose_engine, prepare_data
+    from initlab.experiments.compare import ProbeBatch, choose_engine, prepare_data
     from initlab.data import load_dataset
 
     data = load_dataset("digits")

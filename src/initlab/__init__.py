@@ -1,25 +1,21 @@
 """initlab: a lab for neural-network weight initialization.
 
-Schemes (``initialize`` for any network, by one scheme or rules per name/type; ``initialize_with_report``;
-``list_schemes``), data (``load_dataset``), models (``mlp``; the zoo by spec: ``make_model("resnet(blocks=20)",
-(1, 28, 28), 10)``, ``list_models``, ``register_model``, ``residual_info``), training
-(``TrainConfig``, ``train_model``; many models at once: ``train_population``), honest comparisons (``compare``), diagnostics
-(``probe_model``, ``probe_stats``, ``layer_symmetry``), mean-field theory (``initlab.theory``,
-``initlab.criticality``), the model's graph (``read_graph``) and ``initlab.audit``.
+The public API, listed once in ``__all__`` (tests/test_public_api.py holds it):
 
-``initlab.probe`` and ``initlab.audit`` are modules and, being callable, also the functions:
-``initlab.probe(model, inputs, targets)`` runs :func:`initlab.probe.probe` (``probe_model`` is an
-alias) and ``initlab.audit(model, example)`` runs :func:`initlab.audit.audit`. Binding the
-functions themselves to those names would shadow the modules.
+- schemes: ``initialize`` any network by one scheme or rules per name/type, ``initialize_with_report``,
+  ``list_schemes``, ``get_scheme``, ``register_scheme``, ``parse_scheme``;
+- data (``load_dataset``) and models (``mlp``; the zoo by spec: ``make_model("resnet(blocks=20)",
+  (1, 28, 28), 10)``, ``list_models``, ``register_model``, ``residual_info``);
+- training (``TrainConfig``, ``train_model``; many models at once: ``train_population``);
+- experiments: the honest ``compare``, ``depth_sweep``, ``run_sweep``;
+- analysis: ``probe`` (per-layer statistics; ``probe_model`` is the same function), ``audit``,
+  ``jacobian_spectrum``, ``layer_symmetry``; the maths: ``initlab.theory`` and ``initlab.criticality``;
+- the model's graph (``read_graph``) and μP (``mup_parametrize``, ``coord_check``).
+
+Layers and what each may import: docs/architecture.md.
 """
-import initlab.audit  # noqa: F401  (callable module: initlab.audit(model, example))
-from initlab.audit import AuditReport
-from initlab.data import DATASETS, Dataset, DataError, load_dataset
-from initlab.engine import Population, train_population
-from initlab.experiment import CompareResult, CompareSpec, compare, run_compare
-from initlab.models import ACTIVATIONS, ModelSpec, list_models, make_model, mlp, register_model, residual_info
-from initlab.probe import Probe, effective_rank, layer_symmetry, neuron_symmetry, probe_stats
-from initlab.probe import probe as probe_model
+from initlab.core import criticality, theory
+from initlab.data import DATASETS, DataError, Dataset, load_dataset
 from initlab.schemes import (
     Rule,
     SchemeSpec,
@@ -33,11 +29,37 @@ from initlab.schemes import (
     register_scheme,
     variance_scaling_,
 )
+from initlab.schemes.mup import MuPPlan, mup_parametrize
 from initlab.graph import ModelGraph, read_graph
-from initlab.jacobian import JacobianSpectrum, jacobian_spectrum
-from initlab.mup import MuPPlan, coord_check, mup_parametrize
-from initlab.sweep import DepthSweepResult, depth_sweep
-from initlab.sweeps import RunStore, SweepSpec, load_spec, run_sweep
-from initlab.train import TrainConfig, evaluate, train_model
+from initlab.models import ACTIVATIONS, ModelSpec, list_models, make_model, mlp, register_model, residual_info
+from initlab.training.loop import TrainConfig, evaluate, train_model
+from initlab.training.mlp_engine import Population, train_population
+from initlab.analysis.probe import Probe, effective_rank, layer_symmetry, neuron_symmetry, probe, probe_stats
+from initlab.analysis.audit import AuditReport, audit
+from initlab.analysis.jacobian import JacobianSpectrum, jacobian_spectrum
+from initlab.experiments.compare import CompareResult, CompareSpec, compare, run_compare
+from initlab.experiments.depth import DepthSweepResult, depth_sweep
+from initlab.experiments.sweeps import RunStore, SweepSpec, load_spec, run_sweep
+from initlab.schemes.mup import coord_check
+
+probe_model = probe  # the name the README used before ``initlab.probe`` was the function itself
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # schemes
+    "initialize", "initialize_with_report", "list_schemes", "get_scheme", "register_scheme", "parse_scheme",
+    "parse_scheme_list", "SchemeSpec", "Rule", "calculate_gain", "variance_scaling_", "mup_parametrize", "MuPPlan",
+    # data and models
+    "load_dataset", "Dataset", "DataError", "DATASETS", "mlp", "make_model", "list_models", "register_model",
+    "residual_info", "ModelSpec", "ACTIVATIONS", "read_graph", "ModelGraph",
+    # training
+    "TrainConfig", "train_model", "evaluate", "train_population", "Population",
+    # analysis and maths
+    "probe", "probe_model", "probe_stats", "Probe", "layer_symmetry", "neuron_symmetry", "effective_rank",
+    "audit", "AuditReport", "jacobian_spectrum", "JacobianSpectrum", "theory", "criticality",
+    # experiments
+    "compare", "run_compare", "CompareSpec", "CompareResult", "depth_sweep", "DepthSweepResult",
+    "run_sweep", "SweepSpec", "RunStore", "load_spec", "coord_check",
+    "__version__",
+]

@@ -87,8 +87,8 @@ def check_lsuv(ctx: CheckContext) -> ClaimResult:
           "even for networks with 10,000 layers.")
 def check_fixup(ctx: CheckContext) -> ClaimResult:
     from initlab.data import majority_rate
-    from initlab.experiment import CompareSpec, run_compare
-    from initlab.train import TrainConfig
+    from initlab.experiments.compare import CompareSpec, run_compare
+    from initlab.training.loop import TrainConfig
 
     blocks, epochs = (12, 1) if ctx.quick else (50, 3)
     model = f"resmlp(blocks={blocks},width=64,norm=none,fixup=true)"
@@ -224,7 +224,7 @@ def check_zero_rank(ctx: CheckContext) -> ClaimResult:
           "achieves dynamical isometry: the singular values of its input-output Jacobian concentrate near one, "
           "while Gaussian kernels of the same variance spread them out.")
 def check_delta_orthogonal(ctx: CheckContext) -> ClaimResult:
-    from initlab.jacobian import jacobian_spectrum
+    from initlab.analysis.jacobian import jacobian_spectrum
     from initlab.schemes import initialize
 
     depth, channels, size = (8, 4, 6) if ctx.quick else (24, 8, 8)
@@ -264,7 +264,7 @@ STABLE, BLOWS_UP = 2.0, 10.0
           "with width, while in the Maximal Update Parametrization every activation's coordinate size stays "
           "roughly constant as width grows.")
 def check_mup(ctx: CheckContext) -> ClaimResult:
-    from initlab.mup import coord_check, growth, output_layer
+    from initlab.schemes.mup import coord_check, growth, output_layer
 
     widths, seeds = ((32, 256), 1) if ctx.quick else ((64, 256, 1024, 4096), 2)
     coords = coord_check("mlp(depth=2)", widths, steps=3, seeds=seeds, lr=1e-2, optimizer="adam",

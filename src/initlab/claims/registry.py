@@ -29,9 +29,9 @@ import torch
 from initlab import store
 from initlab.data import load_dataset
 from initlab.models import mlp
-from initlab.probe import layer_symmetry, probe
+from initlab.analysis.probe import layer_symmetry, probe
 from initlab.schemes import initialize
-from initlab.train import INIT_STREAM, TrainConfig, make_generator, train_model
+from initlab.training.loop import INIT_STREAM, TrainConfig, make_generator, train_model
 
 VERDICTS = ("confirmed", "refuted", "depends")
 SEED_FILE = "weight-initialization-notebook.txt"
@@ -240,7 +240,7 @@ def _final_acc(res) -> float:
 def _signal(activation: str, scheme: str, depth: int, width: int, seed: int = 0, n: int = 256) -> pd.DataFrame:
     """Probe a random ``depth``-hidden-layer MLP on x ~ N(0, I_width), random labels: Linear rows only.
 
-    Columns of ``initlab.probe.probe`` plus ``layer`` (1..depth+1); ``out_std`` of a Linear is the
+    Columns of ``initlab.analysis.probe.probe`` plus ``layer`` (1..depth+1); ``out_std`` of a Linear is the
     pre-activation std, ``grad_out_norm`` the backward signal dL/dh at that layer.
     """
     g = torch.Generator().manual_seed(1000 + seed)
@@ -262,7 +262,7 @@ def _plot(ctx: CheckContext, name: str, draw: Callable) -> str | None:
     path = ctx.plot_path(name)
     if path is None:
         return None
-    from initlab.plots import plt, save_figure
+    from initlab.plots.compare import plt, save_figure
 
     fig = draw(plt)
     return str(save_figure(fig, path))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from initlab import schemes as S
-from initlab import theory
+from initlab.core import theory
 from initlab.claims.registry import (EXPLODED, PRESERVE_FACTOR, VANISHED, CheckContext, ClaimResult, _constant_rate, _digits, _final_acc,
                             _fit, _grad_ratio, _net, _plot, _preserved, _signal, _trains, layer_symmetry,
                             register_claim)
@@ -372,7 +372,7 @@ def check_variance_matched(ctx: CheckContext) -> ClaimResult:
         ax.set_xlabel("layer")
         ax.set_ylabel("pre-activation variance")
         ax.set_title(f"Signal variance through a width-{width} MLP, x ~ N(0, I)\n"
-                     "markers: measured; lines: mean-field theory (initlab.theory)", fontsize=10)
+                     "markers: measured; lines: mean-field theory (initlab.core.theory)", fontsize=10)
         ax.legend(fontsize=8, ncol=2)
         ax.grid(True, alpha=0.3)
         return fig

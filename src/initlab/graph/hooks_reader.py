@@ -15,7 +15,7 @@ from initlab.graph.ops import (
 class _CallOrder:
     """Forward hooks on every weight layer and every leaf module outside one; records calls in order.
 
-    Owns its hooks (as :class:`initlab.probe.Probe`): leaving the context removes them, on error too.
+    Owns its hooks (as :class:`initlab.analysis.probe.Probe`): leaving the context removes them, on error too.
     """
 
     def __init__(self, model: nn.Module):

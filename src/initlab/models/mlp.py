@@ -2,7 +2,7 @@
 
 The factories return plain ``nn.Sequential`` stacks so any scheme in :mod:`initlab.schemes`
 applies to them, hooks see every layer by its ``named_modules`` name, and the batched engine
-can read the architecture back from the module (see :func:`initlab.engine.mlp_layout`).
+can read the architecture back from the module (see :func:`initlab.training.mlp_engine.mlp_layout`).
 """
 from __future__ import annotations
 

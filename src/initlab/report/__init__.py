@@ -24,10 +24,10 @@ GENERATOR = '<meta name="generator" content="initlab report">'
 
 
 def _builders() -> dict:
-    from initlab.report import claims, compare, depth, diagnostics
+    from initlab.report import analysis, claims, compare, depth
 
-    return {"compare": compare.build, "depth": depth.build, "probe": diagnostics.build_probe,
-            "claims": claims.build, "audit": diagnostics.build_audit}
+    return {"compare": compare.build, "depth": depth.build, "probe": analysis.build_probe,
+            "claims": claims.build, "audit": analysis.build_audit}
 
 
 def _environment():

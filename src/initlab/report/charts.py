@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 # matplotlib's default cycle, so a page and the PNGs of the same result colour an init alike
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
-# Line styles as in initlab.plots: paired seeds can give identical curves (zero and random at chance),
+# Line styles as in initlab.plots.compare: paired seeds can give identical curves (zero and random at chance),
 # and a dashed line keeps the one below visible.
 DASHES = ("", "7 4", "7 3 2 3", "2 3")
 

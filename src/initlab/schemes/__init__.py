@@ -63,7 +63,7 @@ from initlab.schemes.lsuv import lsuv_
 from initlab.schemes.identity import delta_orthogonal_, dirac_, eye_, partial_identity_, zero_hadamard_  # noqa: F401  (registers them)
 from initlab.schemes.residual import fixup_rules, gpt2_rules, rezero_rules, skipinit_rules  # noqa: F401  (registers fixup, skipinit, rezero, gpt2)
 
-# Private names of the former single module, still read by initlab.theory (_as_spec) and the tests
+# Private names of the former single module, still read by initlab.core.theory (_as_spec) and the tests
 # (_SCHEMES, _ALIASES: the registry's own dicts, so changes through either name are shared).
 from initlab.schemes.functions import _LINEAR_GAIN_NAMES, _check_choice, _check_number, _fan, _kaiming_std  # noqa: F401
 from initlab.schemes.registry import _ALIASES, _SCHEMES, _init_bias  # noqa: F401

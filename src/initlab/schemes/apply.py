@@ -263,7 +263,7 @@ def initialize(
     """Initialize every parametrized layer of ``module`` in place by ``rules``; return the module.
 
     ``"auto"`` (``"auto(mode=empirical)"``, ...) reads the model's graph on ``example`` and picks
-    each layer's scale from the activation it feeds: see :mod:`initlab.auto`. ``"lsuv"`` (alone
+    each layer's scale from the activation it feeds: see :mod:`initlab.schemes.auto`. ``"lsuv"`` (alone
     or as the value of rules) rescales each Linear/Conv layer it covers until its output std on
     ``example`` is 1: see :mod:`initlab.schemes.lsuv`. :func:`needs_example` says which need it.
     ``"fixup"``, ``"skipinit"``, ``"rezero"`` and ``"gpt2"`` (alone or as the value of ``"*"``)
@@ -305,7 +305,7 @@ def initialize(
         >>> initialize(nn.LSTM(8, 16), "xavier", recurrent="orthogonal", forget_bias=1.0, generator=g)
     """
     if _is_auto(rules):
-        from initlab.auto import auto_initialize
+        from initlab.schemes.auto import auto_initialize
 
         return auto_initialize(module, example, generator=generator, **_auto_params(rules, params))
     rules, params, _ = _model_level(module, rules, params)
@@ -389,7 +389,7 @@ def initialize_with_report(
 ):
     """``initialize``, returning ``(module, report)``: one row per tensor or block.
 
-    With ``"auto"`` the report also has each tensor's layer reading (see :func:`initlab.auto.auto_initialize`);
+    With ``"auto"`` the report also has each tensor's layer reading (see :func:`initlab.schemes.auto.auto_initialize`);
     with ``"lsuv"`` each rescaled layer's iterations and output std (see :mod:`initlab.schemes.lsuv`).
 
     Columns: parameter (qualified name, ``[q]`` / ``[gate f]`` for blocks), module_type, rule (the
@@ -398,7 +398,7 @@ def initialize_with_report(
     spectral_norm's rescaling, padding rows, forget gates, why a class is unsupported).
     """
     if _is_auto(rules):
-        from initlab.auto import auto_initialize
+        from initlab.schemes.auto import auto_initialize
 
         return auto_initialize(module, example, generator=generator, report=True, **_auto_params(rules, params))
     from initlab.schemes.residual import annotate

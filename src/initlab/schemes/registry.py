@@ -200,7 +200,7 @@ register_scheme("pytorch_default", bias="pytorch_default", aliases=("default",))
 def auto_(weight, *, generator=None, mode="analytic", max_sigma_b2=0.5, target_q=1.0, tol=0.1, max_iters=10):
     """Whole-model init from the model's graph: each layer at its activation's critical point.
 
-    See :mod:`initlab.auto`; it needs the model and an example batch, so it is applied by
+    See :mod:`initlab.schemes.auto`; it needs the model and an example batch, so it is applied by
     ``initialize(model, "auto", example=batch)``, not per tensor.
     """
     raise ValueError("auto initializes a whole model from its graph: call initialize(model, 'auto', "

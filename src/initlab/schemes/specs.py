@@ -136,7 +136,7 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
     spec = parse_scheme(scheme) if isinstance(scheme, str) else (
         scheme if isinstance(scheme, SchemeSpec) else SchemeSpec.from_dict(scheme))
     if spec.name == "auto":  # a whole-model scheme: its parameters are checked, nothing is drawn
-        from initlab.auto import check_auto_params
+        from initlab.schemes.auto import check_auto_params
 
         try:
             check_auto_params(**spec.params)

@@ -1,0 +1,423 @@
+"""``initlab.analysis.audit``: how would each candidate init treat *this* model, and which one to use.
+
+For a model and an example batch, every candidate scheme (``auto``, ``he``, ``xavier``,
+``pytorch_default`` and any given) initializes a fresh copy of the model (``copy.deepcopy``, the
+caller's model is never touched) from the same seeded generator; one forward and one backward pass
+(``initlab.analysis.probe``) measure, per layer, the output std (forward signal) and the weight-gradient
+norm (backward signal), next to the mean-field prediction (:func:`predict_stds`) for the plain
+chain of layers the theory covers (``initlab.core.theory``: q_l = σ_w²·E[φ(√q_{l-1} z)²] + σ_b²,
+Poole et al. 2016).
+
+Flags per scheme (thresholds are the targets of a depth-stable init; a trainable deep net keeps
+both signals within these bounds over its whole depth):
+
+* ``vanishing`` / ``exploding``: forward RMS ratio below 1/2 or above 2: the RMS of what the last
+  weight layer (the classifier) receives over the RMS of what the second weight layer receives,
+  i.e. the last hidden representation over the first (for an MLP at a fixed point this is the
+  post-activation form of "last/first hidden pre-activation"; for a residual net it measures the
+  residual stream, not a branch's scaled-down output);
+* ``grad vanishing`` / ``grad exploding``: weight-gradient norm ratio, first weight layer over the
+  last hidden one, below 1/10 or above 10 (Schoenholz et al. 2017: χ₁ ≠ 1 compounds per layer);
+* ``dead``: a ReLU-family layer with more than half of its units never positive on the batch;
+* ``saturated``: a tanh/sigmoid layer with more than half of its outputs saturated;
+* ``symmetric``: a weight layer with fewer distinct units than units (zero/constant init);
+* ``non-finite``: any output or gradient inf/NaN.
+
+The recommendation is the candidate with the fewest flags, ties broken by the smallest
+|log forward ratio| + |log gradient ratio|; its reason names the numbers.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from initlab.analysis.probe import RELU_FAMILY, SATURATING, probe
+
+DEFAULT_CANDIDATES = ("auto", "he", "xavier", "pytorch_default")
+WEIGHT_KINDS = ("Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                "ConvTranspose3d", "Embedding", "EmbeddingBag", "RNN", "LSTM", "GRU")
+FORWARD_BOUNDS = (0.5, 2.0)  # last/first hidden output RMS
+GRAD_BOUNDS = (0.1, 10.0)  # first/last hidden weight-gradient norm
+DEAD_LIMIT = SAT_LIMIT = 0.5
+
+
+class _Logits(nn.Module):
+    """Wrap a model whose output is a tuple/dict so the probe sees one logits tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return pick_logits(self.model(*args, **kwargs))
+
+
+def pick_logits(out):
+    """The logits of a model output: the tensor itself, ``out["logits"]``, or the first tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        if "logits" in out and isinstance(out["logits"], torch.Tensor):
+            return out["logits"]
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        for item in out:
+            if isinstance(item, torch.Tensor):
+                return item
+    raise ValueError(f"cannot find logits in a model output of type {type(out).__name__}; "
+                     "return a tensor, a tuple whose first tensor is the logits, or a dict with 'logits'")
+
+
+@dataclass
+class SchemeAudit:
+    """What one candidate scheme does to the model: per-layer rows, ratios and flags."""
+
+    scheme: str
+    layers: pd.DataFrame  # probe rows of weight layers + predictions
+    forward_ratio: float
+    grad_ratio: float
+    flags: list[str]
+    error: str | None = None  # the scheme could not be applied (e.g. a layer it cannot handle)
+    # input-output Jacobian at init (initlab.jacobian_spectrum, first two examples): mean squared
+    # singular value (1 = isometry on average, Pennington et al. 2017) and the decades spanned by
+    # the middle 90% of singular values (how far from dynamical isometry); NaN if it cannot be taken
+    jac_mean_sq: float = math.nan
+    jac_decades: float = math.nan
+
+    @property
+    def healthy(self) -> bool:
+        return self.error is None and not self.flags
+
+
+@dataclass
+class AuditReport:
+    """``audit``'s result: one :class:`SchemeAudit` per candidate, the recommendation and why."""
+
+    model_name: str
+    candidates: dict[str, SchemeAudit]
+    recommended: str | None
+    reason: str
+    profile: pd.DataFrame = field(repr=False, default=None)  # all probe rows, with a ``scheme`` column
+
+    def summary(self) -> pd.DataFrame:
+        rows = []
+        for name, a in self.candidates.items():
+            rows.append({"scheme": name, "forward_ratio": a.forward_ratio, "grad_ratio": a.grad_ratio,
+                         "jac_mean_sq": a.jac_mean_sq, "jac_decades": a.jac_decades,
+                         "flags": ", ".join(a.flags) if a.error is None else f"error: {a.error}",
+                         "recommended": name == self.recommended})
+        return pd.DataFrame(rows)
+
+    def assert_healthy(self, scheme: str | None = None) -> None:
+        """Raise AssertionError listing the flags of ``scheme`` (default: the recommended one).
+
+        For a user's CI: ``initlab.audit(model, batch).assert_healthy("auto")``.
+        """
+        name = scheme or self.recommended
+        if name not in self.candidates:
+            raise ValueError(f"scheme {name!r} was not audited; choose from: {', '.join(self.candidates)}")
+        a = self.candidates[name]
+        if not a.healthy:
+            problems = a.error or "; ".join(a.flags)
+            raise AssertionError(f"{self.model_name} under {name}: {problems} (forward ratio "
+                                 f"{a.forward_ratio:.3g}, gradient ratio {a.grad_ratio:.3g})")
+
+
+def _ratios(layers: pd.DataFrame) -> tuple[float, float]:
+    """Forward: RMS of the last weight layer's input / the second's (the first's with two layers);
+    gradient: the first weight layer's weight-gradient norm / the last hidden one's."""
+    if len(layers) < 2:
+        return math.nan, math.nan
+    hidden = layers.iloc[:-1] if len(layers) >= 3 else layers
+    return (_div(layers["in_rms"].iloc[-1], layers["in_rms"].iloc[1 if len(layers) >= 3 else 0]),
+            _div(hidden["weight_grad_norm"].iloc[0], hidden["weight_grad_norm"].iloc[-1]))
+
+
+_PLAIN = ("Linear", "NonDynamicallyQuantizableLinear", "Conv1d", "Conv2d", "Conv3d")
+_SAFE_THROUGH = {"Dropout", "Flatten", "Identity", "flatten", "view", "reshape", "dropout", "contiguous"}
+
+
+def predict_stds(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """Mean-field std of each weight layer's output, for the plain chain at the model's start.
+
+    Per layer, in execution order: q = fan_in·E[W²]·m + E[b²], m the second moment of its input
+    (E[x²] of the example for the first; E[φ(√q_prev z)²] by quadrature after an elementwise φ,
+    q_prev after none), with E[W²], E[b²] of the weights as drawn (Poole et al. 2016, eq. 3). The
+    chain stops at the first layer the theory does not cover here (a norm, pooling, a residual
+    branch, a concatenation, a layer type other than Linear/Conv): later layers get no prediction.
+    """
+    from initlab.core import theory
+    from initlab.graph import read_graph
+
+    try:
+        graph = read_graph(model, example)
+    except ValueError:
+        return {}
+    if graph.method != "fx" or graph.residual_streams:
+        return {}
+    m = float(example.detach().double().pow(2).mean())
+    out: dict[str, float] = {}
+    for layer in graph.layers:
+        w = getattr(layer.module, "weight", None)
+        if layer.kind not in _PLAIN or not isinstance(w, torch.Tensor) or layer.concat_group is not None:
+            break
+        b = getattr(layer.module, "bias", None)
+        fan_in = w[0].numel()
+        q = fan_in * float(w.detach().double().pow(2).mean()) * m
+        q += float(b.detach().double().pow(2).mean()) if isinstance(b, torch.Tensor) else 0.0
+        out[layer.name] = math.sqrt(q)
+        if not set(layer.through) <= _SAFE_THROUGH:
+            break
+        if layer.feeds == "activation" and layer.activation is not None:
+            try:
+                m = theory.variance_map(layer.activation, q, 1.0, 0.0) if q > 0 else 0.0
+            except Exception:  # noqa: BLE001 - a φ the quadrature cannot evaluate: stop predicting
+                break
+        elif layer.feeds == "none" and not layer.is_output:
+            m = q
+        else:
+            break
+    return out
+
+
+def _input_rms(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """RMS of the first tensor each weight layer receives on ``example`` (first call), by name."""
+    seen: dict[str, float] = {}
+
+    def hook(name):
+        def pre(module, args):
+            t = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            if name not in seen and t is not None and t.is_floating_point():
+                seen[name] = float(t.detach().double().pow(2).mean().sqrt())
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules()
+               if type(m).__name__ in WEIGHT_KINDS or isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _div(a, b) -> float:
+    """a / b as a float; NaN when undefined (0/0, inf/inf, NaN), ±inf for x/0."""
+    with np.errstate(all="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
+def _flags(frame: pd.DataFrame, layers: pd.DataFrame, f: float, g: float) -> list[str]:
+    flags = []
+    if len(layers) and float(layers["out_std"].iloc[0]) == 0:
+        flags.append("no signal (the first layer outputs zeros)")
+    grads = frame[["grad_out_norm", "weight_grad_norm"]].to_numpy(dtype=float)
+    if (frame["nonfinite_frac"].fillna(0) > 0).any() or np.isinf(grads).any():
+        flags.append("non-finite")
+    if math.isfinite(f):
+        if f < FORWARD_BOUNDS[0]:
+            flags.append(f"vanishing (forward ×{f:.2g})")
+        elif f > FORWARD_BOUNDS[1]:
+            flags.append(f"exploding (forward ×{f:.2g})")
+    if math.isfinite(g):
+        if g < GRAD_BOUNDS[0]:
+            flags.append(f"grad vanishing (first/last ×{g:.2g})")
+        elif g > GRAD_BOUNDS[1]:
+            flags.append(f"grad exploding (first/last ×{g:.2g})")
+    dead = frame[frame["kind"].isin(RELU_FAMILY) & (frame["dead_frac"] > DEAD_LIMIT)]
+    if len(dead):
+        flags.append(f"dead ({len(dead)} layer{'s' if len(dead) > 1 else ''} > {DEAD_LIMIT:.0%} dead units)")
+    sat = frame[frame["kind"].isin(list(SATURATING)) & (frame["sat_frac"] > SAT_LIMIT)]
+    if len(sat):
+        flags.append(f"saturated ({len(sat)} layer{'s' if len(sat) > 1 else ''} > {SAT_LIMIT:.0%} saturated)")
+    sym = layers[layers["distinct_units"].notna() & (layers["distinct_units"] < layers["units"])]
+    if len(sym):
+        flags.append(f"symmetric ({len(sym)} layer{'s' if len(sym) > 1 else ''} with duplicate units)")
+    return flags
+
+
+def _targets(model: nn.Module, example, generator: torch.Generator, name: str = "the model"):
+    """Random class labels for a (B, C) output; None (loss = output sum) otherwise.
+
+    The output must be a floating-point tensor with one row per example (``(B, ...)``): a scalar,
+    a batch of another size or integer outputs (``argmax``) carry no per-example gradient signal.
+    """
+    with torch.no_grad():
+        out = pick_logits(model(example))
+    batch = example.shape[0] if example.dim() else None
+    if out.dim() == 0 or out.shape[0] != batch:
+        raise ValueError(f"{name} returns an output of shape {tuple(out.shape)} for an input of shape "
+                         f"{tuple(example.shape)}; audit needs one output row per example, (batch, classes)")
+    if not (out.is_floating_point() or out.is_complex()):
+        raise ValueError(f"{name} returns {out.dtype} outputs, which carry no gradient; return the logits "
+                         "(floating point), not e.g. their argmax")
+    if out.dim() == 2 and out.shape[1] > 1:
+        return torch.randint(0, out.shape[1], (out.shape[0],), generator=generator)
+    return None
+
+
+def _probe_one(model: nn.Module, example: torch.Tensor, targets) -> pd.DataFrame:
+    frame = probe(_Logits(model), example, targets)
+    frame["name"] = frame["name"].str.replace(r"^model\.?", "", regex=True)
+    return frame[frame["name"] != ""].reset_index(drop=True)
+
+
+def _jacobian(net: nn.Module, example: torch.Tensor, seed: int) -> tuple[float, float]:
+    """(mean squared singular value, decades of the middle 90%) of the logits' Jacobian w.r.t. the input
+    on the first two examples (exact for small input×output, randomized otherwise); NaNs if it fails."""
+    from initlab.analysis.jacobian import jacobian_spectrum
+
+    try:
+        spec = jacobian_spectrum(_Logits(net), example, max_examples=2, generator=torch.Generator().manual_seed(seed))
+        return float(spec.mean_sq), float(spec.decades)
+    except Exception:  # noqa: BLE001 - integer inputs (embeddings), non-differentiable models: no spectrum
+        return math.nan, math.nan
+
+
+def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None = None, *,
+          targets: torch.Tensor | None = None, seed: int = 0, name: str | None = None) -> AuditReport:
+    """Measure the model's forward and backward signal at init under each candidate scheme.
+
+    Args:
+        model: any ``nn.Module`` called with one tensor; its output may be a tensor, a tuple
+            (first tensor = logits) or a dict (``"logits"``). It is deep-copied, never changed.
+        example: an input batch (e.g. 256 training examples, or N(0, 1) of the input shape).
+        schemes: candidates; default ``auto, he, xavier, pytorch_default`` plus nothing else.
+        targets: class labels for a cross-entropy loss; default random labels for a (B, C) output,
+            else the loss is the output's sum.
+        seed: seed of every candidate's init generator (the same draws for each).
+        name: how the model is called in messages.
+
+    Returns:
+        :class:`AuditReport`; ``report.summary()`` is one row per scheme, ``assert_healthy()``
+        raises on flags.
+    """
+    from initlab.schemes import initialize, needs_example, parse_scheme_list
+
+    candidates = parse_scheme_list(list(schemes) if schemes is not None else list(DEFAULT_CANDIDATES))
+    name = name or type(model).__name__
+    if not isinstance(example, torch.Tensor):
+        raise ValueError(f"audit calls the model with one tensor, got {type(example).__name__}; wrap a "
+                         "multi-input model in a module that takes one tensor")
+    try:
+        targets = targets if targets is not None else _targets(model, example, torch.Generator().manual_seed(seed), name)
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's model failing on the example is a user error
+        raise ValueError(f"{name} fails on the example input of shape {tuple(example.shape)}: "
+                         f"{type(e).__name__}: {e}") from None
+    results, frames = {}, []
+    for scheme in candidates:
+        # the user's model runs under every scheme (auto calls it too): its failure under one scheme
+        # (a forward that raises on some weights, a model deepcopy cannot copy) is that scheme's error
+        try:
+            net = copy.deepcopy(model)
+            kwargs = {"example": example} if needs_example(scheme) else {}
+            initialize(net, scheme, generator=torch.Generator().manual_seed(seed), **kwargs)
+        except (ValueError, TypeError) as e:
+            results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [], error=str(e))
+            continue
+        except Exception as e:  # noqa: BLE001 - see above
+            results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [],
+                                          error=f"{name} fails under {scheme}: {type(e).__name__}: {e}")
+            continue
+        try:
+            frame = _probe_one(net, example, targets)
+            rms = _input_rms(net, example)
+        except Exception as e:  # noqa: BLE001 - see above
+            results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [],
+                                          error=f"{name} fails under {scheme}: {type(e).__name__}: {e}")
+            continue
+        try:
+            pred = predict_stds(net, example)
+        except Exception:  # noqa: BLE001 - predictions are optional: a model they cannot read gets none
+            pred = {}
+        layers = frame[frame["kind"].isin(WEIGHT_KINDS)].drop_duplicates("name").reset_index(drop=True)
+        layers["in_rms"] = [rms.get(n, math.nan) for n in layers["name"]]
+        layers["pred_std"] = [pred.get(n, math.nan) for n in layers["name"]]
+        f, g = _ratios(layers)
+        jac = _jacobian(net, example, seed)
+        results[scheme] = SchemeAudit(scheme, layers, f, g, _flags(frame, layers, f, g), None, *jac)
+        frames.append(frame.assign(scheme=scheme))
+    recommended, reason = _recommend(results)
+    profile = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return AuditReport(name, results, recommended, reason, profile)
+
+
+def check_mlp_memory(sizes: Sequence[int], batch: int) -> int:
+    """Refuse (one-line ValueError) auditing an MLP of layer ``sizes`` (in, hidden..., out) on
+    ``batch`` examples when it would not fit in free CPU memory; return the estimate in bytes.
+
+    Estimate (as :func:`initlab.analysis.diagnostics.check_profile_memory`, plus the caller's model next to
+    each candidate's copy): parameters three times (model, copy, gradients; 4 bytes each), the
+    example batch, and per hidden layer the batch's outputs kept for backward, their gradients and
+    the float64 copies the statistics take (≈ 6 × 4 bytes per element, Linear and activation rows).
+    """
+    from initlab.training.memory import available_bytes, format_bytes
+    from initlab.models import arch_text
+
+    sizes = [int(n) for n in sizes]
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    need = 12 * params + 4 * batch * sizes[0] + 24 * batch * (2 * sum(sizes[1:-1]) + sizes[-1])
+    free = available_bytes("cpu")
+    if free is not None and need > free:
+        raise ValueError(f"auditing a {arch_text(sizes)} MLP on {batch} examples needs ~{format_bytes(need)} but the "
+                         f"CPU has {format_bytes(free)} free; use a smaller width, depth, --batch or input")
+    return need
+
+
+def _recommend(results: dict[str, SchemeAudit]) -> tuple[str | None, str]:
+    ok = {k: a for k, a in results.items() if a.error is None}
+    if not ok:
+        return None, "no candidate could be applied to this model"
+
+    def cost(a: SchemeAudit) -> tuple[int, float]:
+        spread = sum(abs(math.log(r)) if r > 0 and math.isfinite(r) else math.inf for r in (a.forward_ratio, a.grad_ratio))
+        return len(a.flags), spread
+
+    best = min(ok, key=lambda k: cost(ok[k]))
+    a = ok[best]
+    nums = f"forward ratio {a.forward_ratio:.3g}, gradient ratio {a.grad_ratio:.3g}"
+    others = [f"{k}: {', '.join(o.flags)}" for k, o in ok.items() if k != best and o.flags]
+    if a.flags:
+        return best, f"{best} has the fewest problems ({'; '.join(a.flags)}; {nums}); no candidate is healthy"
+    return best, f"{best} keeps both signals bounded ({nums})" + ("; " + "; ".join(others) if others else "")
+
+
+def plot_audit(report: AuditReport, out_dir: str | Path) -> list[Path]:
+    """``audit_forward.png`` and ``audit_backward.png``: per weight layer, one line per scheme."""
+    from initlab.plots.compare import plt, save_figure
+
+    out_dir = Path(out_dir)
+    paths = []
+    for col, label, fname in (("out_std", "std of the layer's output", "audit_forward.png"),
+                              ("weight_grad_norm", "‖dLoss/dW‖", "audit_backward.png")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, a in report.candidates.items():
+            if a.error is not None or a.layers.empty:
+                continue
+            v = a.layers[col].to_numpy(dtype=float)
+            v = np.where(np.isfinite(v) & (v > 0), v, np.nan)
+            line = ax.plot(np.arange(1, len(v) + 1), v, "-", marker="o", ms=3, lw=2.2 if name == report.recommended else 1.2,
+                           label=name + (" (recommended)" if name == report.recommended else ""))[0]
+            if col == "out_std" and a.layers["pred_std"].notna().any():
+                ax.plot(np.arange(1, len(v) + 1), a.layers["pred_std"].to_numpy(dtype=float), ":", color=line.get_color(), lw=1.2)
+        ax.set_yscale("log")
+        ax.set_xlabel("weight layer (forward order)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"{report.model_name}: {label} at init" + ("\n(dotted: mean-field prediction)" if col == "out_std" else ""),
+                     fontsize=10)
+        if ax.get_legend_handles_labels()[0]:  # no lines when every candidate failed
+            ax.legend(fontsize=8)
+        paths.append(save_figure(fig, out_dir / fname))
+    return paths

@@ -1,0 +1,721 @@
+"""Comparisons of init schemes done honestly: fresh model per run, paired seeds, held-out test set.
+
+``compare`` trains one freshly built and initialized model per (init, seed), every init of a seed
+on the same batch order, evaluates on the test split after every epoch, records divergence (where
+and why, :data:`initlab.training.loop.DIVERGE_LOSS`) instead of crashing, and (with ``out``) writes results
+to disk as they are known, every run with its status (:mod:`initlab.experiments.runbook`). By default runs
+train together in the batched engine (:mod:`initlab.training.mlp_engine`), one memory-sized group at a time,
+which gives the same numbers as training them one at a time (``engine="single"``) up to float32
+summation order, several times faster. An interrupted comparison (Ctrl-C, SIGTERM, ``kill -9``)
+continues with ``resume=True``: finished runs are kept, the others rerun from their start.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from initlab import store
+from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
+from initlab.training.memory import available_bytes, format_bytes
+from initlab.models import (
+    arch_text,
+    check_activation,
+    check_output,
+    check_widths,
+    input_shape_of,
+    is_factory_spec,
+    make_model,
+    mlp,
+    model_text,
+    parse_hidden,
+    parse_model,
+    resolve_model,
+)
+from initlab.experiments.runbook import Run, RunBook
+from initlab.schemes import SchemeSpec, initialize, parse_scheme, parse_scheme_list
+from initlab.training.loop import (
+    INIT_STREAM,
+    MAX_INT,
+    derive_seed,
+    PROBE_STREAM,
+    TrainConfig,
+    check_init,
+    make_generator,
+    resolve_device,
+    train_model,
+)
+
+SEED_INITS = ("zero", "random", "xavier", "he")  # the four schemes of the seed notebook
+ENGINES = ("batched", "single")  # batched: initlab.training.mlp_engine, a group of runs at once; single: train_model per run
+BUNDLED = ("digits",)  # datasets that ship with a dependency: --data-dir has no effect on them
+# Fields of CompareSpec that change how a comparison is computed but not its results (the engines
+# agree up to float32 summation order, tests/test_engine.py): a resumed comparison may change them.
+RESUMABLE_CHANGES = ("device", "engine")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """A comparison: which inits, on what data and network, trained how, over which seeds."""
+
+    inits: tuple[str, ...] = SEED_INITS  # scheme strings, e.g. "he" or "normal(std=0.05)"; also SchemeSpec/dict
+    dataset: str = "mnist"  # digits | mnist | fashion-mnist
+    data_dir: str | None = None  # local IDX files; None = system dirs, cache, then download
+    normalize: str = "seed"  # seed: (x-0.5)/0.5 | standardize: train mean/std | none
+    hidden: tuple[int, ...] = (128,)  # hidden widths; (128,) is the seed's 784-128-10 network; or "128,128"
+    activation: str = "relu"
+    seeds: int = 1  # runs per init; run seeds are first_seed .. first_seed+seeds-1
+    first_seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"  # auto | cpu | cuda
+    engine: str = "batched"  # batched: groups of runs as one computation | single: one train_model per run
+    probe: bool = True  # per-layer statistics (initlab.analysis.probe) at init and after every epoch, every run
+    probe_size: int = 256  # examples in the fixed probe batch (same for all runs and epochs)
+    # None: the MLP of hidden/activation. A zoo spec ("resnet(blocks=20,norm=none)"), the user's
+    # "module:factory", or a callable; built fresh for every run (initlab.models.make_model).
+    model: Any = None
+
+    def __post_init__(self):
+        # canonical forms first: one scheme string or a list of them, SchemeSpec/dict; "64,64" or ints
+        own_init = False
+        if self.model is not None:
+            source = resolve_model(self.model)  # imports a factory / checks a zoo spec: errors now, not mid-run
+            if isinstance(self.model, str) and not is_factory_spec(self.model):
+                object.__setattr__(self, "model", str(parse_model(self.model)))
+            own_init = callable(source)
+        object.__setattr__(self, "inits", parse_scheme_list(self.inits, allow={"none"} if own_init else ()))
+        hidden = parse_hidden(self.hidden) if isinstance(self.hidden, str) else check_widths(self.hidden)
+        object.__setattr__(self, "hidden", hidden)
+        if self.model is not None and (hidden != (128,) or self.activation != "relu"):
+            raise ValueError("hidden widths and activation have no effect with a model; give them in the model spec, "
+                             "e.g. 'mlp(depth=2,width=64,activation=tanh)', or drop the model")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset '{self.dataset}'; choose from: {', '.join(DATASETS)}")
+        if self.data_dir is not None and self.dataset in BUNDLED:
+            raise ValueError(f"--data-dir has no effect with dataset '{self.dataset}' (bundled); drop it or "
+                             f"choose from: {', '.join(d for d in DATASETS if d not in BUNDLED)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization '{self.normalize}'; choose from: {', '.join(NORMALIZATIONS)}")
+        check_activation(self.activation)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 0 < self.seeds <= MAX_INT:
+            raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
+        if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
+                or not 0 <= self.first_seed <= MAX_INT - self.seeds:
+            raise ValueError(f"first seed must be an integer from 0 to {MAX_INT} - seeds, got {self.first_seed!r}")
+        if not isinstance(self.train, TrainConfig):
+            raise ValueError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        resolve_device(self.device)
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine '{self.engine}'; choose from: {', '.join(ENGINES)}")
+        if isinstance(self.probe_size, bool) or not isinstance(self.probe_size, int) or not 0 < self.probe_size <= MAX_INT:
+            raise ValueError(f"probe size must be a positive integer, got {self.probe_size!r}")
+
+    @property
+    def run_seeds(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["train"] = dataclasses.asdict(self.train)
+        d["model"] = model_text(self.model)
+        d["schemes"] = {text: parse_scheme(text).to_dict() for text in self.inits}
+        return d
+
+    @property
+    def arch(self) -> str:
+        """The network in words for titles: ``resnet(blocks=20,norm=none)`` or ``128 relu MLP``."""
+        if self.model is not None:
+            return model_text(self.model)
+        return f"{arch_text(self.hidden) or 'linear'} {self.activation} MLP"
+
+
+def spec_differences(old: dict, new: dict) -> list[str]:
+    """Names of the fields (``train.lr`` for nested ones) whose values differ between two spec dicts."""
+    diff = []
+    for key in sorted(set(old) | set(new)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key == "train":
+            diff += [f"train.{k}" for k in sorted(set(a) | set(b)) if _norm(a.get(k)) != _norm(b.get(k))]
+        elif _norm(a) != _norm(b):
+            diff.append(key)
+    return diff
+
+
+def _norm(v):
+    """JSON round-trips turn tuples into lists; compare the JSON forms."""
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
+    return v
+
+
+class Reporter:
+    """Receives progress events from :func:`run_compare`; the CLI's subclass draws progress bars."""
+
+    def start(self, spec: CompareSpec, total_runs: int) -> None: ...
+    def run_skipped(self, init: str, seed: int, status: str) -> None: ...  # finished in an earlier session
+    def run_start(self, init: str, seed: int) -> None: ...
+    def epoch_end(self, init: str, seed: int, row: dict) -> None: ...
+    def run_end(self, init: str, seed: int, diverged: bool, reason: str | None = None) -> None: ...
+
+    def note(self, message: str) -> None:
+        """A one-line remark about how the comparison runs (e.g. why the batched engine is not used)."""
+        warnings.warn(message, stacklevel=3)
+
+
+@dataclass
+class CompareResult:
+    """``metrics``: one row per run per epoch; ``steps``: per-step train loss; ``summary``: per init;
+    ``runs``: one row per run with its status; ``complete``: False after an interruption."""
+
+    spec: CompareSpec
+    metrics: pd.DataFrame
+    steps: pd.DataFrame
+    summary: pd.DataFrame
+    out: Path | None = None
+    seconds: float = 0.0
+    probe: pd.DataFrame | None = None  # per run, epoch (0 = at init) and layer: initlab.analysis.probe.probe_stats
+    runs: pd.DataFrame | None = None
+    chance: dict = field(default_factory=dict)  # majority-class rate, threshold, test size
+    complete: bool = True
+
+
+def chance_level(y_test: torch.Tensor) -> dict:
+    """What "no better than chance" means on this test set.
+
+    ``rate``: accuracy of always answering the test set's most frequent class (the best constant
+    classifier, e.g. what zero init learns). ``threshold``: rate + 3·√(rate(1−rate)/n), three
+    binomial standard deviations above it; a final accuracy at or below it is not evidence of
+    learning. On MNIST (rate 0.1135, n 10000) the threshold is 0.123; on digits (0.103, 360) 0.151.
+    """
+    n = int(y_test.shape[0])
+    rate = majority_rate(y_test)
+    return {"rate": rate, "threshold": rate + 3 * math.sqrt(rate * (1 - rate) / n), "test_size": n}
+
+
+def example_batch(data: Dataset, size: int = 256) -> torch.Tensor:
+    """Indices of ``size`` training examples drawn once from stream PROBE_STREAM of seed 0: the fixed batch
+    every run is checked and probed on, and what data-dependent inits (``auto``) read."""
+    g = make_generator(0, PROBE_STREAM)
+    idx = torch.randperm(data.x_train.shape[0], generator=g)[:size].to(data.x_train.device)
+    return idx
+
+
+def image_in_shape(data: Dataset) -> tuple[int, ...]:
+    """The (C, H, W) a model is built for: one channel of the dataset's images."""
+    return (1, *data.image_shape) if len(data.image_shape) == 2 else tuple(data.image_shape)
+
+
+def new_model(spec: CompareSpec, data: Dataset, seed: int) -> torch.nn.Module:
+    """The network of ``spec`` before any scheme, built under stream INIT_STREAM of ``seed``: the
+    torch RNG is seeded from it (and restored after), so a model's own init ("none") is reproducible."""
+    if spec.model is None:
+        return mlp(data.in_features, spec.hidden, data.num_classes, spec.activation)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, INIT_STREAM))
+        return make_model(spec.model, image_in_shape(data), data.num_classes)
+
+
+def prepare_data(spec: CompareSpec, data: Dataset) -> Dataset:
+    """``data`` in the layout ``spec``'s model wants, after checking once, on throwaway instances, that
+    the model runs on it and returns (batch, classes) logits, and that every init can initialize it
+    (fixup needs residual branches, dirac convolutions, ...): one-line ValueError otherwise, before
+    any run starts."""
+    model = new_model(spec, data, spec.first_seed)
+    if spec.model is None:
+        shaped = data.shaped((data.in_features,))
+    else:
+        shaped = data.shaped(input_shape_of(model, data.image_shape))
+        check_output(model, shaped.x_train[:8], data.num_classes, what=f"model {model_text(spec.model)}")
+    for text in spec.inits:
+        scheme = parse_scheme(text)
+        if scheme.name == "none":
+            continue
+        extra = {"example": shaped.x_train[:16].cpu()} if _needs_example(scheme) else {}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. auto's notes: the real runs will show them
+                initialize(new_model(spec, data, spec.first_seed), scheme, generator=torch.Generator().manual_seed(0),
+                           **extra)
+        except ValueError as e:
+            raise ValueError(f"init {text!r} cannot initialize {spec.arch}: {e}") from None
+    return shaped
+
+
+def _needs_example(scheme: SchemeSpec) -> bool:
+    try:
+        from initlab.schemes import needs_example
+    except ImportError:  # pragma: no cover
+        return scheme.name == "auto"
+    return needs_example(scheme)
+
+
+def build_model(spec: CompareSpec, data: Dataset, scheme: SchemeSpec, seed: int, device) -> torch.nn.Module:
+    """A fresh model for one run, initialized by ``scheme`` from stream INIT_STREAM of ``seed``.
+
+    ``data`` is in the model's layout (:func:`prepare_data`). Scheme ``none`` keeps the model's own
+    init (drawn under the run's seed, :func:`new_model`).
+    """
+    model = new_model(spec, data, seed)
+    if scheme.name == "none":
+        return model.to(device)
+    extra = {}
+    if _needs_example(scheme):  # data-dependent (auto, lsuv): reads the model on the fixed probe batch (CPU)
+        extra["example"] = data.x_train[example_batch(data, spec.probe_size)].cpu()
+    initialize(model, scheme, generator=make_generator(seed, INIT_STREAM), **extra)  # CPU draws: device-independent
+    return model.to(device)
+
+
+def summarize(metrics: pd.DataFrame, inits: Sequence[str], *, runs: pd.DataFrame | None = None,
+              chance: float = math.nan) -> pd.DataFrame:
+    """Per init: final test accuracy and loss (mean ± std over finished, non-diverged runs), speed, status.
+
+    Only runs that trained every epoch count in the means (a diverged or interrupted run's last
+    accuracy says nothing about the init's final accuracy). ``at_chance``: the init's mean final
+    accuracy is at or below ``chance`` (:func:`chance_level`'s threshold). ``epochs_to_95``: the
+    first epoch at which the init's seed-mean test accuracy reaches 95% of the best final
+    seed-mean accuracy among inits that are not at chance; NaN for an init at chance, with no
+    finished run, or that never gets there: no ranking credits a diverged run or a chance-level one.
+    """
+    cols = ["init", "runs", "done", "diverged", "interrupted", "final_test_acc_mean", "final_test_acc_std",
+            "final_test_loss_mean", "final_test_loss_std", "at_chance", "epochs_to_95"]
+    if metrics.empty and (runs is None or runs.empty):
+        return pd.DataFrame(columns=cols)
+    if runs is None:  # metrics only (older callers): a run is done when its last row did not diverge
+        last = metrics.sort_values("epoch").groupby(["init", "seed"], sort=False).tail(1)
+        runs = pd.DataFrame({"init": last["init"], "seed": last["seed"],
+                             "status": np.where(last["diverged"].astype(bool), "diverged", "done")})
+    done_keys = set(map(tuple, runs.loc[runs["status"] == "done", ["init", "seed"]].to_numpy().tolist()))
+    finished = metrics[[(i, s) in done_keys for i, s in zip(metrics["init"], metrics["seed"])]] if len(metrics) else metrics
+    last = finished.sort_values("epoch").groupby(["init", "seed"], sort=False).tail(1) if len(finished) else finished
+    rows = []
+    for init in inits:
+        r = runs[runs["init"] == init]
+        if r.empty:
+            continue
+        fin = last[last["init"] == init] if len(last) else last
+        n = len(fin)
+        acc = fin["test_acc"].mean() if n else math.nan
+        rows.append({
+            "init": init, "runs": len(r), "done": int((r["status"] == "done").sum()),
+            "diverged": int((r["status"] == "diverged").sum()),
+            "interrupted": int((~r["status"].isin(["done", "diverged"])).sum()),
+            "final_test_acc_mean": acc,
+            "final_test_acc_std": fin["test_acc"].std(ddof=1) if n > 1 else (0.0 if n else math.nan),
+            "final_test_loss_mean": fin["test_loss"].mean() if n else math.nan,
+            "final_test_loss_std": fin["test_loss"].std(ddof=1) if n > 1 else (0.0 if n else math.nan),
+            "at_chance": bool(n and math.isfinite(chance) and acc <= chance),
+        })
+    summary = pd.DataFrame(rows, columns=cols[:-1])
+    ranked = summary[(summary["done"] > 0) & ~summary["at_chance"].astype(bool)]
+    best = ranked["final_test_acc_mean"].max() if len(ranked) else math.nan
+    curves = finished.groupby(["init", "epoch"])["test_acc"].mean() if len(finished) else None
+    reach = []
+    for row in summary.itertuples():
+        hit = math.nan
+        if curves is not None and row.init in ranked["init"].values and np.isfinite(best):
+            curve = curves.loc[row.init]
+            above = curve[curve >= 0.95 * best]
+            hit = float(above.index.min()) if len(above) else math.nan
+        reach.append(hit)
+    summary["epochs_to_95"] = reach
+    return summary
+
+
+# ---------------------------------------------------------------------- memory
+
+STEP_ROW_BYTES = 64  # one per-step loss in memory and in the steps frame written to disk
+EPOCH_ROW_BYTES = 600  # one metrics row (a dict) plus its share of the frames built from it
+PROBE_ROW_BYTES = 400  # one probe_stats row of one layer
+
+
+def model_footprint(spec: CompareSpec, data: Dataset) -> dict:
+    """Parameters and activation values per example of ``spec``'s model, without allocating it
+    (:func:`initlab.training.memory.module_footprint`)."""
+    from initlab.training.memory import module_footprint
+
+    return module_footprint(lambda: new_model(spec, data, spec.first_seed),
+                            lambda model: input_shape_of(model, data.image_shape))
+
+
+def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
+    """Bytes a comparison will hold at once: one engine group of models, and the result tables.
+
+    The engine part is ``engine.bytes_per_model`` (parameters, gradients, optimizer state and
+    activations) times the group size (``engine.default_max_models``; 1 for ``single``); the
+    results part counts per-step losses, metrics rows and probe rows of every run, which stay in
+    memory to be returned. Data already loaded is not counted. Other models (``spec.model``) are
+    sized by :func:`model_footprint`: parameters × (2 + optimizer state), the training batch's
+    activations twice (forward values and backward temporaries), an evaluation chunk's largest layer.
+    """
+    from initlab.training.mlp_engine import MLPLayout, bytes_per_model, default_max_models
+
+    n_train = int(data.x_train.shape[0])
+    # a batch larger than the training set is the whole set; evaluation chunks likewise
+    train = dataclasses.replace(spec.train, batch_size=min(spec.train.batch_size, n_train),
+                                eval_batch_size=min(spec.train.eval_batch_size, int(data.x_test.shape[0])))
+    runs = len(spec.inits) * spec.seeds
+    if spec.model is None:
+        layout = MLPLayout((data.in_features, *spec.hidden, data.num_classes), spec.activation)
+        per_model = bytes_per_model(layout, train, n_train)
+        fits = default_max_models(layout, train, n_train)
+        layers = 2 * len(spec.hidden) + 1
+    else:
+        from initlab.training.mlp_engine import DEFAULT_MEMORY_BUDGET
+
+        fp = model_footprint(spec, data) or {"params": 0, "buffers": 0, "act": 0, "act_max": 0, "layers": 0}
+        state = 2 + (2 if train.optimizer == "adam" else (1 if train.momentum > 0 else 0))
+        from initlab.training.func_engine import EVAL_BYTES
+
+        # evaluation chunks shrink so the whole group's evaluation fits EVAL_BYTES (func_engine):
+        # counted once per group, not per model
+        per_model = 4 * (state * fp["params"] + fp["buffers"] + 2 * train.batch_size * fp["act"]) + 8 * n_train
+        shared = min(12 * train.eval_batch_size * fp["act_max"], EVAL_BYTES)
+        fits = max(1, (DEFAULT_MEMORY_BUDGET - shared) // per_model)
+        layers = fp["layers"]  # probe rows per run-epoch: one per leaf module call
+    group = 1 if spec.engine == "single" else min(runs, fits)
+    if spec.model is not None:
+        per_model_single = per_model + shared  # one model alone still evaluates
+    else:
+        shared, per_model_single = 0, per_model
+    steps_per_epoch = -(-n_train // spec.train.batch_size)
+    results = runs * spec.train.epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES)
+    if spec.probe:
+        results += runs * (spec.train.epochs + 1) * layers * PROBE_ROW_BYTES
+    return {"per_model": per_model_single, "group": group * per_model + shared, "group_size": group,
+            "results": results, "total": group * per_model + shared + results}
+
+
+def check_memory(spec: CompareSpec, data: Dataset, device: torch.device) -> dict:
+    """Refuse (one-line ValueError, with the estimate) a comparison that cannot fit in free memory."""
+    est = estimate_memory(spec, data)
+    free = available_bytes(device)
+    if free is None:
+        return est
+    net = spec.arch if spec.model is not None else arch_text([data.in_features, *spec.hidden, data.num_classes])
+    if est["per_model"] > free:
+        raise ValueError(f"one {net} model needs ~{format_bytes(est['per_model'])} to train (parameters, gradients, "
+                         f"optimizer state, activations) but {device.type} has {format_bytes(free)} free; "
+                         "use fewer or narrower layers")
+    if est["total"] > free:
+        runs = len(spec.inits) * spec.seeds
+        raise ValueError(f"{runs} run{'s' if runs > 1 else ''} × {spec.train.epochs} epoch"
+                         f"{'s' if spec.train.epochs > 1 else ''} need ~"
+                         f"{format_bytes(est['total'])} (models training at once: {format_bytes(est['group'])}, "
+                         f"results: {format_bytes(est['results'])}) but {device.type} has {format_bytes(free)} free; "
+                         "use fewer seeds or epochs, a larger --batch-size, or --no-probe")
+    return est
+
+
+# ---------------------------------------------------------------------- training
+
+
+class ProbeBatch:
+    """The fixed batch every run is checked and probed on: ``spec.probe_size`` training examples
+    drawn once from stream PROBE_STREAM of seed 0, the same for every run and epoch."""
+
+    def __init__(self, spec: CompareSpec, data: Dataset):
+        self.enabled = spec.probe
+        idx = example_batch(data, spec.probe_size)
+        self.x, self.y = data.x_train[idx], data.y_train[idx]
+
+    def record(self, run: Run, epoch: int, model: torch.nn.Module) -> None:
+        if self.enabled:
+            from initlab.analysis.probe import probe_stats
+
+            run.probe[epoch] = probe_stats(model, self.x, self.y)
+
+
+def _start(run: Run, model: torch.nn.Module, pb: ProbeBatch, reporter: Reporter) -> bool:
+    """Check and probe a fresh model; False (and the run diverged at init) if its forward overflows."""
+    run.reset()
+    run.status = "running"
+    reporter.run_start(run.init, run.seed)
+    pb.record(run, 0, model)
+    reason = check_init(model, pb.x)
+    if reason is None:
+        return True
+    run.diverge(0, None, reason)
+    run.rows = [{"epoch": 0, "train_loss": math.nan, "diverged": True, "test_loss": math.nan, "test_acc": math.nan}]
+    run.steps = np.zeros(0)
+    reporter.run_end(run.init, run.seed, True, reason)
+    return False
+
+
+def _finish(run: Run, res, reporter: Reporter) -> None:
+    run.steps = res.step_losses
+    if res.diverged:
+        run.diverge(res.diverged_epoch, res.diverged_step, res.diverge_reason)
+    else:
+        run.status = "done"
+    reporter.run_end(run.init, run.seed, res.diverged, res.diverge_reason)
+
+
+def _train_single(spec, data, schemes, device, book, reporter, pb):
+    """One ``train_model`` per run, seed-major; metrics are on disk after every epoch."""
+    for run in book.pending():
+        model = build_model(spec, data, schemes[run.init], run.seed, device)
+        if not _start(run, model, pb, reporter):
+            book.write(steps=True, probe=True)
+            continue
+        book.write()
+
+        def on_epoch(row, run=run, model=model):
+            if not row["diverged"]:
+                pb.record(run, row["epoch"], model)
+            run.rows.append(row)
+            book.write()
+            reporter.epoch_end(run.init, run.seed, row)
+
+        res = train_model(model, data, spec.train, seed=run.seed, on_epoch=on_epoch)
+        _finish(run, res, reporter)
+        book.write(steps=True, probe=True)
+
+
+def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str, str | None]:
+    """Which engine trains ``spec``'s runs: ("mlp" | "func" | "single", why not batched or None).
+
+    ``initlab.models.mlp`` networks (the default, or a zoo ``mlp``) take the hand-written MLP engine
+    (:mod:`initlab.training.mlp_engine`, fastest); any other model the ``torch.func`` engine
+    (:mod:`initlab.training.func_engine`) if it can be vmapped, otherwise the single loop, with the reason.
+    """
+    if spec.engine == "single":
+        return "single", None
+    from initlab.training.mlp_engine import mlp_layout
+
+    model = new_model(spec, data, spec.first_seed).to(data.x_train.device)
+    try:
+        mlp_layout(model)
+        return "mlp", None
+    except ValueError:
+        pass
+    from initlab.training.func_engine import vmap_problem
+
+    why = vmap_problem(model, pb.x[:4], pb.y[:4])
+    return ("func", None) if why is None else ("single", why)
+
+
+def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, kind="mlp"):
+    """Groups of ``group_size`` runs, each group one :func:`initlab.training.mlp_engine.train_population`
+    (``kind`` "mlp") or :func:`initlab.training.func_engine.train_func_population` ("func").
+
+    Only one group's models exist at a time. metrics.csv/runs.csv are rewritten after every epoch,
+    before the reporter hears of it, so an interrupt keeps every reported epoch; per-step losses
+    and probe rows of a group are written when the group ends.
+    """
+    if kind == "mlp":
+        from initlab.training.mlp_engine import train_population
+    else:
+        from initlab.training.func_engine import train_func_population as train_population
+
+    pending = book.pending()
+    for start in range(0, len(pending), group_size):
+        group = pending[start:start + group_size]
+        runs, models = [], []
+        for run in group:
+            model = build_model(spec, data, schemes[run.init], run.seed, device)
+            if _start(run, model, pb, reporter):
+                runs.append(run)
+                models.append(model)
+        book.write(steps=True, probe=True)
+        if not runs:
+            continue
+        queue: list[tuple[Run, dict]] = []
+
+        def on_epoch(k, row, get_module):
+            if pb.enabled and not row["diverged"]:
+                pb.record(runs[k], row["epoch"], get_module())
+            runs[k].rows.append(row)
+            queue.append((runs[k], row))
+
+        def after_epoch(epoch):
+            book.write()
+            for run, row in queue:
+                reporter.epoch_end(run.init, run.seed, row)
+            queue.clear()
+
+        results = train_population(models, data, spec.train, [r.seed for r in runs], on_epoch=on_epoch,
+                                   after_epoch=after_epoch, max_models=len(models))
+        del models
+        for run, res in zip(runs, results):
+            _finish(run, res, reporter)
+        book.write(steps=True, probe=True)
+
+
+def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
+    return {**spec.to_dict(), "resolved_device": str(device), "torch": torch.__version__,
+            "python": platform.python_version(), "train_size": int(data.x_train.shape[0]),
+            "test_size": int(data.x_test.shape[0])}
+
+
+def resumable(out: str | Path | None, resume: bool) -> bool:
+    """``resume``, except for a folder claimed and then stopped before anything was written (a
+    kill right after start): there is nothing to continue, so the comparison simply starts."""
+    if out is None or not resume or not Path(out).is_dir():
+        return resume
+    return bool((store.read_marker(out) or {}).get("files")) or store.read_marker(out) is None
+
+
+def check_resume(out: str | Path, spec: CompareSpec) -> None:
+    """Refuse to resume ``out`` with a different configuration, naming the differing fields."""
+    import json
+
+    try:
+        old = json.loads((Path(out) / "config.json").read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"cannot resume '{out}': its config.json is missing or unreadable; "
+                         "use --overwrite to start again") from None
+    diff = spec_differences({k: v for k, v in old.items() if k in spec.to_dict()}, spec.to_dict())
+    if diff:
+        raise ValueError(f"cannot resume '{out}': its configuration differs in {', '.join(diff)}; "
+                         "rerun with the same options, or use --overwrite or another --out")
+
+
+def _result(spec, book, out_dir, t0, chance, complete) -> CompareResult:
+    metrics, runs = book.metrics(), book.runs_frame()
+    summary = summarize(metrics, spec.inits, runs=runs, chance=chance["threshold"])
+    return CompareResult(spec, metrics, book.steps_frame(), summary, out_dir, time.perf_counter() - t0,
+                         book.probe_frame(), runs, chance, complete)
+
+
+def _write_summary(result: CompareResult) -> None:
+    from initlab.plots.compare import plot_compare, plot_probe
+
+    d = result.out
+    spec = result.spec
+    store.atomic_write_json(d / "summary.json", {
+        "status": "complete" if result.complete else "interrupted",
+        "seconds": round(result.seconds, 3),
+        "chance": result.chance,
+        "divergence": {"rule": "non-finite training loss or activation, or end-of-epoch test loss > "
+                               "diverge_loss·ln(C)", "diverge_loss": spec.train.diverge_loss,
+                       "loss_bound": spec.train.loss_bound(result.chance["classes"])},
+        "per_init": result.summary.replace({np.nan: None}).to_dict(orient="records"),
+        "runs": result.runs.astype(object).where(result.runs.notna(), None).to_dict(orient="records"),
+    })
+    if len(result.metrics):
+        plot_compare(result, d)
+        plot_probe(result, d)
+
+
+def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: Reporter | None = None,
+                data: Dataset | None = None, overwrite: bool = False, resume: bool = False) -> CompareResult:
+    """Run the comparison described by ``spec``; see :func:`compare` for the keyword form.
+
+    With ``out``, the folder follows the output-folder contract (:mod:`initlab.store`). On
+    Ctrl-C/SIGTERM (``KeyboardInterrupt``) the files are brought up to date (unfinished runs marked
+    ``interrupted``, summary.json with status "interrupted") and the exception is re-raised with
+    the partial :class:`CompareResult` as its ``result`` attribute.
+    """
+    reporter = reporter or Reporter()
+    t0 = time.perf_counter()
+    device = resolve_device(spec.device)
+    resume = resumable(out, resume)
+    if out is not None:
+        store.check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
+        if resume:
+            check_resume(out, spec)
+    if data is None:
+        data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
+    est = check_memory(spec, data, device)
+    data = prepare_data(spec, data).to(device)
+    out_dir = store.claim_out_dir(out, "compare", overwrite=overwrite, resume=resume) if out is not None else None
+    chance = {**chance_level(data.y_test), "classes": data.num_classes}
+    book = RunBook(spec.inits, spec.run_seeds, out_dir, chance["threshold"])
+    try:
+        if out_dir is not None:
+            store.atomic_write_json(out_dir / "config.json", _config_record(spec, data, device))
+            if resume:
+                book.load()
+            book.write(steps=True, probe=True)
+    except OSError as e:
+        raise store.write_error(e) from None
+    schemes = {text: parse_scheme(text) for text in spec.inits}
+    reporter.start(spec, len(book.runs))
+    for run in book:
+        if run.finished:
+            reporter.run_skipped(run.init, run.seed, run.status)
+    pb = ProbeBatch(spec, data)
+    kind, why = choose_engine(spec, data, pb)
+    if why is not None:
+        reporter.note(f"the batched engine cannot train {spec.arch} ({why}); training runs one at a time")
+    try:
+        if kind != "single":
+            _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"], kind)
+        else:
+            _train_single(spec, data, schemes, device, book, reporter, pb)
+    except KeyboardInterrupt as e:
+        book.interrupt()
+        result = _result(spec, book, out_dir, t0, chance, complete=False)
+        if out_dir is not None:
+            book.write(steps=True, probe=True)
+            _write_summary(result)
+        e.result = result
+        raise
+    except OSError as e:
+        raise store.write_error(e) from None
+    result = _result(spec, book, out_dir, t0, chance, complete=True)
+    if out_dir is not None:
+        try:
+            _write_summary(result)
+        except OSError as e:
+            raise store.write_error(e) from None
+    return result
+
+
+def compare(
+    inits: str | Sequence[str | SchemeSpec | dict] = SEED_INITS,
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    epochs: int = 10,
+    seeds: int = 1,
+    hidden: str | Sequence[int] = (128,),
+    activation: str = "relu",
+    lr: float = 0.01,
+    momentum: float = 0.0,
+    optimizer: str = "sgd",
+    batch_size: int = 64,
+    device: str = "auto",
+    out: str | Path | None = None,
+    *,
+    normalize: str = "seed",
+    first_seed: int = 0,
+    reporter: Reporter | None = None,
+    engine: str = "batched",
+    probe: bool = True,
+    diverge_loss: float = TrainConfig.diverge_loss,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> CompareResult:
+    """Compare init schemes on one dataset and network; the defaults are the seed notebook's experiment.
+
+    ``inits``: one scheme (``"he"``), a comma-separated string (``"he,normal(std=0.05)"``), or a
+    sequence of strings, ``SchemeSpec``s or their dicts. ``hidden``: ``"64,64"`` or a sequence.
+    ``engine="batched"`` trains groups of runs together (:mod:`initlab.training.mlp_engine`); ``"single"``
+    trains them one after another with :func:`initlab.training.loop.train_model`. Both give the same
+    results up to float32 summation order. ``diverge_loss``: see :data:`initlab.training.loop.DIVERGE_LOSS`.
+    ``overwrite``/``resume``: reuse an earlier result folder (:func:`initlab.store.check_out_dir`).
+
+    Example: ``initlab.compare(dataset="digits", epochs=5, seeds=3).summary``.
+    """
+    spec = CompareSpec(
+        inits=inits, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
+        normalize=normalize, hidden=hidden, activation=activation, seeds=seeds, first_seed=first_seed,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
+                          diverge_loss=diverge_loss),
+        device=device, engine=engine, probe=probe,
+    )
+    return run_compare(spec, out=out, reporter=reporter, overwrite=overwrite, resume=resume)
