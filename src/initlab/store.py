@@ -95,6 +95,11 @@ def _record(folder: Path, name: str) -> None:
         _write_marker(folder, marker)
 
 
+def out_path(out: str | Path) -> Path:
+    """An output folder as given by a user, ``~`` expanded (a quoted ``--out '~/x'`` means the home folder)."""
+    return Path(out).expanduser()
+
+
 def _describe(out: Path) -> str:
     return f"--out '{out}'" if str(out) else "--out ''"
 
@@ -113,7 +118,7 @@ def check_out_dir(out: str | Path, kind: str, *, overwrite: bool = False, resume
         raise ValueError("--overwrite and --resume exclude each other; pick one")
     if not str(out).strip():
         raise ValueError("--out is empty; give a folder for the results, e.g. --out runs/mine")
-    out = Path(out)
+    out = out_path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{_describe(out)} is a file, not a folder; choose a new or empty folder")
     if not out.exists():
@@ -177,7 +182,7 @@ def claim_out_dir(out: str | Path, kind: str, *, overwrite: bool = False, resume
     marker. An unwritable location is a one-line ValueError.
     """
     state = check_out_dir(out, kind, overwrite=overwrite, resume=resume)
-    out = Path(out)
+    out = out_path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if state == "result" and not resume:

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from initlab.store import out_path
 from initlab.cli.common import (MODEL_HELP, OUT_HELP, REPORT_HELP, RichReporter, check_positive,
                                 console, fail, fmt, interrupted, resolve_hidden,
                                 split_top_level, status_cell, write_html_report)
@@ -130,7 +131,7 @@ def compare(
             result = run_compare(spec, out=out, reporter=RichReporter(progress), data=data,
                                  overwrite=overwrite, resume=resume)
     except KeyboardInterrupt as e:
-        interrupted(e, Path(out))
+        interrupted(e, out_path(out))
     except ValueError as e:
         fail(str(e))
     console.print(summary_table(result))

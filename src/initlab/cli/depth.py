@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from initlab.store import out_path
 from initlab.cli.common import (OUT_HELP, REPORT_HELP, RichReporter, check_positive,
                                 check_threads, console, fail, fmt, interrupted, resolve_hidden,
                                 split_top_level, write_html_report)
@@ -153,7 +154,7 @@ def depth(
                                  on_depth=lambda d, r: progress.advance(reporter.depth_task),
                                  overwrite=overwrite, resume=resume, model=model)
     except KeyboardInterrupt as e:
-        interrupted(e, Path(out))
+        interrupted(e, out_path(out))
     except ValueError as e:  # includes DataError
         fail(str(e))
     console.print(depth_table(result))

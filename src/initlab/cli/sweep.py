@@ -21,7 +21,7 @@ from initlab.cli.common import (EXIT_SIGINT, EXIT_SIGTERM, Terminated, check_pos
 from initlab.experiments.sweeps.run import SweepReporter
 
 STORE_HELP = "SQLite run store (created if missing; several workers may share it)."
-runs_app = typer.Typer(add_completion=False, no_args_is_help=True,
+runs_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                        help="Read the run store: list sweeps and runs, show one, export, best lr, heat maps.")
 
 

@@ -564,8 +564,9 @@ def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
 def resumable(out: str | Path | None, resume: bool) -> bool:
     """``resume``, except for a folder claimed and then stopped before anything was written (a
     kill right after start): there is nothing to continue, so the comparison simply starts."""
-    if out is None or not resume or not Path(out).is_dir():
+    if out is None or not resume or not store.out_path(out).is_dir():
         return resume
+    out = store.out_path(out)
     return bool((store.read_marker(out) or {}).get("files")) or store.read_marker(out) is None
 
 
@@ -574,7 +575,7 @@ def check_resume(out: str | Path, spec: CompareSpec) -> None:
     import json
 
     try:
-        old = json.loads((Path(out) / "config.json").read_text())
+        old = json.loads((store.out_path(out) / "config.json").read_text())
     except (OSError, ValueError):
         raise ValueError(f"cannot resume '{out}': its config.json is missing or unreadable; "
                          "use --overwrite to start again") from None
@@ -623,6 +624,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     reporter = reporter or Reporter()
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
+    out = None if out is None else store.out_path(out)
     resume = resumable(out, resume)
     if out is not None:
         store.check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
