@@ -138,3 +138,16 @@ def test_a_user_model_that_does_not_fit_the_data_is_one_line(command, factory, m
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("inits", ["zero", "zero,none", "none,he"])
+def test_probe_model_plots_without_warnings(inits, tmp_path, monkeypatch):
+    """No matplotlib warning (e.g. a legend with no labelled lines when every init is all-zero) leaks out."""
+    (tmp_path / "quietmodels.py").write_text(
+        "from torch import nn\ndef small():\n    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))\n")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["probe", "--model", "quietmodels:small", "--inits", inits, "--batch", "32",
+                              "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.output.lower()

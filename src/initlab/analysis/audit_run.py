@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from initlab import store
+from initlab.analysis.audit import DEFAULT_CANDIDATES as audit_defaults
 from initlab.analysis.audit import AuditReport, audit, check_mlp_memory, plot_audit
 from initlab.core.checks import MAX_INT, as_int
 from initlab.data import load_dataset
@@ -24,7 +25,7 @@ from initlab.models import (MAX_DEPTH, MAX_WIDTH, check_activation, check_model,
 from initlab.schemes import parse_scheme, parse_scheme_list
 from initlab.training.memory import available_bytes, format_bytes, module_footprint
 
-DEFAULT_CANDIDATES = "auto,he,xavier,pytorch_default"
+DEFAULT_CANDIDATES = ",".join(audit_defaults)  # the command line's spelling of analysis.audit's candidates
 
 
 @dataclass

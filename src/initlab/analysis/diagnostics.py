@@ -7,19 +7,12 @@ probing a user's own model.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
-import importlib.util
 import math
-import os
-import re
-import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from initlab.core import theory
 from initlab.data import load_dataset

@@ -264,7 +264,7 @@ def sweep_cmd(
     if table is not None:
         console.print(table)
         if plots is not None:
-            from initlab.plots.sweeps import plot_lr_sensitivity
+            from initlab.experiments.sweeps.plots import plot_lr_sensitivity
 
             plots.mkdir(parents=True, exist_ok=True)
             path = plot_lr_sensitivity(result.runs, plots / "lr_sensitivity.png", title=spec.name)
@@ -415,7 +415,7 @@ def runs_best(
 
             fixed = fixed_lr_table(runs, fixed_lr)
         if plot is not None:
-            from initlab.plots.sweeps import plot_lr_sensitivity
+            from initlab.experiments.sweeps.plots import plot_lr_sensitivity
 
             plot_lr_sensitivity(runs, plot, title=sw["name"])
     except ValueError as e:
@@ -449,7 +449,7 @@ def runs_heatmap(
             raise ValueError(f"unknown --agg {agg!r}; choose from: mean, median, min, max")
         st = _open(store)
         sw = st.find_sweep(sweep)
-        from initlab.plots.sweeps import plot_heatmap
+        from initlab.experiments.sweeps.plots import plot_heatmap
 
         table = plot_heatmap(st.runs(sw["id"]), x, y, metric, out, agg=agg, title=f"{sw['name']}: {metric} ({agg})")
     except OSError as e:
