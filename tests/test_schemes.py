@@ -543,7 +543,7 @@ def test_scheme_list_canonical_text_round_trips(spec):
     (("he", SchemeSpec("zero"), {"name": "lecun"}), ("he", "zero", "lecun")),
     (["he,xavier", "normal(std=0.2)"], ("he", "xavier", "normal(std=0.2)")),  # string items split too
     ((s for s in ["he", "orthogonal"]), ("he", "orthogonal")),
-    (["he", "kaiming_uniform"], ("he", "kaiming_uniform")),  # aliases stay as written
+    (["he", "kaiming_uniform(mode=fan_out)"], ("he", "kaiming_uniform(mode=fan_out)")),  # aliases stay as written
     (SchemeSpec("normal", {"std": np.float64(0.05)}), ("normal(std=0.05)",)),
 ])
 def test_parse_scheme_list_accepts(inits, expected):
@@ -551,6 +551,8 @@ def test_parse_scheme_list_accepts(inits, expected):
 
 
 @pytest.mark.parametrize("inits, message", [
+    ("he,kaiming_uniform", "init schemes 'he' and 'kaiming_uniform' are the same scheme"),  # one init, two names
+    ("xavier,glorot_uniform(gain=1)", "init schemes 'xavier' and 'glorot_uniform(gain=1)' are the same scheme"),
     ("", "init scheme list is empty"),
     ("   ", "init scheme list is empty"),
     ([], "no init schemes given"),
