@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from initlab.core.checks import is_integer
 from initlab import store
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
 from initlab.training.memory import available_bytes, format_bytes
@@ -48,6 +49,7 @@ from initlab.training.loop import (
     INIT_STREAM,
     MAX_INT,
     derive_seed,
+    device_text,
     PROBE_STREAM,
     TrainConfig,
     check_init,
@@ -107,18 +109,23 @@ class CompareSpec:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization '{self.normalize}'; choose from: {', '.join(NORMALIZATIONS)}")
         check_activation(self.activation)
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 0 < self.seeds <= MAX_INT:
+        # numpy integers are integers (np.int64(2) from a grid), bools are not; stored as int
+        if not is_integer(self.seeds) or not 0 < self.seeds <= MAX_INT:
             raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
-        if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
-                or not 0 <= self.first_seed <= MAX_INT - self.seeds:
+        if not is_integer(self.first_seed) or not 0 <= self.first_seed <= MAX_INT - self.seeds:
             raise ValueError(f"first seed must be an integer from 0 to {MAX_INT} - seeds, got {self.first_seed!r}")
         if not isinstance(self.train, TrainConfig):
             raise ValueError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        object.__setattr__(self, "device", device_text(self.device))  # torch.device("cpu") -> "cpu"
         resolve_device(self.device)
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine '{self.engine}'; choose from: {', '.join(ENGINES)}")
-        if isinstance(self.probe_size, bool) or not isinstance(self.probe_size, int) or not 0 < self.probe_size <= MAX_INT:
+        if not is_integer(self.probe_size) or not 0 < self.probe_size <= MAX_INT:
             raise ValueError(f"probe size must be a positive integer, got {self.probe_size!r}")
+        if not isinstance(self.probe, bool):
+            raise ValueError(f"probe must be true or false, got {self.probe!r}")
+        for name in ("seeds", "first_seed", "probe_size"):
+            object.__setattr__(self, name, int(getattr(self, name)))
 
     @property
     def run_seeds(self) -> range:
@@ -701,6 +708,7 @@ def compare(
     diverge_loss: float = TrainConfig.diverge_loss,
     overwrite: bool = False,
     resume: bool = False,
+    model: Any = None,
 ) -> CompareResult:
     """Compare init schemes on one dataset and network; the defaults are the seed notebook's experiment.
 
@@ -710,6 +718,9 @@ def compare(
     trains them one after another with :func:`initlab.training.loop.train_model`. Both give the same
     results up to float32 summation order. ``diverge_loss``: see :data:`initlab.training.loop.DIVERGE_LOSS`.
     ``overwrite``/``resume``: reuse an earlier result folder (:func:`initlab.store.check_out_dir`).
+    ``model``: a zoo spec (``"resnet(blocks=20,norm=none)"``), ``"module:factory"`` or a callable
+    returning an ``nn.Module`` (called per run, with ``in_shape``/``num_classes`` if it asks),
+    instead of the MLP of ``hidden``/``activation``.
 
     Example: ``initlab.compare(dataset="digits", epochs=5, seeds=3).summary``.
     """
@@ -718,6 +729,6 @@ def compare(
         normalize=normalize, hidden=hidden, activation=activation, seeds=seeds, first_seed=first_seed,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
                           diverge_loss=diverge_loss),
-        device=device, engine=engine, probe=probe,
+        device=device, engine=engine, probe=probe, model=model,
     )
     return run_compare(spec, out=out, reporter=reporter, overwrite=overwrite, resume=resume)
