@@ -68,6 +68,24 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` (whole lines) to an existing file in one ``write`` call, then fsync.
+
+    For logs that grow by whole records (steps.csv, epoch by epoch): a kill between calls leaves
+    every earlier record intact; the file is rewritten atomically by its owner at safe points.
+    """
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(index=False))
 

@@ -476,7 +476,7 @@ def _train_single(spec, data, schemes, device, book, reporter, pb):
     for run in book.pending():
         model = build_model(spec, data, schemes[run.init], run.seed, device)
         if not _start(run, model, pb, reporter):
-            book.write(steps=True, probe=True)
+            book.write(probe=True)
             continue
         book.write()
 
@@ -487,9 +487,10 @@ def _train_single(spec, data, schemes, device, book, reporter, pb):
             book.write()
             reporter.epoch_end(run.init, run.seed, row)
 
-        res = train_model(model, data, spec.train, seed=run.seed, on_epoch=on_epoch)
+        res = train_model(model, data, spec.train, seed=run.seed, on_epoch=on_epoch,
+                          on_steps=lambda losses, step0, run=run: book.append_steps(run, losses, step0))
         _finish(run, res, reporter)
-        book.write(steps=True, probe=True)
+        book.write(probe=True)
 
 
 def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str, str | None]:
@@ -521,7 +522,8 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
 
     Only one group's models exist at a time. metrics.csv/runs.csv are rewritten after every epoch,
     before the reporter hears of it, so an interrupt keeps every reported epoch; per-step losses
-    and probe rows of a group are written when the group ends.
+    are appended to steps.csv every epoch (kill -9 loses at most the epoch in progress), probe rows
+    of a group are written when the group ends.
     """
     if kind == "mlp":
         from initlab.training.mlp_engine import train_population
@@ -537,7 +539,7 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
             if _start(run, model, pb, reporter):
                 runs.append(run)
                 models.append(model)
-        book.write(steps=True, probe=True)
+        book.write(probe=True)
         if not runs:
             continue
         queue: list[tuple[Run, dict]] = []
@@ -555,11 +557,12 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
             queue.clear()
 
         results = train_population(models, data, spec.train, [r.seed for r in runs], on_epoch=on_epoch,
-                                   after_epoch=after_epoch, max_models=len(models))
+                                   after_epoch=after_epoch, max_models=len(models),
+                                   on_steps=lambda k, losses, step0: book.append_steps(runs[k], losses, step0))
         del models
         for run, res in zip(runs, results):
             _finish(run, res, reporter)
-        book.write(steps=True, probe=True)
+        book.write(probe=True)
 
 
 def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
@@ -679,6 +682,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     result = _result(spec, book, out_dir, t0, chance, complete=True)
     if out_dir is not None:
         try:
+            book.write(steps=True)  # steps.csv whole, in run order (it grew by appends, epoch by epoch)
             _write_summary(result)
         except OSError as e:
             raise store.write_error(e) from None

@@ -240,6 +240,7 @@ def close_evaluation(result: RunResult, row: dict, test_loss: float, test_acc: f
 
 
 EpochCallback = Callable[[dict], None]
+StepsCallback = Callable[[np.ndarray, int], None]  # (the epoch's per-step losses, index of its first step)
 
 
 def train_model(
@@ -249,6 +250,7 @@ def train_model(
     *,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    on_steps: StepsCallback | None = None,
 ) -> RunResult:
     """Train ``model`` (already initialized, on the data's device) for ``config.epochs`` epochs.
 
@@ -257,7 +259,8 @@ def train_model(
     NaN/inf loss marks the run diverged at its first bad step and ends it. Test loss and accuracy
     are measured after every epoch; a NaN/inf activation during that evaluation, or a test loss
     above ``config.loss_bound(C)``, also marks it diverged (the row keeps the measured values).
-    ``on_epoch`` receives each epoch row as it is made.
+    ``on_epoch`` receives each epoch row as it is made; ``on_steps(losses, step0)`` the epoch's
+    per-step losses just before (so a caller can put them on disk epoch by epoch).
     """
     device = data.x_train.device
     opt = make_optimizer(model.parameters(), config)
@@ -279,6 +282,8 @@ def train_model(
         losses_np = losses.cpu().double().numpy()
         step_chunks.append(losses_np)
         row = close_epoch(result, epoch, losses_np, step0)
+        if on_steps is not None:
+            on_steps(losses_np, step0)
         if not result.diverged:
             with NonFiniteWatch(model) as watch:
                 test_loss, test_acc = evaluate(model, data.x_test, data.y_test, config.eval_batch_size)
