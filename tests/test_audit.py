@@ -107,3 +107,35 @@ def test_audit_reports_the_jacobian_spectrum_of_each_candidate():
     assert s.loc["orthogonal", "jac_mean_sq"] == pytest.approx(1.0, abs=1e-5)
     assert s.loc["orthogonal", "jac_decades"] == pytest.approx(0.0, abs=1e-5)
     assert s.loc["xavier", "jac_decades"] > 0.1
+
+
+def test_audit_plots_say_only_what_they_draw(monkeypatch, tmp_path):
+    """A residual net has no mean-field prediction: no 'dotted' in the title; layer ticks are whole numbers."""
+    import initlab.analysis.audit as audit_module
+    from initlab import make_model
+
+    figures = {}
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return path
+
+    monkeypatch.setattr(audit_module, "save_figure", keep)
+    net = make_model("resnet(blocks=8,norm=none)", (1, 8, 8), 10)
+    report = audit_module.audit(net, torch.randn(16, 1, 8, 8), ["he"])
+    audit_module.plot_audit(report, tmp_path)
+    forward = figures["audit_forward.png"].axes[0]
+    assert "dotted" not in forward.get_title()
+    assert not any(line.get_linestyle() == ":" for line in forward.get_lines())
+    forward.figure.canvas.draw()
+    ticks = [t for t in forward.get_xticks() if forward.get_xlim()[0] <= t <= forward.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    mlp_report = audit_module.audit(initlab_mlp(), torch.randn(16, 64), ["he"])
+    audit_module.plot_audit(mlp_report, tmp_path)
+    assert "dotted" in figures["audit_forward.png"].axes[0].get_title()  # an MLP has the prediction, drawn dotted
+
+
+def initlab_mlp():
+    from initlab import mlp
+
+    return mlp(64, [32, 32, 32], 10)

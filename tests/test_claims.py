@@ -132,3 +132,14 @@ def test_papers_verdicts_on_the_quick_settings(quick_results):
     assert res["delta-orthogonal-isometry"].verdict == "confirmed"
     assert res["mup-coordinate-check"].verdict == "confirmed"
     assert res["fixup-trains-without-normalization"].evidence["lr0.1_fixup"]["status"] == "done"
+
+
+def test_a_claim_given_twice_is_refused_before_anything_runs(tmp_path):
+    res = CliRunner().invoke(app, ["claims", "--only", "zero-symmetry,xavier-variance,zero-symmetry", "--quick",
+                                   "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2
+    assert "claim 'zero-symmetry' is given twice" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ValueError, match="given twice"):
+        run_claims(["he-variance", "he-variance"])

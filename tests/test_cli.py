@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import initlab
 from initlab.cli import app
 from initlab.cli.common import split_top_level
 
@@ -138,3 +139,18 @@ def test_compare_cli_lr_1e6_is_diverged(tmp_path):
                "--no-probe", "--device", "cpu", "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     assert "1 diverged" in r.output and "test loss" in r.output and "0 done" not in r.output
+
+
+def test_version():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0
+    assert res.output.strip() == f"initlab {initlab.__version__}"
+
+
+@pytest.mark.parametrize("command, extra", [("compare", "initlab[tensorboard]"), ("compare", "initlab[mlflow]"),
+                                            ("sweep", "initlab[ray]")])
+def test_help_keeps_square_brackets(command, extra):
+    """Help texts are never read as rich markup: the extra's name in 'pip install' survives."""
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert extra in res.output

@@ -88,3 +88,66 @@ def test_probe_exploding_init_is_data(tmp_path):
     assert r.exit_code == 0, r.output
     s = pd.read_csv(tmp_path / "p" / "summary.csv").set_index("init")
     assert s.loc["normal(std=4)", "nonfinite_from"].startswith("fc") and s.loc["he", "std_last"] < 10
+
+
+BAD_MODELS = '''
+from torch import nn
+
+
+def other_size(in_shape, num_classes):
+    m = nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+    m.input_shape = (1, 28, 28)
+    return m
+
+
+class Tup(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x), x
+
+
+def tuple_out():
+    return Tup()
+
+
+def few_logits():
+    return nn.Sequential(nn.Linear(64, 3))
+
+
+def tokens():
+    return nn.Sequential(nn.Embedding(100, 16), nn.Flatten(), nn.Linear(64 * 16, 10))
+'''
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("other_size", "wants inputs of shape (1, 28, 28)"),
+    ("tuple_out", "returns a tuple of 2 items"),
+    ("few_logits", "returns logits of shape (8, 3)"),
+    ("tokens", "takes integer token ids"),
+])
+@pytest.mark.parametrize("command", ["probe", "audit"])
+def test_a_user_model_that_does_not_fit_the_data_is_one_line(command, factory, message, tmp_path, monkeypatch):
+    """The one user-model check (initlab.models.check_model) guards probe and audit as it guards compare."""
+    (tmp_path / "badmodels_cli.py").write_text(BAD_MODELS)
+    monkeypatch.chdir(tmp_path)
+    args = ["probe", "--model", f"badmodels_cli:{factory}"] if command == "probe" else ["audit", f"badmodels_cli:{factory}"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("inits", ["zero", "zero,none", "none,he"])
+def test_probe_model_plots_without_warnings(inits, tmp_path, monkeypatch):
+    """No matplotlib warning (e.g. a legend with no labelled lines when every init is all-zero) leaks out."""
+    (tmp_path / "quietmodels.py").write_text(
+        "from torch import nn\ndef small():\n    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))\n")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["probe", "--model", "quietmodels:small", "--inits", inits, "--batch", "32",
+                              "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.output.lower()

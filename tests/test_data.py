@@ -590,3 +590,32 @@ def test_malformed_mirror_is_a_data_error_and_the_next_mirror_is_tried(server, t
     monkeypatch.setitem(data.MIRRORS, "mnist", [mirror, server.url + "/"])
     monkeypatch.setitem(data.SHA256, "mnist", hashes)
     assert load_dataset("mnist").x_train.shape == (20, 784)
+
+
+def test_idx_header_whose_size_overflows_is_one_clear_error(tmp_path):
+    """Dimensions whose product overflows int64 were "cannot reshape array of size 0 into shape (...)"."""
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(raw_idx(0x08, (4194304, 2097152, 2097152), b"\x00" * 16))
+    with pytest.raises(DataError, match=r"declares shape \(4194304, 2097152, 2097152\).*more than this machine's memory"):
+        read_idx(path)
+
+
+def test_gzip_bomb_is_refused_without_inflating_it(tmp_path):
+    """A small header followed by 256 MiB of zeros, gzipped to ~250 KiB: refused with bounded memory."""
+    import gzip
+    import tracemalloc
+
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(raw_idx(0x08, (10, 28, 28), b"\x00" * (10 * 28 * 28)))
+        block = b"\x00" * (1 << 20)
+        for _ in range(256):
+            f.write(block)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="trailing bytes"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak / 2**20:.0f} MiB while refusing a bomb (declared data: 7840 bytes)"

@@ -4,9 +4,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import initlab
 from initlab.experiments.compare import CompareSpec, Reporter, run_compare, summarize
+from initlab.training.loop import TrainConfig
 
 
 def test_compare_on_digits_writes_everything(tmp_path):
@@ -148,3 +150,27 @@ def test_no_probe(tmp_path):
 def test_probe_size_must_be_positive():
     with pytest.raises(ValueError, match="probe size must be a positive integer"):
         CompareSpec(dataset="digits", probe_size=0)
+
+
+def test_api_coerces_numbers_and_devices_in_one_place():
+    """numpy integers are integers, bools are never numbers, a torch.device is a device."""
+    import numpy as np
+
+    spec = CompareSpec(inits="he", dataset="digits", seeds=np.int64(2), first_seed=np.int32(1),
+                       train=TrainConfig(epochs=np.int64(1), lr=np.float32(0.05)), device=torch.device("cpu"))
+    assert spec.seeds == 2 and type(spec.seeds) is int and type(spec.first_seed) is int
+    assert type(spec.train.epochs) is int and type(spec.train.lr) is float
+    assert spec.device == "cpu"
+    json.dumps(spec.to_dict())  # numpy scalars would not serialize
+    for bad in (dict(lr=True), dict(epochs=True), dict(momentum=False), dict(batch_size=2.0)):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="seeds must be a positive integer"):
+        CompareSpec(inits="he", dataset="digits", seeds=True)
+    with pytest.raises(ValueError, match="probe must be true or false"):
+        CompareSpec(inits="he", dataset="digits", probe=1)
+
+
+def test_compare_takes_a_model(tmp_path):
+    result = initlab.compare(inits="he", dataset="digits", epochs=1, model="cnn(channels=4)", probe=False)
+    assert result.spec.model == "cnn(channels=4)" and result.complete

@@ -449,3 +449,30 @@ def test_kill_9_between_metrics_csv_and_runs_csv(tmp_path, condition, epochs):
     child = Child([sys.executable, "-m", "initlab.cli", *args, "--resume"], tmp_path / "resume")
     assert child.wait() == 0, child.describe()
     check_runs_and_metrics(out, {"done"}, epochs)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the child stopped")
+@pytest.mark.parametrize("config", ["batched", "single"])
+def test_kill_9_keeps_the_step_rows_of_every_epoch_on_disk(tmp_path, config):
+    """Per-step losses reach steps.csv every epoch, before the epoch's metrics row: after kill -9 every
+    epoch that metrics.csv records has its steps on disk (steps.csv held only its header before)."""
+    out = tmp_path / "out"
+    child = Child(_argv(config, out), tmp_path / "first")
+    try:
+        cond = all_running_for(5) if config == "batched" else done_and_running(0, 5)
+        _wait_until(child, out, cond, "runs under way with 5 epochs on disk")
+        _kill_9_between_writes(child, out)
+    finally:
+        child.kill()
+    runs, metrics = check_killed(out, CONFIGS[config][1])
+    steps = pd.read_csv(out / "steps.csv")
+    per_epoch = -(-1437 // 64)  # digits: 1437 training examples, batch 64
+    running = runs[runs["status"] == "running"]
+    assert len(running)
+    for r in running.itertuples():
+        s = steps[(steps["init"] == r.init) & (steps["seed"] == r.seed)]
+        on_disk = int(((metrics["init"] == r.init) & (metrics["seed"] == r.seed)).sum())
+        assert on_disk >= 5
+        assert len(s) >= on_disk * per_epoch, (r, len(s), on_disk)
+        assert list(s["step"]) == list(range(len(s)))  # whole epochs, in order, no gap
+        assert np.isfinite(s["train_loss"]).all()

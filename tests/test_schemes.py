@@ -543,7 +543,7 @@ def test_scheme_list_canonical_text_round_trips(spec):
     (("he", SchemeSpec("zero"), {"name": "lecun"}), ("he", "zero", "lecun")),
     (["he,xavier", "normal(std=0.2)"], ("he", "xavier", "normal(std=0.2)")),  # string items split too
     ((s for s in ["he", "orthogonal"]), ("he", "orthogonal")),
-    (["he", "kaiming_uniform"], ("he", "kaiming_uniform")),  # aliases stay as written
+    (["he", "kaiming_uniform(mode=fan_out)"], ("he", "kaiming_uniform(mode=fan_out)")),  # aliases stay as written
     (SchemeSpec("normal", {"std": np.float64(0.05)}), ("normal(std=0.05)",)),
 ])
 def test_parse_scheme_list_accepts(inits, expected):
@@ -551,6 +551,8 @@ def test_parse_scheme_list_accepts(inits, expected):
 
 
 @pytest.mark.parametrize("inits, message", [
+    ("he,kaiming_uniform", "init schemes 'he' and 'kaiming_uniform' are the same scheme"),  # one init, two names
+    ("xavier,glorot_uniform(gain=1)", "init schemes 'xavier' and 'glorot_uniform(gain=1)' are the same scheme"),
     ("", "init scheme list is empty"),
     ("   ", "init scheme list is empty"),
     ([], "no init schemes given"),
@@ -641,3 +643,42 @@ def test_split_top_level_unbalanced(text):
     for keep in (False, True):
         with pytest.raises(ValueError, match="unbalanced parentheses|unclosed quote"):
             split_top_level(text, keep_empty=keep)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_every_tensor_scheme_initializes_half_precision_weights(dtype):
+    """Drawn in float32 and cast back: same values as a float32 draw from the same generator, rounded."""
+    from initlab.schemes import get_scheme, initialize, list_schemes
+
+    names = [n for n in list_schemes() if not get_scheme(n).whole_model]
+    assert len(names) > 15
+    needs = {"constant": "constant(value=0.5)"}
+    conv_only = ("dirac", "delta_orthogonal")
+    for name in names:
+        scheme = needs.get(name, name)
+        make = (lambda: torch.nn.Conv2d(8, 8, 3)) if name in conv_only else (lambda: torch.nn.Linear(32, 24))
+        half = make().to(dtype)
+        full = make()
+        initialize(half, scheme, generator=torch.Generator().manual_seed(3))
+        initialize(full, scheme, generator=torch.Generator().manual_seed(3))
+        assert half.weight.dtype == dtype, name
+        assert torch.isfinite(half.weight).all(), name
+        torch.testing.assert_close(half.weight, full.weight.to(dtype), rtol=0, atol=0, msg=name)
+
+
+def test_orthogonal_function_on_half_precision():
+    from initlab.schemes import orthogonal_
+
+    w = torch.empty(16, 16, dtype=torch.float16)
+    orthogonal_(w, generator=torch.Generator().manual_seed(0))
+    eye = (w.float() @ w.float().T)
+    torch.testing.assert_close(eye, torch.eye(16), atol=5e-3, rtol=0)
+
+
+@pytest.mark.parametrize("not_a_module", ["not a module", None, torch.zeros(3)])
+def test_initialize_refuses_what_is_not_a_module(not_a_module):
+    from initlab.schemes import initialize, initialize_with_report
+
+    for fn in (initialize, initialize_with_report):
+        with pytest.raises(TypeError, match=r"^module must be a torch.nn.Module, got \w+$"):
+            fn(not_a_module, "he")

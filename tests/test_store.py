@@ -108,3 +108,22 @@ def test_compare_refuses_foreign_folder_and_records_its_files(tmp_path):
     initlab.compare(inits="he", dataset="digits", epochs=1, hidden="8", probe=False, out=out, overwrite=True,
                     device="cpu")
     assert not (out / "probe.csv").exists() and (out / "metrics.csv").exists()
+
+
+def test_out_with_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """`--out '~/x'` (quoted, so no shell expanded it) writes into $HOME/x, never a folder named '~'."""
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    args = ["compare", "--dataset", "digits", "--epochs", "1", "--inits", "he", "--no-probe", "--out", "~/x"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (home / "x" / "metrics.csv").is_file()
+    assert not (work / "~").exists()
+    res = CliRunner().invoke(app, args + ["--resume"])  # resume reads the same expanded folder
+    assert res.exit_code == 0, res.output

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from initlab.cli import app
 from initlab.data import split_validation
 from initlab.experiments.sweeps import SweepSpec, run_sweep
-from initlab.plots.sweeps import plot_heatmap, plot_lr_sensitivity
+from initlab.experiments.sweeps.plots import plot_heatmap, plot_lr_sensitivity
 from initlab.experiments.sweeps.select import best_lr, fixed_lr_table, paired_comparison
 
 

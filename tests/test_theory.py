@@ -115,3 +115,35 @@ def test_bad_inputs_raise_one_line_errors():
         T.weight_variance("constant(value=1)" if False else schemes.Scheme("custom", lambda w, *, generator=None: w), 4, 4)
     with pytest.raises(ValueError, match="correlation c must be in"):
         T.correlation_map("tanh", 1.5, q=1.0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: T.variance_map("relu", 1.0, -1.0),
+    lambda: T.variance_map("relu", 1.0, 2.0, -0.5),
+    lambda: T.fixed_point("tanh", -1.0),
+    lambda: T.chi1("tanh", 1.0, -0.1),
+    lambda: T.depth_scale("tanh", float("nan")),
+    lambda: T.correlation_map("tanh", 0.5, sigma_w2=-2.0),
+    lambda: T.critical_sigma_w2("tanh", -0.01),
+])
+def test_negative_or_non_finite_variances_are_refused(call):
+    with pytest.raises(ValueError, match="is a variance: it must be a finite number >= 0"):
+        call()
+
+
+@pytest.mark.parametrize("fans", [(0, 10), (10, 0), (-3, 3)])
+def test_weight_variance_refuses_empty_fans(fans):
+    with pytest.raises(ValueError, match="fans must be positive"):
+        T.weight_variance("he", *fans)
+
+
+def test_theory_knows_every_activation_initlab_knows():
+    from initlab.core.activations import ACTIVATIONS
+
+    assert "mish" in ACTIVATIONS
+    for name in ACTIVATIONS:
+        assert math.isfinite(T.variance_map(name, 1.0, 1.0)), name
+    # mish: E[mish(z)²] by quadrature equals a Monte Carlo estimate
+    z = torch.randn(2_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mc = float(torch.nn.functional.mish(z).pow(2).mean())
+    assert abs(T.variance_map("mish", 1.0, 1.0) - mc) < 5 * float(torch.nn.functional.mish(z).pow(2).std()) / 2_000_000 ** 0.5

@@ -136,22 +136,49 @@ class Dataset:
 
 # --------------------------------------------------------------------------- IDX files
 
+TRAILING_LOOKAHEAD = 1 << 20  # bytes read past the declared data to report how many trail it
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory (None where the OS does not say): no IDX file may promise more."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzipped or raw) into a native-endian numpy array of its declared shape.
 
+    The file is read as a stream: the header first, then exactly the bytes it promises into one
+    preallocated array, then at most 1 MiB more to prove there is no trailing data. Memory is bounded by
+    what the header declares (and that by the machine's memory), so a gzip stream that inflates past
+    it (a "gzip bomb") is refused after at most 1 MiB too many, never decompressed whole.
+
     Raises DataError for a corrupt gzip stream, bad magic, unknown type code, ndim outside 1..4,
-    a zero dimension, or a data section that is not exactly prod(dims) * itemsize bytes.
+    a zero dimension, a declared size beyond this machine's memory, or a data section that is not
+    exactly prod(dims) * itemsize bytes.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        stream = gzip.open(path, "rb") if gzipped else open(path, "rb")
     except OSError as e:
         raise DataError(f"cannot read IDX file {path}: {e.strerror or e}") from e
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as e:
+    try:
+        with stream as f:
+            return _read_idx_stream(f, path)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataError(f"{path} is a corrupt gzip file ({e}); delete it and fetch it again") from e
+    except OSError as e:
+        if gzipped:
             raise DataError(f"{path} is a corrupt gzip file ({e}); delete it and fetch it again") from e
+        raise DataError(f"cannot read IDX file {path}: {e.strerror or e}") from e
+
+
+def _read_idx_stream(f, path: Path) -> np.ndarray:
+    raw = f.read(4)
     if len(raw) < 4:
         raise DataError(f"{path} is not an IDX file: only {len(raw)} bytes; expected a 4-byte magic header")
     if raw[0] != 0 or raw[1] != 0:
@@ -163,19 +190,35 @@ def read_idx(path: str | Path) -> np.ndarray:
     if not 1 <= ndim <= 4:
         raise DataError(f"{path} declares {ndim} dimensions; supported: 1 to 4")
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated: header needs {header} bytes, found {len(raw)}")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path} is truncated: header needs {header} bytes, found {4 + len(raw_dims)}")
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
     if min(dims) == 0:
         raise DataError(f"{path} has a zero dimension in shape {dims}; every dimension must be positive")
     dtype = np.dtype(IDX_TYPES[code])
-    expected, found = int(np.prod(dims)) * dtype.itemsize, len(raw) - header
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow, whatever the header says
+    limit = _memory_bytes()
+    if limit is not None and expected > limit:
+        raise DataError(f"{path} declares shape {dims}, {expected:.3g} bytes of data, more than this machine's "
+                        f"memory ({limit:.3g} bytes): the header is corrupt or the file is not an IDX data set")
+    data = np.empty(dims, dtype=dtype.newbyteorder(">"))
+    buf = memoryview(data.reshape(-1).view(np.uint8))
+    found = 0
+    while found < expected:
+        n = f.readinto(buf[found:])
+        if not n:
+            break
+        found += n
     if found < expected:
         raise DataError(f"{path} is truncated: expected {expected} bytes of data, found {found}")
-    if found > expected:
-        raise DataError(f"{path} has {found - expected} trailing bytes: expected {expected} bytes of data, found {found}")
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-    return data.astype(dtype.newbyteorder("="))  # copy: writable and native-endian
+    rest = f.read(TRAILING_LOOKAHEAD + 1)  # counted up to a bound: a bomb is refused, never inflated whole
+    if rest:
+        n = len(rest)
+        count = f"{n}" if n <= TRAILING_LOOKAHEAD else f"more than {TRAILING_LOOKAHEAD}"
+        raise DataError(f"{path} has {count} trailing bytes: expected {expected} bytes of data, found "
+                        f"{expected + n if n <= TRAILING_LOOKAHEAD else 'more'}")
+    return data.astype(dtype.newbyteorder("="))  # native-endian (a copy only where the byte order differs)
 
 
 def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = None) -> Path:

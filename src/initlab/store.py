@@ -68,6 +68,24 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` (whole lines) to an existing file in one ``write`` call, then fsync.
+
+    For logs that grow by whole records (steps.csv, epoch by epoch): a kill between calls leaves
+    every earlier record intact; the file is rewritten atomically by its owner at safe points.
+    """
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(index=False))
 
@@ -95,6 +113,11 @@ def _record(folder: Path, name: str) -> None:
         _write_marker(folder, marker)
 
 
+def out_path(out: str | Path) -> Path:
+    """An output folder as given by a user, ``~`` expanded (a quoted ``--out '~/x'`` means the home folder)."""
+    return Path(out).expanduser()
+
+
 def _describe(out: Path) -> str:
     return f"--out '{out}'" if str(out) else "--out ''"
 
@@ -113,7 +136,7 @@ def check_out_dir(out: str | Path, kind: str, *, overwrite: bool = False, resume
         raise ValueError("--overwrite and --resume exclude each other; pick one")
     if not str(out).strip():
         raise ValueError("--out is empty; give a folder for the results, e.g. --out runs/mine")
-    out = Path(out)
+    out = out_path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{_describe(out)} is a file, not a folder; choose a new or empty folder")
     if not out.exists():
@@ -177,7 +200,7 @@ def claim_out_dir(out: str | Path, kind: str, *, overwrite: bool = False, resume
     marker. An unwritable location is a one-line ValueError.
     """
     state = check_out_dir(out, kind, overwrite=overwrite, resume=resume)
-    out = Path(out)
+    out = out_path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if state == "result" and not resume:

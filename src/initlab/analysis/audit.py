@@ -37,9 +37,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from initlab.analysis.jacobian import jacobian_spectrum
 from initlab.analysis.probe import RELU_FAMILY, SATURATING, probe
+from initlab.core import theory
+from initlab.graph import read_graph
+from initlab.models import arch_text
+from initlab.plots.compare import plt, save_figure
+from initlab.schemes import initialize, needs_example, parse_scheme_list
+from initlab.training.memory import available_bytes, format_bytes
 
 DEFAULT_CANDIDATES = ("auto", "he", "xavier", "pytorch_default")
 WEIGHT_KINDS = ("Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
@@ -154,9 +162,6 @@ def predict_stds(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
     chain stops at the first layer the theory does not cover here (a norm, pooling, a residual
     branch, a concatenation, a layer type other than Linear/Conv): later layers get no prediction.
     """
-    from initlab.core import theory
-    from initlab.graph import read_graph
-
     try:
         graph = read_graph(model, example)
     except ValueError:
@@ -274,8 +279,6 @@ def _probe_one(model: nn.Module, example: torch.Tensor, targets) -> pd.DataFrame
 def _jacobian(net: nn.Module, example: torch.Tensor, seed: int) -> tuple[float, float]:
     """(mean squared singular value, decades of the middle 90%) of the logits' Jacobian w.r.t. the input
     on the first two examples (exact for small input×output, randomized otherwise); NaNs if it fails."""
-    from initlab.analysis.jacobian import jacobian_spectrum
-
     try:
         spec = jacobian_spectrum(_Logits(net), example, max_examples=2, generator=torch.Generator().manual_seed(seed))
         return float(spec.mean_sq), float(spec.decades)
@@ -301,8 +304,6 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
         :class:`AuditReport`; ``report.summary()`` is one row per scheme, ``assert_healthy()``
         raises on flags.
     """
-    from initlab.schemes import initialize, needs_example, parse_scheme_list
-
     candidates = parse_scheme_list(list(schemes) if schemes is not None else list(DEFAULT_CANDIDATES))
     name = name or type(model).__name__
     if not isinstance(example, torch.Tensor):
@@ -362,9 +363,6 @@ def check_mlp_memory(sizes: Sequence[int], batch: int) -> int:
     example batch, and per hidden layer the batch's outputs kept for backward, their gradients and
     the float64 copies the statistics take (≈ 6 × 4 bytes per element, Linear and activation rows).
     """
-    from initlab.training.memory import available_bytes, format_bytes
-    from initlab.models import arch_text
-
     sizes = [int(n) for n in sizes]
     params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     need = 12 * params + 4 * batch * sizes[0] + 24 * batch * (2 * sum(sizes[1:-1]) + sizes[-1])
@@ -395,8 +393,6 @@ def _recommend(results: dict[str, SchemeAudit]) -> tuple[str | None, str]:
 
 def plot_audit(report: AuditReport, out_dir: str | Path) -> list[Path]:
     """``audit_forward.png`` and ``audit_backward.png``: per weight layer, one line per scheme."""
-    from initlab.plots.compare import plt, save_figure
-
     out_dir = Path(out_dir)
     paths = []
     for col, label, fname in (("out_std", "std of the layer's output", "audit_forward.png"),
@@ -415,8 +411,10 @@ def plot_audit(report: AuditReport, out_dir: str | Path) -> list[Path]:
         ax.set_xlabel("weight layer (forward order)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"{report.model_name}: {label} at init" + ("\n(dotted: mean-field prediction)" if col == "out_std" else ""),
+        predicted = any(line.get_linestyle() == ":" for line in ax.get_lines())  # say only what is drawn
+        ax.set_title(f"{report.model_name}: {label} at init" + ("\n(dotted: mean-field prediction)" if predicted else ""),
                      fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
         if ax.get_legend_handles_labels()[0]:  # no lines when every candidate failed
             ax.legend(fontsize=8)
         paths.append(save_figure(fig, out_dir / fname))

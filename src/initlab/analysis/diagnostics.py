@@ -7,25 +7,20 @@ probing a user's own model.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
-import importlib.util
 import math
-import os
-import re
-import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from initlab.core import theory
 from initlab.data import load_dataset
-from initlab.models import check_activation, mlp
-from initlab.models.user import build_user_model, load_factory, model_inputs  # noqa: F401  (re-exported)
+from initlab.analysis.jacobian import jacobian_spectrum
 from initlab.analysis.probe import probe
+from initlab.models import arch_text, check_activation, make_model, mlp, resolve_model
+from initlab.models.user import build_user_model, check_model, load_factory, model_inputs  # noqa: F401  (re-exported)
+from initlab.training.memory import available_bytes, format_bytes
 from initlab.schemes import check_scheme, initialize
 
 __all__ = ["depth_profile", "profile_summary", "load_factory", "model_inputs"]
@@ -79,8 +74,6 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
         raise ValueError(f"--batch must be an integer >= 2, got {batch!r}")
     if model is not None:
-        from initlab.models import resolve_model
-
         resolve_model(model)  # a bad spec or import fails before loading data
     data = load_dataset(dataset, data_dir=data_dir, normalize=normalize)
     if model is None:
@@ -92,11 +85,11 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
         for init in inits:
             gen = torch.Generator().manual_seed(seed)
             if model is not None:
-                from initlab.models import make_model
-
                 with torch.random.fork_rng(devices=[]):  # the model's own init ("none") is seeded too
                     torch.manual_seed(seed)
                     net = make_model(model, (1, *data.image_shape), data.num_classes)
+                if not frames:  # the one user-model check, before the first probe: one line, not a traceback
+                    check_model(net, x[:8], data.image_shape, data.num_classes, what=f"model {model}")
                 if init != "none":
                     initialize(net, init, generator=gen)
                 inputs = model_inputs(net, x, data.image_shape)
@@ -120,8 +113,6 @@ def depth_profile(activations: Sequence[str] = ("relu", "tanh"),
 def _jacobian_summary(net, inputs, seed: int) -> tuple[float, float]:
     """Mean squared singular value and decades of the middle 90% of the input-output Jacobian
     (:func:`initlab.jacobian_spectrum`, first two examples); NaNs where it cannot be taken."""
-    from initlab.analysis.jacobian import jacobian_spectrum
-
     try:
         spec = jacobian_spectrum(net, inputs, max_examples=2, generator=torch.Generator().manual_seed(seed))
         return float(spec.mean_sq), float(spec.decades)
@@ -151,9 +142,6 @@ def check_profile_memory(n_in: int, depth: int, width: int, n_out: int, batch: i
     outputs kept for backward, their gradients and the float64 copies the statistics take
     (≈ 6 × 4 bytes per output element, Linear and activation rows). Returns the estimate.
     """
-    from initlab.training.memory import available_bytes, format_bytes
-    from initlab.models import arch_text
-
     params = n_in * width + (depth - 1) * width * width + width * n_out + depth * width + n_out
     need = 8 * params + 24 * batch * (2 * depth * width + n_out)
     free = available_bytes("cpu")

@@ -19,6 +19,7 @@ from initlab.claims.registry import (  # noqa: F401
     Claim,
     ClaimResult,
     get_claim,
+    resolve_claims,
     list_claims,
     register_claim,
     run_claims,

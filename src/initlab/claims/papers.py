@@ -132,8 +132,9 @@ def _stream_std(depth: int, scheme: str, x: torch.Tensor, seed: int) -> float:
     from initlab.models import make_model
     from initlab.schemes import initialize
 
-    torch.manual_seed(seed)
-    model = make_model(f"transformer(depth={depth},width=32,heads=4)", (1, 8, 8), 10)
+    with torch.random.fork_rng(devices=[]):  # module construction draws from the global RNG: leave the caller's alone
+        torch.manual_seed(seed)
+        model = make_model(f"transformer(depth={depth},width=32,heads=4)", (1, 8, 8), 10)
     initialize(model, scheme, generator=_seeded(seed))
     seen = {}
     model.blocks[-1].register_forward_hook(lambda m, i, o: seen.__setitem__("h", o.detach()))

@@ -141,6 +141,19 @@ def get_claim(id: str | Claim) -> Claim:
     return CLAIMS[id]
 
 
+def resolve_claims(ids: Sequence[str | Claim] | None) -> list[Claim]:
+    """The claims ``ids`` (all, in registry order, when None); an unknown id or one given twice is a ValueError."""
+    if ids is None:
+        return list(CLAIMS.values())
+    claims = [get_claim(i) for i in ids]
+    seen: set[str] = set()
+    for c in claims:
+        if c.id in seen:
+            raise ValueError(f"claim '{c.id}' is given twice; give each claim once")
+        seen.add(c.id)
+    return claims
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -163,10 +176,10 @@ def run_claims(ids: Sequence[str] | None = None, *, out: str | Path | None = Non
                overwrite: bool = False) -> list[ClaimResult]:
     """Run the claims ``ids`` (all when None) in registry order; write claims.json/.md after each.
 
-    Unknown ids raise before anything runs. ``out`` follows the output-folder contract
+    Unknown or repeated ids raise before anything runs. ``out`` follows the output-folder contract
     (:func:`initlab.store.check_out_dir`); ``overwrite`` replaces an earlier claims result.
     """
-    claims = [get_claim(i) for i in (ids if ids is not None else list(CLAIMS))]
+    claims = resolve_claims(ids)
     out_dir = store.claim_out_dir(out, "claims", overwrite=overwrite) if out is not None else None
     results: list[ClaimResult] = []
     for claim in claims:

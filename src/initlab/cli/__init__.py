@@ -6,6 +6,8 @@ SIGTERM stop cleanly: the result folder says which runs and epochs finished, the
 same, and the exit status is 130 (SIGINT) or 143 (SIGTERM); ``--resume`` continues.
 """
 from __future__ import annotations
+
+import os
 import signal
 import sys
 
@@ -13,10 +15,26 @@ import typer
 from rich.text import Text
 
 from initlab.cli import audit, catalog, claims, compare, coordcheck, depth, probe, report, sweep
+from initlab import __version__
+from initlab.training.memory import keep_freed_memory
 from initlab.cli.common import EXIT_SIGINT, EXIT_SIGTERM, Terminated, err_console, on_sigterm, one_line
 
+# Help texts are Markdown, never rich markup: "pip install 'initlab[ray]'" keeps its brackets.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="initlab: how should I initialize this network, and why?")
+                  rich_markup_mode="markdown", help="initlab: how should I initialize this network, and why?")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"initlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                          help="Print initlab's version and exit.")) -> None:
+    """initlab: how should I initialize this network, and why?"""
+
 for command in (compare.compare, probe.probe, catalog.schemes, catalog.models, depth.depth, audit.audit,
                 claims.claims, coordcheck.coordcheck, report.report):
     app.command()(command)
@@ -25,11 +43,7 @@ sweep.register(app)  # sweep, runs (list|show|export|best|heatmap), phase
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point. Usage errors (bad option value, unknown option) print one line, exit 2."""
-    import os
-
     if os.environ.get("INITLAB_MALLOC", "").lower() != "system":
-        from initlab.training.memory import keep_freed_memory
-
         keep_freed_memory()  # training re-allocates the same tensors every step: keep the pages
     try:
         previous = signal.signal(signal.SIGTERM, on_sigterm)

@@ -3,13 +3,27 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from initlab.cli.common import (Terminated, EXIT_SIGINT, EXIT_SIGTERM, OUT_HELP, REPORT_HELP, check_threads, console, err_console, fail, split_top_level, write_html_report)
-
+from initlab.claims import CLAIMS, resolve_claims, run_claims
+from initlab.cli.common import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    OUT_HELP,
+    REPORT_HELP,
+    Terminated,
+    check_threads,
+    console,
+    err_console,
+    fail,
+    split_top_level,
+    write_html_report,
+)
+from initlab.store import check_out_dir
 
 VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "depends": "yellow"}
 
@@ -24,10 +38,6 @@ def claims(
     threads: int = typer.Option(1, help="torch CPU threads; small MLPs run fastest on 1."),
 ):
     """Test every claim of the seed notebook (Parts 1-2) with a small experiment: confirmed / refuted / depends."""
-    import torch
-
-    from initlab.claims import CLAIMS, get_claim, run_claims
-
     if list_:
         table = Table(title="claims of the seed notebook")
         table.add_column("id")
@@ -37,12 +47,9 @@ def claims(
             table.add_row(c.id, c.section, c.short)
         console.print(table)
         return
-    from initlab.store import check_out_dir
-
     try:
         ids = None if only is None else split_top_level(only, "--only")
-        for i in ids or ():
-            get_claim(i)
+        resolve_claims(ids)
         check_threads(threads)
         check_out_dir(out, "claims", overwrite=overwrite)
     except ValueError as e:

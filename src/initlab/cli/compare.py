@@ -11,6 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from initlab.store import out_path
+from initlab.core.activations import ACTIVATIONS
 from initlab.cli.common import (MODEL_HELP, OUT_HELP, REPORT_HELP, RichReporter, check_positive,
                                 console, fail, fmt, interrupted, resolve_hidden,
                                 split_top_level, status_cell, write_html_report)
@@ -52,7 +54,7 @@ def compare(
     hidden: Optional[str] = typer.Option(None, help="Hidden widths, e.g. '256,256' (default 128)."),
     depth: Optional[int] = typer.Option(None, help="Number of hidden layers (with --width)."),
     width: Optional[int] = typer.Option(None, help="Width of each hidden layer (with --depth)."),
-    activation: str = typer.Option("relu", help="relu, leaky_relu, tanh, sigmoid, selu, elu, gelu, silu, linear"),
+    activation: str = typer.Option("relu", help=", ".join(ACTIVATIONS)),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     optimizer: str = typer.Option("sgd", help="sgd | adam"),
     lr: float = typer.Option(0.01, help="Learning rate."),
@@ -130,7 +132,7 @@ def compare(
             result = run_compare(spec, out=out, reporter=RichReporter(progress), data=data,
                                  overwrite=overwrite, resume=resume)
     except KeyboardInterrupt as e:
-        interrupted(e, Path(out))
+        interrupted(e, out_path(out))
     except ValueError as e:
         fail(str(e))
     console.print(summary_table(result))

@@ -10,6 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from initlab.store import out_path
+from initlab.core.activations import ACTIVATIONS
 from initlab.cli.common import (OUT_HELP, REPORT_HELP, RichReporter, check_positive,
                                 check_threads, console, fail, fmt, interrupted, resolve_hidden,
                                 split_top_level, write_html_report)
@@ -70,8 +72,8 @@ def depth(
     dataset: str = typer.Option("digits", help="digits (bundled, offline) | mnist | fashion-mnist"),
     data_dir: Optional[Path] = typer.Option(None, help="Folder with the IDX files."),
     width: Optional[int] = typer.Option(None, help="Units in every hidden layer of the MLP (default 64)."),
-    activation: Optional[str] = typer.Option(None, help="MLP activation (default relu): relu, leaky_relu, tanh, "
-                                                        "sigmoid, selu, elu, gelu, silu, linear"),
+    activation: Optional[str] = typer.Option(None, help="MLP activation (default relu): "
+                                                        + ", ".join(ACTIVATIONS)),
     model: Optional[str] = typer.Option(None, help="Sweep a zoo model instead of the MLP, e.g. 'cnn(channels=16)' or "
                                                    "'resnet(norm=none)'; depth sets its depth parameter (`initlab models`)."),
     epochs: int = typer.Option(10, help="Training epochs per run."),
@@ -153,7 +155,7 @@ def depth(
                                  on_depth=lambda d, r: progress.advance(reporter.depth_task),
                                  overwrite=overwrite, resume=resume, model=model)
     except KeyboardInterrupt as e:
-        interrupted(e, Path(out))
+        interrupted(e, out_path(out))
     except ValueError as e:  # includes DataError
         fail(str(e))
     console.print(depth_table(result))

@@ -21,7 +21,7 @@ from initlab.cli.common import (EXIT_SIGINT, EXIT_SIGTERM, Terminated, check_pos
 from initlab.experiments.sweeps.run import SweepReporter
 
 STORE_HELP = "SQLite run store (created if missing; several workers may share it)."
-runs_app = typer.Typer(add_completion=False, no_args_is_help=True,
+runs_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                        help="Read the run store: list sweeps and runs, show one, export, best lr, heat maps.")
 
 
@@ -264,7 +264,7 @@ def sweep_cmd(
     if table is not None:
         console.print(table)
         if plots is not None:
-            from initlab.plots.sweeps import plot_lr_sensitivity
+            from initlab.experiments.sweeps.plots import plot_lr_sensitivity
 
             plots.mkdir(parents=True, exist_ok=True)
             path = plot_lr_sensitivity(result.runs, plots / "lr_sensitivity.png", title=spec.name)
@@ -415,7 +415,7 @@ def runs_best(
 
             fixed = fixed_lr_table(runs, fixed_lr)
         if plot is not None:
-            from initlab.plots.sweeps import plot_lr_sensitivity
+            from initlab.experiments.sweeps.plots import plot_lr_sensitivity
 
             plot_lr_sensitivity(runs, plot, title=sw["name"])
     except ValueError as e:
@@ -449,7 +449,7 @@ def runs_heatmap(
             raise ValueError(f"unknown --agg {agg!r}; choose from: mean, median, min, max")
         st = _open(store)
         sw = st.find_sweep(sweep)
-        from initlab.plots.sweeps import plot_heatmap
+        from initlab.experiments.sweeps.plots import plot_heatmap
 
         table = plot_heatmap(st.runs(sw["id"]), x, y, metric, out, agg=agg, title=f"{sw['name']}: {metric} ({agg})")
     except OSError as e:

@@ -25,6 +25,16 @@ import torch
 MAX_INT = 2**63 - 1  # int64: seeds, sizes and counts travel through torch and SQLite as int64
 
 
+def is_integer(value: Any) -> bool:
+    """An integer for initlab: Python and numpy integers, never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A real number for initlab: ints, floats and numpy scalars, never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def as_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = MAX_INT) -> int:
     """``value`` as an ``int`` within [minimum, maximum]; numpy integers accepted, bools and floats refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 from typing import Callable, Sequence, Union
 
 import numpy as np
@@ -38,6 +39,8 @@ import pandas as pd
 import torch
 from scipy import optimize
 from torch import Tensor
+
+from initlab.core.activations import activation_fn
 
 __all__ = [
     "DEGREE", "gauss_expect", "variance_map", "fixed_point", "chi1",
@@ -56,8 +59,6 @@ Activation = Union[str, Callable[[Tensor], Tensor]]
 
 def _phi(activation: Activation) -> Callable[[Tensor], Tensor]:
     if isinstance(activation, str):
-        from initlab.models import activation_fn
-
         return activation_fn(activation)
     if callable(activation):
         return activation
@@ -109,6 +110,14 @@ def _derivative(f: Callable[[Tensor], Tensor], x: np.ndarray) -> np.ndarray:
     return g.numpy()
 
 
+def _check_variances(sigma_w2: float, sigma_b2: float) -> tuple[float, float]:
+    """σ_w² and σ_b² are variances: finite and ≥ 0 (a negative one has no meaning, and no error downstream says so)."""
+    for name, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < math.inf:
+            raise ValueError(f"{name} is a variance: it must be a finite number >= 0, got {v!r}")
+    return float(sigma_w2), float(sigma_b2)
+
+
 def _check_q(q: float) -> float:
     q = float(q)
     if not q >= 0:
@@ -156,6 +165,7 @@ def variance_map(activation: Activation, q: float, sigma_w2: float, sigma_b2: fl
         sigma_w2: fan_in · Var(W).
         sigma_b2: Var(b).
     """
+    sigma_w2, sigma_b2 = _check_variances(sigma_w2, sigma_b2)
     return sigma_w2 * _second_moment(_phi(activation), q) + sigma_b2
 
 
@@ -178,6 +188,7 @@ def fixed_point(activation: Activation, sigma_w2: float, sigma_b2: float = 0.0, 
         below 1e30: e.g. ReLU with σ_w² > 2). When V(q0) = q0 (ReLU at σ_w² = 2, σ_b² = 0,
         where every q is fixed) q0 itself.
     """
+    sigma_w2, sigma_b2 = _check_variances(sigma_w2, sigma_b2)
     phi = _phi(activation)
     q0 = _check_q(q0)
     if not q0 > 0:
@@ -211,6 +222,7 @@ def chi1(activation: Activation, sigma_w2: float, sigma_b2: float = 0.0, q: floa
         sigma_w2, sigma_b2: weight (fan_in · Var(W)) and bias variances.
         q: the variance to evaluate at; default the fixed point ``fixed_point(...)``.
     """
+    sigma_w2, sigma_b2 = _check_variances(sigma_w2, sigma_b2)
     phi = _phi(activation)
     q = fixed_point(phi, sigma_w2, sigma_b2) if q is None else _check_q(q)
     return sigma_w2 * _derivative_moment(phi, q)
@@ -254,6 +266,7 @@ def correlation_map(activation: Activation, c: float, q: float | None = None,
         c: input correlation in [-1, 1].
         q: the common variance of both inputs; default the fixed point q*.
     """
+    sigma_w2, sigma_b2 = _check_variances(sigma_w2, sigma_b2)
     if not -1.0 <= float(c) <= 1.0:
         raise ValueError(f"correlation c must be in [-1, 1], got {c!r}")
     phi = _phi(activation)
@@ -272,6 +285,7 @@ def depth_scale(activation: Activation, sigma_w2: float, sigma_b2: float = 0.0) 
     in the chaotic phase (χ_1 > 1) c* < 1 is found by Brent's method on c'(c) - c and
     χ_c = σ_w² E[φ'(u_1) φ'(u_2)] there. ξ_c = inf at criticality (χ_c = 1).
     """
+    sigma_w2, sigma_b2 = _check_variances(sigma_w2, sigma_b2)
     phi = _phi(activation)
     q = fixed_point(phi, sigma_w2, sigma_b2)
     x1 = chi1(phi, sigma_w2, sigma_b2, q=q)
@@ -293,6 +307,7 @@ def critical_sigma_w2(activation: Activation, sigma_b2: float = 0.0) -> float:
     Examples: ReLU (σ_b² = 0) → 2, He's gain² (He et al. 2015); tanh (σ_b² = 0) → 1
     (Poole et al. 2016, fig. 2). Raises ValueError if no σ_w² in [1e-4, 1e4] is critical.
     """
+    _, sigma_b2 = _check_variances(1.0, sigma_b2)
     phi = _phi(activation)
     f = lambda s: chi1(phi, s, sigma_b2) - 1.0  # noqa: E731
     lo, hi = 0.5, 1.0
@@ -333,6 +348,8 @@ def weight_variance(scheme, fan_in: int, fan_out: int) -> float:
     (out × in) semi-orthogonal matrix has min(out, in) unit-norm rows or columns);
     pytorch_default 1/(3 fan_in). It is the second moment, which is what the variance map needs.
     """
+    if isinstance(fan_in, bool) or isinstance(fan_out, bool) or not (fan_in > 0 and fan_out > 0):
+        raise ValueError(f"fans must be positive, got fan_in={fan_in!r}, fan_out={fan_out!r}")
     from initlab import schemes as S
 
     sch, params = S._as_spec(scheme)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from initlab.core.checks import is_integer
 from initlab import store
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
 from initlab.training.memory import available_bytes, format_bytes
@@ -48,6 +49,7 @@ from initlab.training.loop import (
     INIT_STREAM,
     MAX_INT,
     derive_seed,
+    device_text,
     PROBE_STREAM,
     TrainConfig,
     check_init,
@@ -107,18 +109,23 @@ class CompareSpec:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization '{self.normalize}'; choose from: {', '.join(NORMALIZATIONS)}")
         check_activation(self.activation)
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 0 < self.seeds <= MAX_INT:
+        # numpy integers are integers (np.int64(2) from a grid), bools are not; stored as int
+        if not is_integer(self.seeds) or not 0 < self.seeds <= MAX_INT:
             raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
-        if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
-                or not 0 <= self.first_seed <= MAX_INT - self.seeds:
+        if not is_integer(self.first_seed) or not 0 <= self.first_seed <= MAX_INT - self.seeds:
             raise ValueError(f"first seed must be an integer from 0 to {MAX_INT} - seeds, got {self.first_seed!r}")
         if not isinstance(self.train, TrainConfig):
             raise ValueError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        object.__setattr__(self, "device", device_text(self.device))  # torch.device("cpu") -> "cpu"
         resolve_device(self.device)
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine '{self.engine}'; choose from: {', '.join(ENGINES)}")
-        if isinstance(self.probe_size, bool) or not isinstance(self.probe_size, int) or not 0 < self.probe_size <= MAX_INT:
+        if not is_integer(self.probe_size) or not 0 < self.probe_size <= MAX_INT:
             raise ValueError(f"probe size must be a positive integer, got {self.probe_size!r}")
+        if not isinstance(self.probe, bool):
+            raise ValueError(f"probe must be true or false, got {self.probe!r}")
+        for name in ("seeds", "first_seed", "probe_size"):
+            object.__setattr__(self, name, int(getattr(self, name)))
 
     @property
     def run_seeds(self) -> range:
@@ -469,7 +476,7 @@ def _train_single(spec, data, schemes, device, book, reporter, pb):
     for run in book.pending():
         model = build_model(spec, data, schemes[run.init], run.seed, device)
         if not _start(run, model, pb, reporter):
-            book.write(steps=True, probe=True)
+            book.write(probe=True)
             continue
         book.write()
 
@@ -480,9 +487,10 @@ def _train_single(spec, data, schemes, device, book, reporter, pb):
             book.write()
             reporter.epoch_end(run.init, run.seed, row)
 
-        res = train_model(model, data, spec.train, seed=run.seed, on_epoch=on_epoch)
+        res = train_model(model, data, spec.train, seed=run.seed, on_epoch=on_epoch,
+                          on_steps=lambda losses, step0, run=run: book.append_steps(run, losses, step0))
         _finish(run, res, reporter)
-        book.write(steps=True, probe=True)
+        book.write(probe=True)
 
 
 def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str, str | None]:
@@ -514,7 +522,8 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
 
     Only one group's models exist at a time. metrics.csv/runs.csv are rewritten after every epoch,
     before the reporter hears of it, so an interrupt keeps every reported epoch; per-step losses
-    and probe rows of a group are written when the group ends.
+    are appended to steps.csv every epoch (kill -9 loses at most the epoch in progress), probe rows
+    of a group are written when the group ends.
     """
     if kind == "mlp":
         from initlab.training.mlp_engine import train_population
@@ -530,7 +539,7 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
             if _start(run, model, pb, reporter):
                 runs.append(run)
                 models.append(model)
-        book.write(steps=True, probe=True)
+        book.write(probe=True)
         if not runs:
             continue
         queue: list[tuple[Run, dict]] = []
@@ -548,11 +557,12 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
             queue.clear()
 
         results = train_population(models, data, spec.train, [r.seed for r in runs], on_epoch=on_epoch,
-                                   after_epoch=after_epoch, max_models=len(models))
+                                   after_epoch=after_epoch, max_models=len(models),
+                                   on_steps=lambda k, losses, step0: book.append_steps(runs[k], losses, step0))
         del models
         for run, res in zip(runs, results):
             _finish(run, res, reporter)
-        book.write(steps=True, probe=True)
+        book.write(probe=True)
 
 
 def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
@@ -564,8 +574,9 @@ def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
 def resumable(out: str | Path | None, resume: bool) -> bool:
     """``resume``, except for a folder claimed and then stopped before anything was written (a
     kill right after start): there is nothing to continue, so the comparison simply starts."""
-    if out is None or not resume or not Path(out).is_dir():
+    if out is None or not resume or not store.out_path(out).is_dir():
         return resume
+    out = store.out_path(out)
     return bool((store.read_marker(out) or {}).get("files")) or store.read_marker(out) is None
 
 
@@ -574,7 +585,7 @@ def check_resume(out: str | Path, spec: CompareSpec) -> None:
     import json
 
     try:
-        old = json.loads((Path(out) / "config.json").read_text())
+        old = json.loads((store.out_path(out) / "config.json").read_text())
     except (OSError, ValueError):
         raise ValueError(f"cannot resume '{out}': its config.json is missing or unreadable; "
                          "use --overwrite to start again") from None
@@ -623,6 +634,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     reporter = reporter or Reporter()
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
+    out = None if out is None else store.out_path(out)
     resume = resumable(out, resume)
     if out is not None:
         store.check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
@@ -670,6 +682,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     result = _result(spec, book, out_dir, t0, chance, complete=True)
     if out_dir is not None:
         try:
+            book.write(steps=True)  # steps.csv whole, in run order (it grew by appends, epoch by epoch)
             _write_summary(result)
         except OSError as e:
             raise store.write_error(e) from None
@@ -699,6 +712,7 @@ def compare(
     diverge_loss: float = TrainConfig.diverge_loss,
     overwrite: bool = False,
     resume: bool = False,
+    model: Any = None,
 ) -> CompareResult:
     """Compare init schemes on one dataset and network; the defaults are the seed notebook's experiment.
 
@@ -708,6 +722,9 @@ def compare(
     trains them one after another with :func:`initlab.training.loop.train_model`. Both give the same
     results up to float32 summation order. ``diverge_loss``: see :data:`initlab.training.loop.DIVERGE_LOSS`.
     ``overwrite``/``resume``: reuse an earlier result folder (:func:`initlab.store.check_out_dir`).
+    ``model``: a zoo spec (``"resnet(blocks=20,norm=none)"``), ``"module:factory"`` or a callable
+    returning an ``nn.Module`` (called per run, with ``in_shape``/``num_classes`` if it asks),
+    instead of the MLP of ``hidden``/``activation``.
 
     Example: ``initlab.compare(dataset="digits", epochs=5, seeds=3).summary``.
     """
@@ -716,6 +733,6 @@ def compare(
         normalize=normalize, hidden=hidden, activation=activation, seeds=seeds, first_seed=first_seed,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
                           diverge_loss=diverge_loss),
-        device=device, engine=engine, probe=probe,
+        device=device, engine=engine, probe=probe, model=model,
     )
     return run_compare(spec, out=out, reporter=reporter, overwrite=overwrite, resume=resume)

@@ -163,7 +163,7 @@ def depth_sweep(
     if out is not None:
         store.check_out_dir(out, "depth", overwrite=overwrite, resume=resume)
         if resume:
-            _check_sweep_resume(Path(out), config)
+            _check_sweep_resume(store.out_path(out), config)
     out_dir = store.claim_out_dir(out, "depth", overwrite=overwrite, resume=resume) if out is not None else None
     t0 = time.perf_counter()
     results: dict[int, CompareResult] = {}

@@ -149,6 +149,17 @@ class RunBook:
 
     # ------------------------------------------------------------------ files
 
+    def append_steps(self, run: Run, losses: np.ndarray, step0: int) -> None:
+        """Add one epoch's per-step losses of ``run`` to steps.csv as they come (kill -9 loses at most
+        the epoch in progress). One ``write`` of whole lines per epoch, appended: steps.csv grows
+        linearly, not rewritten; :meth:`write` with ``steps=True`` rewrites it whole (on start, on
+        resume, at the end), which also drops the lines of a run that is started again."""
+        if self.out_dir is None or not len(losses):
+            return
+        frame = pd.DataFrame({"init": run.init, "seed": run.seed, "step": np.arange(step0, step0 + len(losses)),
+                              "train_loss": losses})
+        store.append_text(self.out_dir / "steps.csv", frame.to_csv(index=False, header=False))
+
     def write(self, *, steps: bool = False, probe: bool = False) -> None:
         """Rewrite steps.csv / probe.csv (when asked), then metrics.csv, then runs.csv, atomically.
 

@@ -14,32 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-# name -> (module factory, functional form). The functional form is what the batched engine
-# and the theory module evaluate; the module form is what users see in `print(model)`.
-ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = {
-    "relu": (nn.ReLU, torch.relu),
-    "leaky_relu": (nn.LeakyReLU, nn.functional.leaky_relu),  # negative slope 0.01, torch's default
-    "tanh": (nn.Tanh, torch.tanh),
-    "sigmoid": (nn.Sigmoid, torch.sigmoid),
-    "selu": (nn.SELU, nn.functional.selu),
-    "elu": (nn.ELU, nn.functional.elu),
-    "gelu": (nn.GELU, nn.functional.gelu),
-    "silu": (nn.SiLU, nn.functional.silu),
-    "linear": (nn.Identity, lambda x: x),
-}
-
-
-def check_activation(name: str) -> str:
-    """Return ``name`` if it is a known activation, else raise a one-line ValueError."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation '{name}'; choose from: {', '.join(ACTIVATIONS)}")
-    return name
-
-
-def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The functional form of a named activation (``torch.relu`` for ``"relu"``, ...)."""
-    return ACTIVATIONS[check_activation(name)][1]
-
+from initlab.core.activations import ACTIVATIONS, activation_fn, check_activation  # noqa: F401  (re-exported)
 
 # Widest hidden layer accepted: a 2**20 x 2**20 float32 weight alone is 4 TiB, so anything wider
 # would not fit in memory anyway; rejecting it up front beats an overflow or OOM mid-run.

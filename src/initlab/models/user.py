@@ -225,9 +225,34 @@ def input_shape_of(model: nn.Module, image_shape: Sequence[int]) -> tuple[int, .
     return image if isinstance(first, nn.Conv2d) else (math.prod(image),)
 
 
-def model_inputs(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
-    """``x`` (flattened examples) viewed as the layout ``model`` wants (:func:`input_shape_of`)."""
-    return x.reshape(x.shape[0], *input_shape_of(model, image_shape))
+def model_inputs(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int], what: str = "model") -> torch.Tensor:
+    """``x`` (flattened examples) viewed as the layout ``model`` wants (:func:`input_shape_of`); a one-line
+    ValueError when the model declares an input shape the data cannot take (built for another input size)."""
+    shape = input_shape_of(model, image_shape)
+    if math.prod(shape) != math.prod(x.shape[1:]):
+        raise ValueError(f"{what} wants inputs of shape {shape} ({math.prod(shape)} values per example) but the "
+                         f"dataset's examples have {math.prod(x.shape[1:])} values (images {tuple(image_shape)}); "
+                         "build it for this dataset's input size")
+    return x.reshape(x.shape[0], *shape)
+
+
+def check_model(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int], num_classes: int,
+                what: str = "model") -> torch.Tensor:
+    """The one check of a model against a dataset, shared by compare, probe, audit and sweep.
+
+    ``x``: a few flattened examples. Checks, each a one-line ValueError: the input layout the model
+    wants fits the data (:func:`model_inputs`); the model does not take integer token ids (an
+    ``nn.Embedding`` as its first layer: initlab's datasets are images); one forward on a throwaway
+    pass returns floating-point logits of shape (batch, num_classes) (:func:`check_output`).
+    Returns ``x`` in the model's layout.
+    """
+    first = next((m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag, *_WEIGHT_LAYERS))), None)
+    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
+        raise ValueError(f"{what} takes integer token ids (its first layer is an {type(first).__name__}); initlab's "
+                         "datasets are images of floats: give a model whose first layer takes them")
+    inputs = model_inputs(model, x, image_shape, what)
+    check_output(model, inputs, num_classes, what)
+    return inputs
 
 
 def _logits_from(output):

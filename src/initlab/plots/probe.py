@@ -79,8 +79,11 @@ def plot_depth(frame: pd.DataFrame, column: str, pred_column: str, ylabel: str, 
         ax.set_title("\n".join([act] + notes), fontsize=9 if notes else None)
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(title="init (solid measured,\ndashed theory)", fontsize=8, title_fontsize=8,
-                       loc="center left", bbox_to_anchor=(1.02, 0.5))
+    # the legend names only what is drawn: the dashed theory lines exist for initlab's own MLPs only
+    theory = any(line.get_linestyle() == "--" for ax in axes[0] for line in ax.get_lines())
+    if axes[0][-1].get_legend_handles_labels()[0]:  # every init may be all-zero (not drawable on a log axis)
+        axes[0][-1].legend(title="init (solid measured,\ndashed theory)" if theory else "init (measured)", fontsize=8,
+                           title_fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 

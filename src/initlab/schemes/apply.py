@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from initlab.core.checks import as_module
 from initlab.schemes.functions import _check_number, declared_fans
 from initlab.schemes.layers import UNSUPPORTED, Target, is_lazy, layer_targets
 from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
@@ -167,6 +168,15 @@ def _by_slot(plans: list[_Plan]) -> dict[int, list[_Plan]]:
     return groups
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(value: Tensor) -> Tensor:
+    """Half and bfloat16 tensors are drawn in float32 (QR, erfinv and friends are not implemented for them,
+    and a draw in 16 bits loses the distribution's tails); the slot's write casts the result back."""
+    return value.float() if value.dtype in LOW_PRECISION else value
+
+
 def _draw(plans: list[_Plan], generator: torch.Generator | None, report: bool) -> dict[int, Tensor]:
     groups = _by_slot(plans)
     new: dict[int, Tensor] = {}  # id(slot) -> the slot's new effective value
@@ -174,7 +184,7 @@ def _draw(plans: list[_Plan], generator: torch.Generator | None, report: bool) -
     for p in plans:
         sid = id(p.slot)
         if sid not in new and (report or any(q.how is not None for q in groups[sid])):
-            new[sid] = p.slot.read()
+            new[sid] = _compute_dtype(p.slot.read())
             if report:  # std before, for every block of this slot, from the untouched value
                 for q in groups[sid]:
                     q.std_before = _std(_view(new[sid], q.target))
@@ -304,6 +314,7 @@ def initialize(
         >>> g = torch.Generator().manual_seed(0)
         >>> initialize(nn.LSTM(8, 16), "xavier", recurrent="orthogonal", forget_bias=1.0, generator=g)
     """
+    as_module("module", module)
     if _is_auto(rules):
         from initlab.schemes.auto import auto_initialize
 
@@ -397,6 +408,7 @@ def initialize_with_report(
     without fans), std_before, std_after (of the effective tensor), note (parametrizations,
     spectral_norm's rescaling, padding rows, forget gates, why a class is unsupported).
     """
+    as_module("module", module)
     if _is_auto(rules):
         from initlab.schemes.auto import auto_initialize
 

@@ -424,6 +424,10 @@ def orthogonal_(weight: Tensor, gain: float = 1.0, *, generator: torch.Generator
     gain = _check_number("gain", gain, positive=True)
     if weight.dim() < 2:
         raise ValueError(f"orthogonal needs a tensor with at least 2 dimensions, got shape {tuple(weight.shape)}")
+    if weight.dtype in (torch.float16, torch.bfloat16):  # torch's QR (geqrf) has no 16-bit kernels
+        with torch.no_grad():
+            return weight.copy_(torch.nn.init.orthogonal_(torch.empty_like(weight, dtype=torch.float32), gain,
+                                                          generator=generator))
     return torch.nn.init.orthogonal_(weight, gain, generator=generator)
 
 

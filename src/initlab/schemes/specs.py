@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import re
 import types
@@ -297,9 +298,27 @@ def parse_scheme_list(
     if not flat:
         raise ValueError(f"no init schemes given, got {inits!r}; pass at least one, e.g. 'he' or 'he,xavier'")
     out: list[str] = []
+    seen: dict[tuple, str] = {}  # the scheme's identity (name behind aliases, every parameter) -> its spelling
     for item in flat:
         text = _canonical(item, allow)
         if text in out:
             raise ValueError(f"init scheme {text!r} is listed twice in {what} {inits!r}; list each scheme once")
+        key = _identity(text, allow)
+        if key in seen:
+            raise ValueError(f"init schemes {seen[key]!r} and {text!r} are the same scheme ({key[0]} with the same "
+                             "parameters); list it once")
+        seen[key] = text
         out.append(text)
     return tuple(out)
+
+
+def _identity(text: str, allow: Collection[str]) -> tuple:
+    """What makes two spellings one init: the canonical name behind aliases and every parameter, defaults included."""
+    if text in allow:
+        return (text,)
+    spec = parse_scheme(text)
+    scheme = get_scheme(spec.name)
+    params = {k: v for k, v in scheme.params.items() if v is not inspect.Parameter.empty}
+    params.update(scheme.resolve_params(spec.params))
+    norm = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in params.items()}
+    return (scheme.name, tuple(sorted((k, repr(v)) for k, v in norm.items())))

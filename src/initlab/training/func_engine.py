@@ -60,7 +60,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from initlab.data import Dataset
-from initlab.training.mlp_engine import BatchedPopulation, config_key
+from initlab.training.mlp_engine import BatchedPopulation, PopulationCallback, PopulationStepsCallback, config_key
 from initlab.training.loop import (
     NonFiniteWatch,
     RunResult,
@@ -76,10 +76,6 @@ DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of engine state per group (params, opti
 EVAL_BYTES = 256 << 20
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults
 ADAM_EPS = 1e-8
-
-# on_epoch(k, row, get_module): k indexes the models passed in; get_module() materializes model k as
-# a plain nn.Module with its parameters and buffers at the end of that epoch (built only when called).
-PopulationCallback = Callable[[int, dict, Callable[[], nn.Module]], None]
 
 
 # ---------------------------------------------------------------------- architecture and checks
@@ -382,6 +378,7 @@ class FuncPopulation(BatchedPopulation):
 def train_func_population(models: Sequence[nn.Module], data: Dataset, configs: TrainConfig | Sequence[TrainConfig],
                           seeds: Sequence[int], *, on_epoch: PopulationCallback | None = None,
                           after_epoch: Callable[[int], None] | None = None, max_models: int | None = None,
+                          on_steps: PopulationStepsCallback | None = None,
                           memory_budget: int = DEFAULT_MEMORY_BUDGET) -> list[RunResult]:
     """Train many models of any vmappable architecture batched; return per model what ``train_model`` returns.
 
@@ -424,6 +421,7 @@ def train_func_population(models: Sequence[nn.Module], data: Dataset, configs: T
             part = members[start:start + cap]
             pop = FuncPopulation([models[k] for k in part], [configs[k] for k in part], [seeds[k] for k in part], device)
             cb = None if on_epoch is None else (lambda j, row, get, part=part: on_epoch(part[j], row, get))
-            for j, res in enumerate(pop.train(data, on_epoch=cb, after_epoch=after_epoch)):
+            sb = None if on_steps is None else (lambda j, losses, step0, part=part: on_steps(part[j], losses, step0))
+            for j, res in enumerate(pop.train(data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)):
                 results[part[j]] = res
     return results

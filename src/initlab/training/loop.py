@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from initlab.core.checks import is_integer, is_real
 from initlab.data import Dataset
 
 OPTIMIZERS = ("sgd", "adam")
@@ -51,8 +52,19 @@ def make_generator(seed: int, stream: int, device: str | torch.device = "cpu") -
     return g
 
 
-def resolve_device(device: str) -> torch.device:
+def device_text(device: str | torch.device) -> str:
+    """A device as the text initlab records: a ``torch.device`` becomes ``"cpu"`` / ``"cuda"`` / ``"cuda:1"``."""
+    return str(device) if isinstance(device, torch.device) else device
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
     """``auto`` picks CUDA when present, else CPU; asking for CUDA without one is an error."""
+    device = device_text(device)
+    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        if int(device[5:]) >= torch.cuda.device_count():
+            raise ValueError(f"device '{device}' requested but this machine has {torch.cuda.device_count()} CUDA "
+                             "device(s); choose from: cpu, auto, cuda")
+        return torch.device(device)
     if device not in DEVICES:
         raise ValueError(f"unknown device '{device}'; choose from: {', '.join(DEVICES)}")
     if device == "auto":
@@ -75,23 +87,26 @@ class TrainConfig:
     diverge_loss: float = DIVERGE_LOSS  # diverged when the end-of-epoch test loss > diverge_loss·ln(C)
 
     def __post_init__(self):
+        # numpy scalars are numbers too (np.int64(2) from a grid); bools never are (lr=True is a bug)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_INT:
+            if not is_integer(v) or not 0 < v <= MAX_INT:
                 raise ValueError(f"{name} must be a positive integer up to {MAX_INT}, got {v!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            object.__setattr__(self, name, int(v))
+        if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number (finite), got {self.lr!r}")
-        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+        if not (is_real(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer '{self.optimizer}'; choose from: {', '.join(OPTIMIZERS)}")
         if self.optimizer != "sgd" and self.momentum != 0:
             raise ValueError(f"momentum {self.momentum!r} has no effect with optimizer '{self.optimizer}' "
                              "(Adam has its own betas); drop it or use optimizer sgd")
-        if not (isinstance(self.diverge_loss, (int, float)) and not isinstance(self.diverge_loss, bool)
-                and self.diverge_loss > 1):  # inf is allowed: no loss bound, only non-finite values
+        if not (is_real(self.diverge_loss) and self.diverge_loss > 1):  # inf is allowed: only non-finite values
             raise ValueError(f"diverge_loss must be a number > 1 (a multiple of the chance loss ln C; "
                              f"inf turns the bound off), got {self.diverge_loss!r}")
+        for name in ("lr", "momentum", "diverge_loss"):
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     def loss_bound(self, num_classes: int) -> float:
         """The test loss above which a run counts as diverged: ``diverge_loss · ln(num_classes)``."""
@@ -225,6 +240,7 @@ def close_evaluation(result: RunResult, row: dict, test_loss: float, test_acc: f
 
 
 EpochCallback = Callable[[dict], None]
+StepsCallback = Callable[[np.ndarray, int], None]  # (the epoch's per-step losses, index of its first step)
 
 
 def train_model(
@@ -234,6 +250,7 @@ def train_model(
     *,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    on_steps: StepsCallback | None = None,
 ) -> RunResult:
     """Train ``model`` (already initialized, on the data's device) for ``config.epochs`` epochs.
 
@@ -242,7 +259,8 @@ def train_model(
     NaN/inf loss marks the run diverged at its first bad step and ends it. Test loss and accuracy
     are measured after every epoch; a NaN/inf activation during that evaluation, or a test loss
     above ``config.loss_bound(C)``, also marks it diverged (the row keeps the measured values).
-    ``on_epoch`` receives each epoch row as it is made.
+    ``on_epoch`` receives each epoch row as it is made; ``on_steps(losses, step0)`` the epoch's
+    per-step losses just before (so a caller can put them on disk epoch by epoch).
     """
     device = data.x_train.device
     opt = make_optimizer(model.parameters(), config)
@@ -264,6 +282,8 @@ def train_model(
         losses_np = losses.cpu().double().numpy()
         step_chunks.append(losses_np)
         row = close_epoch(result, epoch, losses_np, step0)
+        if on_steps is not None:
+            on_steps(losses_np, step0)
         if not result.diverged:
             with NonFiniteWatch(model) as watch:
                 test_loss, test_acc = evaluate(model, data.x_test, data.y_test, config.eval_batch_size)

@@ -57,6 +57,7 @@ ADAM_EPS = 1e-8
 # on_epoch(k, row, get_module): k indexes the models passed in; get_module() materializes model k as
 # a plain nn.Module with its parameters at the end of that epoch (only built when called).
 PopulationCallback = Callable[[int, dict, Callable[[], nn.Module]], None]
+PopulationStepsCallback = Callable[[int, np.ndarray, int], None]  # (k, the epoch's per-step losses, step0)
 
 
 @dataclass(frozen=True)
@@ -196,12 +197,14 @@ class BatchedPopulation:
 
     @torch.no_grad()
     def train(self, data: Dataset, *, on_epoch: PopulationCallback | None = None,
-              after_epoch: Callable[[int], None] | None = None) -> list[RunResult]:
+              after_epoch: Callable[[int], None] | None = None,
+              on_steps: PopulationStepsCallback | None = None) -> list[RunResult]:
         """Train every model for ``config.epochs`` epochs; return one ``RunResult`` per model.
 
         Each result equals what ``train_model`` returns for that model, seed and config. After each
         epoch ``on_epoch(k, row, get_module)`` is called for every model that ran it (in model
-        order), then ``after_epoch(epoch)`` once.
+        order), then ``after_epoch(epoch)`` once; ``on_steps(k, losses, step0)`` gets each model's
+        per-step losses of the epoch just before its ``on_epoch``.
         """
         if self._finished:
             raise ValueError(f"this population has already trained; build a new {type(self).__name__} to train again")
@@ -233,6 +236,8 @@ class BatchedPopulation:
             for pos, k in enumerate(self.index):
                 chunks[k].append(losses_np[pos])
                 rows[k] = close_epoch(results[k], epoch, losses_np[pos], step0)
+                if on_steps is not None:
+                    on_steps(k, losses_np[pos], step0)
                 if not results[k].diverged:
                     keep.append(pos)
             if len(keep) < len(self.index):
@@ -475,7 +480,8 @@ class Population(BatchedPopulation):
 def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainConfig | Sequence[TrainConfig],
                      seeds: Sequence[int], *, on_epoch: PopulationCallback | None = None,
                      after_epoch: Callable[[int], None] | None = None, max_models: int | None = None,
-                     memory_budget: int = DEFAULT_MEMORY_BUDGET) -> list[RunResult]:
+                     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                     on_steps: PopulationStepsCallback | None = None) -> list[RunResult]:
     """Train many ``mlp`` models batched; return per model what ``train_model`` returns.
 
     Models are grouped by layout and by everything in their config except ``lr`` and ``momentum``;
@@ -507,6 +513,7 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
             part = members[start:start + cap]
             pop = Population([models[k] for k in part], [configs[k] for k in part], [seeds[k] for k in part], device)
             cb = None if on_epoch is None else (lambda j, row, get, part=part: on_epoch(part[j], row, get))
-            for j, res in enumerate(pop.train(data, on_epoch=cb, after_epoch=after_epoch)):
+            sb = None if on_steps is None else (lambda j, losses, step0, part=part: on_steps(part[j], losses, step0))
+            for j, res in enumerate(pop.train(data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)):
                 results[part[j]] = res
     return results

@@ -148,7 +148,7 @@ def phase_table(runs: pd.DataFrame, *, threshold: float | None = None, chance: f
 
 def plot_phase(runs: pd.DataFrame, path: str | Path, *, title: str = "", threshold: float | None = None) -> PhaseTable:
     """The heat map of final training accuracy over (σ_w², depth) with the 6 ξ_c curve; returns the table."""
-    from initlab.plots.sweeps import plot_heatmap
+    from initlab.experiments.sweeps.plots import plot_heatmap
 
     table = phase_table(runs, threshold=threshold)
     frame = runs.copy()

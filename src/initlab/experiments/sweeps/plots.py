@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initlab.plots.compare import STYLES, plt, save_figure
+from initlab.schemes import parse_scheme
 from initlab.experiments.sweeps.select import best_lr, context_columns, lr_table
 
 
 def with_scheme_params(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` plus one column ``init.<param>`` per parameter of the init schemes
     (``mean_field(sigma_w2=1.5,...)`` gives ``init.sigma_w2`` = 1.5), so scheme parameters can be axes."""
-    from initlab.schemes import parse_scheme
-
     if "init" not in runs or runs.empty:
         return runs
     params = {text: dict(parse_scheme(text).params) for text in runs["init"].unique()}
@@ -64,8 +64,6 @@ def plot_heatmap(runs: pd.DataFrame, x: str, y: str, metric: str, path: str | Pa
     """A heat map of ``metric`` over axes ``x`` and ``y`` (any run columns, or ``init.<param>``),
     saved to ``path``; returns the table drawn. ``overlay(ax)`` draws on top (data coordinates
     when both axes are numeric). Missing cells are gray."""
-    from initlab.plots.compare import plt, save_figure
-
     table = pivot(runs, x, y, metric, agg, diverged_value)
     xe, x_num = _edges(list(table.columns))
     ye, y_num = _edges(list(table.index))
@@ -107,8 +105,6 @@ def plot_lr_sensitivity(runs: pd.DataFrame, path: str | Path, *, metric: str = "
     """Validation accuracy vs lr (log axis), one line per init (mean over seeds), band min–max,
     a star at each init's chosen lr (:func:`initlab.experiments.sweeps.select.best_lr`). Diverged runs count 0.
     One panel per value of the other axes that vary (up to 6)."""
-    from initlab.plots.compare import STYLES, plt, save_figure
-
     table = lr_table(runs, metric)
     best = best_lr(runs, metric)
     ctx = context_columns(runs)
