@@ -41,6 +41,7 @@ from initlab.experiments.compare import CompareResult, CompareSpec, compare, run
 from initlab.experiments.depth import DepthSweepResult, depth_sweep
 from initlab.experiments.sweeps import RunStore, SweepSpec, load_spec, run_sweep
 from initlab.schemes.mup import coord_check
+from initlab.report import inline as _inline  # noqa: F401  (results render as their report pages in Jupyter)
 
 probe_model = probe  # the name the README used before ``initlab.probe`` was the function itself
 

@@ -40,6 +40,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from initlab.core.display import html_of
 from initlab.analysis.jacobian import jacobian_spectrum
 from initlab.analysis.probe import RELU_FAMILY, SATURATING, probe
 from initlab.core import theory
@@ -114,6 +115,13 @@ class AuditReport:
     recommended: str | None
     reason: str
     profile: pd.DataFrame = field(repr=False, default=None)  # all probe rows, with a ``scheme`` column
+
+    def __repr__(self) -> str:
+        return (f"<AuditReport: {self.model_name} under {len(self.candidates)} schemes "
+                f"({', '.join(self.candidates)}); recommended: {self.recommended}>")
+
+    def _repr_html_(self) -> str | None:
+        return html_of(self)
 
     def summary(self) -> pd.DataFrame:
         rows = []

@@ -18,6 +18,7 @@ from initlab.claims.registry import (  # noqa: F401
     CheckContext,
     Claim,
     ClaimResult,
+    ClaimResults,
     get_claim,
     resolve_claims,
     list_claims,

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from initlab.core.display import html_of
 from initlab import store
 from initlab.data import load_dataset
 from initlab.models import mlp
@@ -171,9 +172,26 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+class ClaimResults(list):
+    """``run_claims``'s answer: a list of :class:`ClaimResult` that knows its claims, whether it was
+    ``quick`` and its folder (``out``, or None); in a notebook it renders as the claims report page."""
+
+    def __init__(self, claims: Sequence[Claim], results: Sequence[ClaimResult], quick: bool, out: Path | None):
+        super().__init__(results)
+        self.claims, self.quick, self.out = list(claims), quick, out
+
+    def __repr__(self) -> str:
+        counts = {v: sum(r.verdict == v for r in self) for v in VERDICTS}
+        tally = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        return f"<ClaimResults: {len(self)} claims ({tally}){' (quick)' if self.quick else ''}>"
+
+    def _repr_html_(self) -> str | None:
+        return html_of(self)
+
+
 def run_claims(ids: Sequence[str] | None = None, *, out: str | Path | None = None, quick: bool = False,
                on_result: Callable[[Claim, ClaimResult], None] | None = None,
-               overwrite: bool = False) -> list[ClaimResult]:
+               overwrite: bool = False) -> ClaimResults:
     """Run the claims ``ids`` (all when None) in registry order; write claims.json/.md after each.
 
     Unknown or repeated ids raise before anything runs. ``out`` follows the output-folder contract
@@ -189,7 +207,7 @@ def run_claims(ids: Sequence[str] | None = None, *, out: str | Path | None = Non
             write_report(claims[: len(results)], results, out_dir, quick=quick)
         if on_result is not None:
             on_result(claim, res)
-    return results
+    return ClaimResults(claims, results, quick, out_dir)
 
 
 def write_report(claims: Sequence[Claim], results: Sequence[ClaimResult], out_dir: Path, *, quick: bool) -> None:

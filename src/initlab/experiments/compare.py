@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from initlab.core.display import html_of
 from initlab.core.checks import is_integer
 from initlab import store
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
@@ -198,6 +199,18 @@ class CompareResult:
     runs: pd.DataFrame | None = None
     chance: dict = field(default_factory=dict)  # majority-class rate, threshold, test size
     complete: bool = True
+
+    def __repr__(self) -> str:
+        s = self.spec
+        best = self.summary.sort_values("final_test_acc_mean", ascending=False).head(4)
+        accs = ", ".join(f"{r.init} {r.final_test_acc_mean:.3f}" for r in best.itertuples())
+        state = "" if self.complete else ", INTERRUPTED"
+        return (f"<CompareResult: {len(s.inits)} inits × {s.seeds} seed{'s' if s.seeds > 1 else ''} on {s.dataset}, "
+                f"{s.arch}, {s.train.epochs} epochs{state}; final test acc {accs}"
+                f"{'' if self.out is None else f'; {self.out}'}>")
+
+    def _repr_html_(self) -> str | None:
+        return html_of(self)
 
 
 def chance_level(y_test: torch.Tensor) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initlab.core.display import html_of
 from initlab import store
 from initlab.experiments.compare import SEED_INITS, CompareResult, CompareSpec, Reporter, run_compare
 from initlab.models import MAX_DEPTH, MAX_WIDTH, depth_param, is_factory_spec, parse_int_list, parse_model
@@ -61,6 +62,15 @@ class DepthSweepResult:
     out: Path | None = None
     seconds: float = 0.0
     model: str | None = None  # the zoo spec swept (its depth parameter set per depth); None: the MLP
+
+    def __repr__(self) -> str:
+        net = self.model or f"MLP width {self.width} {self.activation}"
+        return (f"<DepthSweepResult: {len(self.inits)} inits at depths {', '.join(map(str, self.depths))} on "
+                f"{self.dataset}, {net}, {self.epochs} epochs × {self.seeds} seeds"
+                f"{'' if self.out is None else f'; {self.out}'}>")
+
+    def _repr_html_(self) -> str | None:
+        return html_of(self)
 
     def table(self) -> pd.DataFrame:
         """Final test accuracy (seed mean over non-diverged runs): rows init, columns depth."""

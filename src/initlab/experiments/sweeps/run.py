@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from initlab.core.display import html_of
 from initlab.experiments.sweeps.plan import SweepPlan, compare_spec, make_plan
 from initlab.experiments.sweeps.runstore import DEFAULT_STORE, MAX_ATTEMPTS, Claimed, RunStore, worker_id
 from initlab.experiments.sweeps.spec import SweepSpec, describe, group_key
@@ -74,6 +75,14 @@ class SweepResult:
     @property
     def complete(self) -> bool:
         return self.counts.get("done", 0) + self.counts.get("diverged", 0) == len(self.runs)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n} {k}" for k, n in self.counts.items() if n)
+        return (f"<SweepResult: sweep {self.sweep.get('name')!r}, {len(self.runs)} runs ({counts}); "
+                f"{self.trained} trained by this call; store {self.store}>")
+
+    def _repr_html_(self) -> str | None:
+        return html_of(self)
 
 
 class _Data:
