@@ -20,8 +20,8 @@ from initlab.analysis.audit import DEFAULT_CANDIDATES as audit_defaults
 from initlab.analysis.audit import AuditReport, audit, check_mlp_memory, plot_audit
 from initlab.core.checks import MAX_INT, as_int
 from initlab.data import load_dataset
-from initlab.models import (MAX_DEPTH, MAX_WIDTH, check_activation, check_model, check_widths, make_model, mlp,
-                            model_inputs, parse_hidden, parse_int_list, resolve_model)
+from initlab.models import (MAX_DEPTH, MAX_WIDTH, check_activation, check_inputs, check_widths, make_model, mlp,
+                            parse_hidden, parse_int_list, resolve_model)
 from initlab.schemes import parse_scheme, parse_scheme_list
 from initlab.training.memory import available_bytes, format_bytes, module_footprint
 
@@ -140,8 +140,7 @@ def run_audit(model: str, *, inits: str | Sequence[str] = DEFAULT_CANDIDATES, da
         data = load_dataset(dataset)
         batch = min(batch, len(data.x_train))  # the example batch is at most the training set
         net, name = audit_model(model, (1, *data.image_shape), data.num_classes, batch)
-        check_model(net, data.x_train[:8], data.image_shape, data.num_classes, what=f"model {name}")
-        x = model_inputs(net, data.x_train[:batch], data.image_shape)
+        x = check_inputs(net, data.x_train[:batch], data.image_shape, what=f"model {name}")
     report = audit(net, x, candidates, seed=seed, name=name)
     out_dir, files = write_audit(report, out, overwrite=overwrite)
     return AuditRun(report, name, batch, out_dir, files)

@@ -503,7 +503,7 @@ def _train_single(spec, data, schemes, device, book, reporter, pb):
         res = train_model(model, data, spec.train, seed=run.seed, on_epoch=on_epoch,
                           on_steps=lambda losses, step0, run=run: book.append_steps(run, losses, step0))
         _finish(run, res, reporter)
-        book.write(probe=True)
+        book.write(steps=True, probe=True)  # steps.csv whole again, in run order
 
 
 def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str, str | None]:
@@ -535,8 +535,8 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
 
     Only one group's models exist at a time. metrics.csv/runs.csv are rewritten after every epoch,
     before the reporter hears of it, so an interrupt keeps every reported epoch; per-step losses
-    are appended to steps.csv every epoch (kill -9 loses at most the epoch in progress), probe rows
-    of a group are written when the group ends.
+    are appended to steps.csv every epoch (kill -9 loses at most the epoch in progress); when the
+    group ends steps.csv is rewritten whole in run order, with its probe rows.
     """
     if kind == "mlp":
         from initlab.training.mlp_engine import train_population
@@ -575,7 +575,7 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
         del models
         for run, res in zip(runs, results):
             _finish(run, res, reporter)
-        book.write(probe=True)
+        book.write(steps=True, probe=True)  # steps.csv whole again, in run order
 
 
 def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
@@ -695,7 +695,6 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     result = _result(spec, book, out_dir, t0, chance, complete=True)
     if out_dir is not None:
         try:
-            book.write(steps=True)  # steps.csv whole, in run order (it grew by appends, epoch by epoch)
             _write_summary(result)
         except OSError as e:
             raise store.write_error(e) from None

@@ -152,8 +152,9 @@ class RunBook:
     def append_steps(self, run: Run, losses: np.ndarray, step0: int) -> None:
         """Add one epoch's per-step losses of ``run`` to steps.csv as they come (kill -9 loses at most
         the epoch in progress). One ``write`` of whole lines per epoch, appended: steps.csv grows
-        linearly, not rewritten; :meth:`write` with ``steps=True`` rewrites it whole (on start, on
-        resume, at the end), which also drops the lines of a run that is started again."""
+        linearly during a run; :meth:`write` with ``steps=True`` rewrites it whole in run order (on
+        start and resume, and when a run or group ends), which also drops the lines of a run that is
+        started again."""
         if self.out_dir is None or not len(losses):
             return
         frame = pd.DataFrame({"init": run.init, "seed": run.seed, "step": np.arange(step0, step0 + len(losses)),

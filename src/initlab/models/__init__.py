@@ -31,6 +31,7 @@ from initlab.models.registry import (
 )
 from initlab.models.user import (
     call_factory,
+    check_inputs,
     check_model,
     check_output,
     input_shape_of,
@@ -44,7 +45,7 @@ __all__ = [
     "ACTIVATIONS", "INT64_MAX", "MAX_DEPTH", "MAX_WIDTH", "activation_fn", "arch_text", "check_activation",
     "check_widths", "mlp", "parse_hidden", "parse_int_list", "ModelEntry", "ModelSpec", "depth_param", "get_model",
     "is_factory_spec", "list_models", "make_model", "model_text", "parse_model", "register_model", "resolve_model",
-    "call_factory", "check_model", "check_output", "input_shape_of", "load_factory", "model_inputs", "pick_logits", "CNN",
+    "call_factory", "check_inputs", "check_model", "check_output", "input_shape_of", "load_factory", "model_inputs", "pick_logits", "CNN",
     "ResidualInfo", "ResMLP", "ResNet", "Scalar", "Transformer", "residual_info",
 ]
 

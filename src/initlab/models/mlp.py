@@ -9,7 +9,7 @@ from __future__ import annotations
 import numbers
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn

@@ -236,21 +236,27 @@ def model_inputs(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int], 
     return x.reshape(x.shape[0], *shape)
 
 
-def check_model(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int], num_classes: int,
-                what: str = "model") -> torch.Tensor:
-    """The one check of a model against a dataset, shared by compare, probe, audit and sweep.
-
-    ``x``: a few flattened examples. Checks, each a one-line ValueError: the input layout the model
-    wants fits the data (:func:`model_inputs`); the model does not take integer token ids (an
-    ``nn.Embedding`` as its first layer: initlab's datasets are images); one forward on a throwaway
-    pass returns floating-point logits of shape (batch, num_classes) (:func:`check_output`).
-    Returns ``x`` in the model's layout.
-    """
+def check_inputs(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int], what: str = "model") -> torch.Tensor:
+    """The data side of the user-model check: the input layout the model wants fits the data
+    (:func:`model_inputs`), and the model does not take integer token ids (an ``nn.Embedding`` as its
+    first layer: initlab's datasets are images of floats). Returns ``x`` in the model's layout."""
     first = next((m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag, *_WEIGHT_LAYERS))), None)
     if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
         raise ValueError(f"{what} takes integer token ids (its first layer is an {type(first).__name__}); initlab's "
                          "datasets are images of floats: give a model whose first layer takes them")
-    inputs = model_inputs(model, x, image_shape, what)
+    return model_inputs(model, x, image_shape, what)
+
+
+def check_model(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int], num_classes: int,
+                what: str = "model") -> torch.Tensor:
+    """The one check of a model against a dataset, shared by compare, probe and sweep (audit uses its
+    data side, :func:`check_inputs`, and reads any output itself, tuples included).
+
+    ``x``: a few flattened examples. Each failure is a one-line ValueError: :func:`check_inputs`, then
+    one forward that must return floating-point logits of shape (batch, num_classes)
+    (:func:`check_output`). Returns ``x`` in the model's layout.
+    """
+    inputs = check_inputs(model, x, image_shape, what)
     check_output(model, inputs, num_classes, what)
     return inputs
 
