@@ -45,6 +45,10 @@ def test_notebook_runs_clean(path, tmp_path):
     htmls = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
              if o.output_type == "execute_result" and "text/html" in o.get("data", {})]
     assert htmls, f"{path.name}: no cell rendered HTML"
+    if path.name == "weight-initialization.ipynb":  # compare's progress bars, as the CLI shows them, as a widget
+        widgets = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert widgets, "no progress widget in the notebook's compare cell"
 
 
 

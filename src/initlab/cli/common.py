@@ -7,8 +7,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
 from rich.text import Text
 
 # emoji=False: ':ok:' in a user's scheme name stays ':ok:'; markup is ours only (user text is escaped)
@@ -110,43 +108,6 @@ def interrupted(e: KeyboardInterrupt, out: Optional[Path]) -> None:
         msg += f"; finished depths: {', '.join(map(str, finished)) or 'none'}"
     err_console.print(Text(msg), soft_wrap=True)
     raise typer.Exit(code)
-
-
-class RichReporter:
-    """Progress bars over runs and over all epochs of all runs (the batched engine runs them together)."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.total = self.epoch_task = None
-        self.seen: dict[tuple, int] = {}
-
-    def start(self, spec, total_runs):
-        self.epochs = spec.train.epochs
-        self.total = self.progress.add_task("runs", total=total_runs)
-        self.epoch_task = self.progress.add_task("epochs", total=total_runs * self.epochs)
-
-    def run_start(self, init, seed):
-        self.seen[(init, seed)] = 0
-
-    def run_skipped(self, init, seed, status):
-        self.run_end(init, seed, False)
-
-    def epoch_end(self, init, seed, row):
-        self.seen[(init, seed)] = self.seen.get((init, seed), 0) + 1
-        self.progress.advance(self.epoch_task)
-        acc = row.get("test_acc", math.nan)
-        self.progress.update(self.epoch_task,
-                             description=escape(f"{init} seed {seed} epoch {row['epoch']}  acc {acc:.3f}"))
-
-    def note(self, message):
-        self.progress.console.print(Text(message, style="yellow"))
-
-    def run_end(self, init, seed, diverged, reason=None):
-        self.progress.advance(self.epoch_task, self.epochs - self.seen.get((init, seed), self.epochs))
-        self.progress.advance(self.total)
-        if diverged:
-            self.progress.console.print(Text(f"{init} seed {seed} diverged: {reason or 'see metrics.csv'}",
-                                             style="yellow"))
 
 
 def write_html_report(enabled: bool, out) -> None:

@@ -7,13 +7,13 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from initlab.store import out_path
 from initlab.core.activations import ACTIVATIONS
-from initlab.cli.common import (MODEL_HELP, OUT_HELP, REPORT_HELP, RichReporter, check_positive,
+from initlab.experiments.progress import RichReporter, bars
+from initlab.cli.common import (MODEL_HELP, OUT_HELP, REPORT_HELP, check_positive,
                                 console, fail, fmt, interrupted, resolve_hidden,
                                 split_top_level, status_cell, write_html_report)
 
@@ -125,8 +125,7 @@ def compare(
     net = spec.arch if spec.model is not None else \
         f"{arch_text([data.in_features, *spec.hidden, data.num_classes])} {activation}"
     console.print(Text(f"{dataset}: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test, network {net}"))
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    progress = bars(console)
     try:
         with progress:
             result = run_compare(spec, out=out, reporter=RichReporter(progress), data=data,

@@ -6,38 +6,15 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from initlab.store import out_path
 from initlab.core.activations import ACTIVATIONS
-from initlab.cli.common import (OUT_HELP, REPORT_HELP, RichReporter, check_positive,
+from initlab.experiments.progress import DepthReporter, bars
+from initlab.cli.common import (OUT_HELP, REPORT_HELP, check_positive,
                                 check_threads, console, fail, fmt, interrupted, resolve_hidden,
                                 split_top_level, write_html_report)
-
-
-class SweepReporter(RichReporter):
-    """RichReporter over a depth sweep: one bar for depths, one for runs of a depth, one for epochs."""
-
-    def __init__(self, progress: Progress, depths):
-        super().__init__(progress)
-        self.depth_task = progress.add_task("depths", total=len(depths))
-        self.depth = None
-
-    def start(self, spec, total_runs):
-        self.depth = len(spec.hidden)
-        if self.total is None:
-            super().start(spec, total_runs)
-        else:
-            self.progress.reset(self.total, total=total_runs)
-        self.progress.update(self.total, description=f"depth {self.depth}: runs")
-
-    def run_end(self, init, seed, diverged, reason=None):
-        self.progress.advance(self.total)
-        if diverged:
-            self.progress.console.print(Text(f"depth {self.depth}: {init} seed {seed} diverged: {reason}",
-                                             style="yellow"))
 
 
 def depth_table(result) -> Table:
@@ -143,16 +120,15 @@ def depth(
     except ValueError as e:
         fail(str(e))
     torch.set_num_threads(threads)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    progress = bars(console)
     try:
         with progress:
-            reporter = SweepReporter(progress, depth_list)
+            reporter = DepthReporter(progress, depth_list)
             result = depth_sweep(depth_list, spec.inits, dataset=dataset, width=width, activation=activation,
                                  epochs=epochs, seeds=seeds, lr=lr, out=out, batch_size=batch_size,
                                  optimizer=optimizer, momentum=momentum, device=device, log_x=log_x,
                                  data_dir=spec.data_dir, reporter=reporter, diverge_loss=diverge_loss,
-                                 on_depth=lambda d, r: progress.advance(reporter.depth_task),
+                                 on_depth=reporter.depth_done,
                                  overwrite=overwrite, resume=resume, model=model)
     except KeyboardInterrupt as e:
         interrupted(e, out_path(out))

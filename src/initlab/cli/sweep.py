@@ -12,67 +12,18 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from initlab.cli.common import (EXIT_SIGINT, EXIT_SIGTERM, Terminated, check_positive, check_threads, console,
                                 err_console, fail)
-from initlab.experiments.sweeps.run import SweepReporter
+from initlab.experiments.progress import bars
+from initlab.experiments.sweeps.progress import RichSweepReporter
 
 STORE_HELP = "SQLite run store (created if missing; several workers may share it)."
 runs_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                        help="Read the run store: list sweeps and runs, show one, export, best lr, heat maps.")
 
-
-
-class RichSweepReporter(SweepReporter):
-    """Two bars: runs finished (of the whole sweep) and model-epochs left, with an ETA."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.runs_task = self.epoch_task = None
-        self.seen: dict[str, int] = {}
-
-    def start(self, sweep, total_runs, finished_runs, model_epochs):
-        self.runs_task = self.progress.add_task(escape(f"{sweep['name']}: runs"), total=total_runs,
-                                                completed=finished_runs)
-        self.epoch_task = self.progress.add_task("model-epochs", total=max(model_epochs, 1))
-
-    def group_start(self, label, runs):
-        self.progress.update(self.epoch_task, description=escape(f"{label}: {runs} run{'s' if runs > 1 else ''}"))
-
-    def epoch_end(self, run, row):
-        self.progress.advance(self.epoch_task)
-        self.seen[_key(run)] = self.seen.get(_key(run), 0) + 1
-
-    def run_end(self, run, status, reason=None):
-        left = run["epochs"] - self.seen.pop(_key(run), 0)
-        if left > 0:
-            self.progress.advance(self.epoch_task, left)
-        self.progress.advance(self.runs_task)
-        if status in ("diverged", "failed"):
-            self.progress.console.print(Text(f"{_describe(run)} {status}: {reason or ''}", style="yellow"))
-
-    def note(self, message):
-        self.progress.console.print(Text(message, style="yellow"))
-
-
-def _key(run: dict) -> str:
-    from initlab.experiments.sweeps.spec import run_hash
-
-    return run_hash(run)
-
-
-def _describe(run: dict) -> str:
-    from initlab.experiments.sweeps.spec import describe
-
-    return describe(run)
-
-
-def _progress(console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
 
 
 def _values(text: Optional[str], what: str, kind) -> Optional[list]:
@@ -245,7 +196,7 @@ def sweep_cmd(
         console.print(plan_table(plan))
         console.print(Text(f"dry run: nothing trained, nothing written (store would be {store})"))
         return
-    progress = _progress(console)
+    progress = bars(console)
     try:
         with progress:
             result = run_sweep(spec, store, reporter=RichSweepReporter(progress), plan=plan, max_group=max_group,
@@ -506,7 +457,7 @@ def phase_cmd(
     if dry_run:
         console.print(plan_table(plan))
         return
-    progress = _progress(console)
+    progress = bars(console)
     try:
         with progress:
             result = run_sweep(spec, store, reporter=RichSweepReporter(progress), plan=plan)

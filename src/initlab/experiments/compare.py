@@ -45,6 +45,7 @@ from initlab.models import (
     resolve_model,
 )
 from initlab.experiments.runbook import Run, RunBook
+from initlab.experiments.progress import RichReporter, bars, show_progress
 from initlab.schemes import SchemeSpec, initialize, parse_scheme, parse_scheme_list
 from initlab.training.loop import (
     INIT_STREAM,
@@ -725,6 +726,7 @@ def compare(
     overwrite: bool = False,
     resume: bool = False,
     model: Any = None,
+    progress: bool | None = None,
 ) -> CompareResult:
     """Compare init schemes on one dataset and network; the defaults are the seed notebook's experiment.
 
@@ -736,7 +738,8 @@ def compare(
     ``overwrite``/``resume``: reuse an earlier result folder (:func:`initlab.store.check_out_dir`).
     ``model``: a zoo spec (``"resnet(blocks=20,norm=none)"``), ``"module:factory"`` or a callable
     returning an ``nn.Module`` (called per run, with ``in_shape``/``num_classes`` if it asks),
-    instead of the MLP of ``hidden``/``activation``.
+    instead of the MLP of ``hidden``/``activation``. ``progress``: show progress bars (default: in a
+    Jupyter notebook only; never when a ``reporter`` is given).
 
     Example: ``initlab.compare(dataset="digits", epochs=5, seeds=3).summary``.
     """
@@ -747,4 +750,7 @@ def compare(
                           diverge_loss=diverge_loss),
         device=device, engine=engine, probe=probe, model=model,
     )
+    if reporter is None and show_progress(progress):
+        with bars() as p:
+            return run_compare(spec, out=out, reporter=RichReporter(p), overwrite=overwrite, resume=resume)
     return run_compare(spec, out=out, reporter=reporter, overwrite=overwrite, resume=resume)

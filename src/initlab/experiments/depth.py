@@ -14,6 +14,8 @@ every finished depth.
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initlab.experiments.progress import DepthReporter, bars, show_progress
 from initlab.core.display import html_of
 from initlab import store
 from initlab.experiments.compare import SEED_INITS, CompareResult, CompareSpec, Reporter, run_compare
@@ -111,6 +114,7 @@ def depth_sweep(
     overwrite: bool = False,
     resume: bool = False,
     model: str | None = None,
+    progress: bool | None = None,
 ) -> DepthSweepResult:
     """Final test accuracy of each init as the network gets deeper: one ``compare`` per depth.
 
@@ -126,6 +130,7 @@ def depth_sweep(
         out: folder for ``depth_XX/`` subfolders, ``depth_metrics.csv``, ``depth_summary.csv``,
             ``sweep.json`` and ``depth_acc.png``; all written after every depth.
         log_x: log-scale depth axis in the plot.
+        progress: show progress bars (default: in a Jupyter notebook only; never with a ``reporter``).
         reporter: receives compare's progress events for every depth.
         on_depth: called with (depth, CompareResult) after each depth is finished and saved.
         overwrite: replace an earlier depth sweep in ``out``.
@@ -141,66 +146,81 @@ def depth_sweep(
 
     Example: ``depth_sweep(depths=(2, 10), inits=("xavier", "he"), epochs=3).table()``.
     """
-    depths = parse_depths(depths)
-    if isinstance(width, bool) or not isinstance(width, int) or not 0 < width <= MAX_WIDTH:
-        raise ValueError(f"width must be a positive integer up to {MAX_WIDTH}, got {width!r}")
-    base = None
-    if model is not None:
-        if not isinstance(model, str) or is_factory_spec(model):
-            raise ValueError(f"a depth sweep needs a zoo model, whose depth parameter is known (see `initlab models`); "
-                             f"got {model!r}")
-        base = parse_model(model)
-        if width != 64 or activation != "relu":
-            raise ValueError("width and activation have no effect with a model; give them in the model spec, "
-                             f"e.g. '{base.name}(width=32)'")
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
-                        diverge_loss=diverge_loss)
-    common = dict(inits=inits, dataset=dataset, data_dir=data_dir, normalize=normalize, seeds=seeds,
-                  first_seed=first_seed, train=train, device=device)
-    if base is None:
-        specs = {d: CompareSpec(hidden=(width,) * d, activation=activation, **common) for d in depths}
-    else:
-        key = depth_param(base)
-        specs = {d: CompareSpec(model=str(base.with_params(**{key: d})), **common) for d in depths}
-    # every option was checked above, before anything is written
-    inits = specs[depths[0]].inits
-    config = {"depths": list(depths), "inits": list(inits), "width": width, "activation": activation,
-              "dataset": dataset, "data_dir": data_dir, "epochs": epochs, "seeds": seeds, "lr": lr,
-              "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum, "normalize": normalize,
-              "first_seed": first_seed, "diverge_loss": diverge_loss}
-    if base is not None:  # older sweeps (MLP only) have no "model" and resume unchanged
-        config["model"] = str(base)
-    if out is not None:
-        store.check_out_dir(out, "depth", overwrite=overwrite, resume=resume)
-        if resume:
-            _check_sweep_resume(store.out_path(out), config)
-    out_dir = store.claim_out_dir(out, "depth", overwrite=overwrite, resume=resume) if out is not None else None
-    t0 = time.perf_counter()
-    results: dict[int, CompareResult] = {}
-    metrics = summary = pd.DataFrame()
-    for depth in depths:
-        sub = None if out_dir is None else out_dir / f"depth_{depth:02d}"
-        try:
-            res = run_compare(specs[depth], out=sub, reporter=reporter,
-                              resume=bool(resume and sub is not None and sub.exists()))
-        except KeyboardInterrupt as e:
-            e.finished_depths = list(results)
-            raise
-        results[depth] = res
-        metrics, summary = _summaries(results)
-        if out_dir is not None:  # this depth is on disk before the next one starts
-            store.atomic_write_csv(out_dir / "depth_metrics.csv", metrics)
-            store.atomic_write_csv(out_dir / "depth_summary.csv", summary)
-            store.atomic_write_json(out_dir / "sweep.json", {
-                **config, "finished_depths": list(results), "seconds": round(time.perf_counter() - t0, 3)})
-            plot_depth(metrics, out_dir / "depth_acc.png", inits=inits, log_x=log_x,
-                       title=_title(dataset, width, activation, epochs, lr, optimizer, base),
-                       chance=res.chance.get("rate"),
-                       xlabel="depth (hidden layers)" if base is None else f"depth ({depth_param(base)})")
-        if on_depth is not None:
-            on_depth(depth, res)
-    return DepthSweepResult(depths, inits, width, activation, dataset, epochs, seeds, metrics, summary,
-                            results, out_dir, time.perf_counter() - t0, None if base is None else str(base))
+    stack = contextlib.ExitStack()  # progress bars (notebooks by default) live as long as the sweep
+    if reporter is None and show_progress(progress):
+        bar_depths = parse_depths(depths)  # (a bad list raises here, before any bar is shown)
+        reporter = DepthReporter(stack.enter_context(bars()), bar_depths)
+        on_depth = _then(reporter.depth_done, on_depth)
+    with stack:
+        depths = parse_depths(depths)
+        if isinstance(width, bool) or not isinstance(width, int) or not 0 < width <= MAX_WIDTH:
+            raise ValueError(f"width must be a positive integer up to {MAX_WIDTH}, got {width!r}")
+        base = None
+        if model is not None:
+            if not isinstance(model, str) or is_factory_spec(model):
+                raise ValueError(f"a depth sweep needs a zoo model, whose depth parameter is known (see `initlab models`); "
+                                 f"got {model!r}")
+            base = parse_model(model)
+            if width != 64 or activation != "relu":
+                raise ValueError("width and activation have no effect with a model; give them in the model spec, "
+                                 f"e.g. '{base.name}(width=32)'")
+        train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
+                            diverge_loss=diverge_loss)
+        common = dict(inits=inits, dataset=dataset, data_dir=data_dir, normalize=normalize, seeds=seeds,
+                      first_seed=first_seed, train=train, device=device)
+        if base is None:
+            specs = {d: CompareSpec(hidden=(width,) * d, activation=activation, **common) for d in depths}
+        else:
+            key = depth_param(base)
+            specs = {d: CompareSpec(model=str(base.with_params(**{key: d})), **common) for d in depths}
+        # every option was checked above, before anything is written
+        inits = specs[depths[0]].inits
+        config = {"depths": list(depths), "inits": list(inits), "width": width, "activation": activation,
+                  "dataset": dataset, "data_dir": data_dir, "epochs": epochs, "seeds": seeds, "lr": lr,
+                  "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum, "normalize": normalize,
+                  "first_seed": first_seed, "diverge_loss": diverge_loss}
+        if base is not None:  # older sweeps (MLP only) have no "model" and resume unchanged
+            config["model"] = str(base)
+        if out is not None:
+            store.check_out_dir(out, "depth", overwrite=overwrite, resume=resume)
+            if resume:
+                _check_sweep_resume(store.out_path(out), config)
+        out_dir = store.claim_out_dir(out, "depth", overwrite=overwrite, resume=resume) if out is not None else None
+        t0 = time.perf_counter()
+        results: dict[int, CompareResult] = {}
+        metrics = summary = pd.DataFrame()
+        for depth in depths:
+            sub = None if out_dir is None else out_dir / f"depth_{depth:02d}"
+            try:
+                res = run_compare(specs[depth], out=sub, reporter=reporter,
+                                  resume=bool(resume and sub is not None and sub.exists()))
+            except KeyboardInterrupt as e:
+                e.finished_depths = list(results)
+                raise
+            results[depth] = res
+            metrics, summary = _summaries(results)
+            if out_dir is not None:  # this depth is on disk before the next one starts
+                store.atomic_write_csv(out_dir / "depth_metrics.csv", metrics)
+                store.atomic_write_csv(out_dir / "depth_summary.csv", summary)
+                store.atomic_write_json(out_dir / "sweep.json", {
+                    **config, "finished_depths": list(results), "seconds": round(time.perf_counter() - t0, 3)})
+                plot_depth(metrics, out_dir / "depth_acc.png", inits=inits, log_x=log_x,
+                           title=_title(dataset, width, activation, epochs, lr, optimizer, base),
+                           chance=res.chance.get("rate"),
+                           xlabel="depth (hidden layers)" if base is None else f"depth ({depth_param(base)})")
+            if on_depth is not None:
+                on_depth(depth, res)
+        return DepthSweepResult(depths, inits, width, activation, dataset, epochs, seeds, metrics, summary,
+                                results, out_dir, time.perf_counter() - t0, None if base is None else str(base))
+
+
+def _then(first, second):
+    """Call ``first`` then ``second`` (when given) with the same arguments."""
+    def both(*args):
+        first(*args)
+        if second is not None:
+            second(*args)
+    return both
 
 
 def _check_sweep_resume(out: Path, config: dict) -> None:

@@ -30,6 +30,8 @@ returns each run's rows, and the driver (the only writer) commits them to the st
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
 import time
@@ -40,6 +42,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from initlab.experiments.progress import bars, show_progress
+from initlab.experiments.sweeps.progress import RichSweepReporter
 from initlab.core.display import html_of
 from initlab.experiments.sweeps.plan import SweepPlan, compare_spec, make_plan
 from initlab.experiments.sweeps.runstore import DEFAULT_STORE, MAX_ATTEMPTS, Claimed, RunStore, worker_id
@@ -359,7 +363,7 @@ def _one_line(e: BaseException) -> str:
 
 def run_sweep(spec: SweepSpec, store: str | Path = DEFAULT_STORE, *, reporter: SweepReporter | None = None,
               plan: SweepPlan | None = None, data=None, max_group: int | None = None,
-              max_attempts: int = MAX_ATTEMPTS, backend: str = "local", address: str | None = None) -> SweepResult:
+              max_attempts: int = MAX_ATTEMPTS, backend: str = "local", address: str | None = None, progress: bool | None = None) -> SweepResult:
     """Run (or resume) ``spec`` into the SQLite store at ``store``; returns the sweep's runs and epochs.
 
     Args:
@@ -373,6 +377,7 @@ def run_sweep(spec: SweepSpec, store: str | Path = DEFAULT_STORE, *, reporter: S
         backend: ``local`` (this process) or ``ray`` (one Ray task per engine group; results
             committed here). Both give the same numbers.
         address: with ``ray``, the cluster to join (``ray://…`` or ``host:port``); default a local one.
+        progress: show progress bars (default: in a Jupyter notebook only; never with a ``reporter``).
 
     Example: ``run_sweep(SweepSpec({"inits": ["xavier", "he"], "lr": [0.01, 0.1], "epochs": 2}), "runs/s.db")``.
     """
@@ -382,69 +387,73 @@ def run_sweep(spec: SweepSpec, store: str | Path = DEFAULT_STORE, *, reporter: S
         raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
     if backend == "ray":
         _ray(address)  # a missing package or an unreachable cluster fails before anything is recorded
+    stack = contextlib.ExitStack()  # progress bars (notebooks by default) live as long as the sweep
+    if reporter is None and show_progress(progress):
+        reporter = RichSweepReporter(stack.enter_context(bars()))
     reporter = reporter or SweepReporter()
-    t0 = time.perf_counter()
-    plan = plan or make_plan(spec, max_group=max_group, gflops=math.nan)  # the time estimate is not needed here
-    device = resolve_device(spec.device)
-    st = RunStore(store)
-    errors: list[str] = []
-    trained = 0
-    try:
-        sweep_id = st.add_sweep(spec.name, spec.to_dict(), spec.hash, plan.runs, plan.hashes,
-                                [group_key(r) for r in plan.runs])
-        sweep = st.find_sweep(spec.hash)
-        st.recover()
-        counts = st.counts(sweep_id)
-        finished = counts["done"] + counts["diverged"]
-        left = st.runs(sweep_id, status=("queued", "running", "interrupted", "failed"))
-        reporter.start(sweep, len(plan.runs), finished, int(left["epochs"].sum()) if len(left) else 0)
-        worker = worker_id()
-        st.start_heartbeat(worker)
-        data_cache = _Data(device, data)
-        caps = plan.caps()
-        failed_here: set[int] = set()
-        if backend == "ray":
-            trained += _run_ray(st, sweep_id, worker, spec, caps, data_cache, device, reporter, max_attempts,
-                                address, errors)
-        while backend == "local":
-            claimed = st.claim(sweep_id, worker, caps, max_attempts=max_attempts, exclude=failed_here)
-            if not claimed:
-                break
-            reporter.group_start(claimed[0].params["model"], len(claimed))
-            group = None
-            try:
-                group = _Group(st, worker, spec, claimed, data_cache, device, reporter)
-                group.train()
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # noqa: BLE001 - one group's failure is recorded; the sweep goes on
-                msg = _one_line(e)
-                n = st.release(worker, "failed", msg, [c.id for c in claimed])
-                failed_here.update(c.id for c in claimed)
-                errors.append(msg)
-                reporter.note(f"{n} run(s) of {claimed[0].params['model']} failed: {msg}")
-                done = group.committed if group is not None else set()
-                for c in claimed:
-                    if c.id not in done:
-                        reporter.run_end(c.params, "failed", msg)
-            finally:
-                if group is not None:
-                    trained += group.finished
-    except KeyboardInterrupt as e:
-        st.release(worker_id(), "interrupted", "interrupted (Ctrl-C or SIGTERM)")
-        st.stop_heartbeat()
+    with stack:
+        t0 = time.perf_counter()
+        plan = plan or make_plan(spec, max_group=max_group, gflops=math.nan)  # the time estimate is not needed here
+        device = resolve_device(spec.device)
+        st = RunStore(store)
+        errors: list[str] = []
+        trained = 0
         try:
-            e.result = _result(st, st.find_sweep(spec.hash), t0, trained, errors)
-        except Exception:  # noqa: BLE001 - the store is consistent; the summary is a courtesy
-            e.result = None
+            sweep_id = st.add_sweep(spec.name, spec.to_dict(), spec.hash, plan.runs, plan.hashes,
+                                    [group_key(r) for r in plan.runs])
+            sweep = st.find_sweep(spec.hash)
+            st.recover()
+            counts = st.counts(sweep_id)
+            finished = counts["done"] + counts["diverged"]
+            left = st.runs(sweep_id, status=("queued", "running", "interrupted", "failed"))
+            reporter.start(sweep, len(plan.runs), finished, int(left["epochs"].sum()) if len(left) else 0)
+            worker = worker_id()
+            st.start_heartbeat(worker)
+            data_cache = _Data(device, data)
+            caps = plan.caps()
+            failed_here: set[int] = set()
+            if backend == "ray":
+                trained += _run_ray(st, sweep_id, worker, spec, caps, data_cache, device, reporter, max_attempts,
+                                    address, errors)
+            while backend == "local":
+                claimed = st.claim(sweep_id, worker, caps, max_attempts=max_attempts, exclude=failed_here)
+                if not claimed:
+                    break
+                reporter.group_start(claimed[0].params["model"], len(claimed))
+                group = None
+                try:
+                    group = _Group(st, worker, spec, claimed, data_cache, device, reporter)
+                    group.train()
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one group's failure is recorded; the sweep goes on
+                    msg = _one_line(e)
+                    n = st.release(worker, "failed", msg, [c.id for c in claimed])
+                    failed_here.update(c.id for c in claimed)
+                    errors.append(msg)
+                    reporter.note(f"{n} run(s) of {claimed[0].params['model']} failed: {msg}")
+                    done = group.committed if group is not None else set()
+                    for c in claimed:
+                        if c.id not in done:
+                            reporter.run_end(c.params, "failed", msg)
+                finally:
+                    if group is not None:
+                        trained += group.finished
+        except KeyboardInterrupt as e:
+            st.release(worker_id(), "interrupted", "interrupted (Ctrl-C or SIGTERM)")
+            st.stop_heartbeat()
+            try:
+                e.result = _result(st, st.find_sweep(spec.hash), t0, trained, errors)
+            except Exception:  # noqa: BLE001 - the store is consistent; the summary is a courtesy
+                e.result = None
+            st.close()
+            raise
+        except BaseException:
+            st.release(worker_id(), "failed", "the sweep process stopped with an error")
+            st.close()
+            raise
+        st.stop_heartbeat()
+        result = _result(st, sweep, t0, trained, errors)
         st.close()
-        raise
-    except BaseException:
-        st.release(worker_id(), "failed", "the sweep process stopped with an error")
-        st.close()
-        raise
-    st.stop_heartbeat()
-    result = _result(st, sweep, t0, trained, errors)
-    st.close()
-    return result
+        return result
 
