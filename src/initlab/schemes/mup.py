@@ -409,8 +409,9 @@ def coord_check(model: str = "mlp(depth=2)", widths: Sequence[int] = (64, 128, 2
     for par in parametrizations:
         for w in widths:
             for seed in range(seeds):
-                torch.manual_seed(seed)  # module construction draws from the global RNG; init below is seeded
-                net = make_model(specs[w], in_shape, data.num_classes)
+                with torch.random.fork_rng(devices=[]):  # construction draws from the global RNG: not the caller's
+                    torch.manual_seed(seed)
+                    net = make_model(specs[w], in_shape, data.num_classes)
                 plan = mup_parametrize(net, base_width, optimizer=optimizer, parametrization=par,
                                        readout_zero=readout_zero)
                 plan.initialize(generator=torch.Generator().manual_seed(seed))
@@ -543,8 +544,9 @@ def lr_transfer(model: str = "mlp(depth=2)", widths: Sequence[int] = (64, 256, 1
         for w in widths:
             for lr in lrs:
                 for seed in range(seeds):
-                    torch.manual_seed(seed)
-                    net = make_model(specs[w], in_shape, data.num_classes)
+                    with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays untouched
+                        torch.manual_seed(seed)
+                        net = make_model(specs[w], in_shape, data.num_classes)
                     plan = mup_parametrize(net, base_width, optimizer=optimizer, parametrization=par)
                     plan.initialize(generator=torch.Generator().manual_seed(seed))
                     groups = plan.param_groups(lr)
