@@ -193,3 +193,12 @@ def test_cli_coordcheck(tmp_path):
         r = runner.invoke(app, ["coordcheck", *bad, "--out", str(tmp_path / "bad")])
         assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
         assert not (tmp_path / "bad").exists()
+
+
+def test_coord_check_leaves_the_global_rng_alone(digits):
+    """Module construction is seeded inside fork_rng: a caller's torch.manual_seed stream is not moved."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    coord_check("mlp(depth=2)", (32, 64), steps=1, seeds=1, data=digits)
+    assert torch.equal(torch.rand(3), expected)

@@ -401,7 +401,8 @@ def coord_check(model: str = "mlp(depth=2)", widths: Sequence[int] = (64, 128, 2
                                                  parametrizations)
     data = load_dataset(dataset) if data is None else data
     in_shape = (1, *data.image_shape)  # zoo models take (C, H, W) and say what layout they want
-    probe_model = make_model(specs[widths[0]], in_shape, data.num_classes)
+    with torch.random.fork_rng(devices=[]):  # only its input layout is needed
+        probe_model = make_model(specs[widths[0]], in_shape, data.num_classes)
     data = data.shaped(probe_model.input_shape)
     n = min(batch_size, data.x_train.shape[0])
     x, y = data.x_train[:n], data.y_train[:n]
@@ -536,7 +537,8 @@ def lr_transfer(model: str = "mlp(depth=2)", widths: Sequence[int] = (64, 256, 1
                                                  batch_size, parametrizations)
     data = load_dataset(dataset) if data is None else data
     in_shape = (1, *data.image_shape)
-    data = data.shaped(make_model(specs[widths[0]], in_shape, data.num_classes).input_shape)
+    with torch.random.fork_rng(devices=[]):  # only its input layout is needed
+        data = data.shaped(make_model(specs[widths[0]], in_shape, data.num_classes).input_shape)
     x_all, y_all = data.x_train, data.y_train
     tail = max(1, steps // 10)
     rows = []
