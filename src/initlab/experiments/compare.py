@@ -616,7 +616,20 @@ def _result(spec, book, out_dir, t0, chance, complete) -> CompareResult:
                          book.probe_frame(), runs, chance, complete)
 
 
-def _write_summary(result: CompareResult) -> None:
+def write_result(result: CompareResult, folder: Path) -> None:
+    """Write a finished ``result`` that was computed without a folder into the claimed ``folder``, as
+    ``run_compare`` would have (config.json, the CSVs, summary.json, plots): what a notebook renders."""
+    store.atomic_write_json(folder / "config.json", {**result.spec.to_dict(),
+                                                     "test_size": result.chance.get("test_size")})
+    for name, frame in (("metrics.csv", result.metrics), ("runs.csv", result.runs), ("steps.csv", result.steps),
+                        ("probe.csv", result.probe)):
+        if frame is not None:
+            store.atomic_write_csv(folder / name, frame)
+    write_summary(dataclasses.replace(result, out=folder))
+
+
+def write_summary(result: CompareResult) -> None:
+    """summary.json and the plots of ``result`` into ``result.out``."""
     from initlab.plots.compare import plot_compare, plot_probe
 
     d = result.out
@@ -688,7 +701,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
         result = _result(spec, book, out_dir, t0, chance, complete=False)
         if out_dir is not None:
             book.write(steps=True, probe=True)
-            _write_summary(result)
+            write_summary(result)
         e.result = result
         raise
     except OSError as e:
@@ -696,7 +709,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     result = _result(spec, book, out_dir, t0, chance, complete=True)
     if out_dir is not None:
         try:
-            _write_summary(result)
+            write_summary(result)
         except OSError as e:
             raise store.write_error(e) from None
     return result

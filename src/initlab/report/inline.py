@@ -2,10 +2,10 @@
 
 The page is :func:`initlab.report.render_report` of the result's folder, shown in a sandboxed
 ``<iframe srcdoc=…>`` so its stylesheet and script (hover, per-init toggles) work inside the notebook
-without touching the notebook's own page. An audit or a claims run made without a folder is first
+without touching the notebook's own page. An audit, a claims run or a comparison made without a folder is first
 written to a temporary one by the writer its command uses, so a notebook shows what ``--report``
-writes; a comparison or depth sweep without ``out=`` has no files to read and shows its text summary
-(pass ``out=`` to see the page). A sweep has no report page yet: it renders its status counts and each
+writes (a comparison computed without ``out=`` too); a depth sweep without ``out=`` shows its text
+summary (pass ``out=`` to see the page). A sweep has no report page yet: it renders its status counts and each
 init's best learning rate as tables. Importing this module registers the renderers
 (:mod:`initlab.core.display`); ``import initlab`` does.
 """
@@ -21,7 +21,7 @@ from initlab.analysis.audit_run import write_audit
 from initlab.claims.registry import ClaimResults
 from initlab.claims.registry import write_report as write_claims
 from initlab.core.display import register_html
-from initlab.experiments.compare import CompareResult
+from initlab.experiments.compare import CompareResult, write_result
 from initlab.experiments.depth import DepthSweepResult
 from initlab.experiments.sweeps.run import SweepResult
 from initlab.experiments.sweeps.select import best_lr
@@ -54,8 +54,10 @@ def _in_temporary_folder(kind: str, write) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _compare_html(result: CompareResult) -> str | None:
-    return folder_html(result.out) if result.out is not None else None
+def _compare_html(result: CompareResult) -> str:
+    if result.out is not None:
+        return folder_html(result.out)
+    return _in_temporary_folder("compare", lambda folder: write_result(result, folder))
 
 
 def _depth_html(result: DepthSweepResult) -> str | None:
