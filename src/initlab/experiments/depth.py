@@ -15,7 +15,6 @@ every finished depth.
 from __future__ import annotations
 
 import contextlib
-
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initlab.experiments.progress import DepthReporter, bars, show_progress
-from initlab.core.display import html_of
 from initlab import store
+from initlab.core.display import html_of
 from initlab.experiments.compare import SEED_INITS, CompareResult, CompareSpec, Reporter, run_compare
+from initlab.experiments.progress import DepthReporter, bars, show_progress
 from initlab.models import MAX_DEPTH, MAX_WIDTH, depth_param, is_factory_spec, parse_int_list, parse_model
+from initlab.plots.compare import plt, save_figure
 from initlab.training.loop import TrainConfig
 
 DEFAULT_DEPTHS = (2, 5, 10, 20, 30)
@@ -264,8 +264,6 @@ def plot_depth(metrics: pd.DataFrame, path: Path, *, inits: Sequence[str], log_x
     'x' in a strip below 0 at its depth ("×k" for k runs), and the legend reads
     "init (k of n runs diverged)". An init whose every run diverged is still in the legend.
     """
-    from initlab.plots.compare import plt, save_figure
-
     last = final_rows(metrics)
     if len(last):
         last = last.assign(diverged=_diverged_bool(last["diverged"]) if "diverged" in last else False,
