@@ -14,7 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from initlab.analysis.jacobian import jacobian_spectrum
 from initlab.claims.registry import CheckContext, ClaimResult, _digits, register_claim
+from initlab.data import majority_rate
+from initlab.experiments.compare import CompareSpec, run_compare
+from initlab.models import make_model
+from initlab.schemes import initialize
+from initlab.schemes.lsuv import lsuv_
+from initlab.schemes.mup import coord_check, growth, output_layer
+from initlab.training.loop import TrainConfig
 
 # LSUV's own criterion: an output std within tol of the target (the paper's Algorithm 1, tol 0.1).
 LSUV_TOL = 0.1
@@ -48,8 +56,6 @@ def _learned(acc: float, majority: float) -> bool:
           "Second, proceed from the first to the final layer, normalizing the variance of the output of each "
           "layer to be equal to one.")
 def check_lsuv(ctx: CheckContext) -> ClaimResult:
-    from initlab.models import make_model
-    from initlab.schemes.lsuv import lsuv_
 
     d = _digits()
     x = d.x_train[:256]
@@ -86,9 +92,6 @@ def check_lsuv(ctx: CheckContext) -> ClaimResult:
     quote="We find training residual networks with Fixup to be as stable as training with normalization -- "
           "even for networks with 10,000 layers.")
 def check_fixup(ctx: CheckContext) -> ClaimResult:
-    from initlab.data import majority_rate
-    from initlab.experiments.compare import CompareSpec, run_compare
-    from initlab.training.loop import TrainConfig
 
     blocks, epochs = (12, 1) if ctx.quick else (50, 3)
     model = f"resmlp(blocks={blocks},width=64,norm=none,fixup=true)"
@@ -129,8 +132,6 @@ def check_fixup(ctx: CheckContext) -> ClaimResult:
 
 
 def _stream_std(depth: int, scheme: str, x: torch.Tensor, seed: int) -> float:
-    from initlab.models import make_model
-    from initlab.schemes import initialize
 
     with torch.random.fork_rng(devices=[]):  # module construction draws from the global RNG: leave the caller's alone
         torch.manual_seed(seed)
@@ -183,8 +184,6 @@ def _rank(m: torch.Tensor, rtol: float = 1e-3) -> int:
           "its input, the hidden weight updates stay low-rank, bounded by the input dimension; ZerO's Hadamard "
           "transform breaks this bound.")
 def check_zero_rank(ctx: CheckContext) -> ClaimResult:
-    from initlab.schemes import initialize
-
     d = _digits()
     dim, width, steps = 16, 64, (150 if ctx.quick else 600)
     g = _seeded(0)
@@ -225,8 +224,6 @@ def check_zero_rank(ctx: CheckContext) -> ClaimResult:
           "achieves dynamical isometry: the singular values of its input-output Jacobian concentrate near one, "
           "while Gaussian kernels of the same variance spread them out.")
 def check_delta_orthogonal(ctx: CheckContext) -> ClaimResult:
-    from initlab.analysis.jacobian import jacobian_spectrum
-    from initlab.schemes import initialize
 
     depth, channels, size = (8, 4, 6) if ctx.quick else (24, 8, 8)
     fan_in = channels * 9
@@ -265,8 +262,6 @@ STABLE, BLOWS_UP = 2.0, 10.0
           "with width, while in the Maximal Update Parametrization every activation's coordinate size stays "
           "roughly constant as width grows.")
 def check_mup(ctx: CheckContext) -> ClaimResult:
-    from initlab.schemes.mup import coord_check, growth, output_layer
-
     widths, seeds = ((32, 256), 1) if ctx.quick else ((64, 256, 1024, 4096), 2)
     coords = coord_check("mlp(depth=2)", widths, steps=3, seeds=seeds, lr=1e-2, optimizer="adam",
                          data=None, dataset="digits")

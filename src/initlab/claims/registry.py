@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from initlab.core.display import html_of
 from initlab import store
+from initlab.analysis.probe import layer_symmetry, probe
+from initlab.core.display import html_of
 from initlab.data import load_dataset
 from initlab.models import mlp
-from initlab.analysis.probe import layer_symmetry, probe
+from initlab.plots.compare import plt, save_figure
 from initlab.schemes import initialize
 from initlab.training.loop import INIT_STREAM, TrainConfig, make_generator, train_model
 
@@ -293,7 +294,6 @@ def _plot(ctx: CheckContext, name: str, draw: Callable) -> str | None:
     path = ctx.plot_path(name)
     if path is None:
         return None
-    from initlab.plots.compare import plt, save_figure
 
     fig = draw(plt)
     return str(save_figure(fig, path))

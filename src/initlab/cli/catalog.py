@@ -1,17 +1,16 @@
 """``initlab schemes`` and ``initlab models``: what initlab knows."""
 from __future__ import annotations
 
-
 from rich.table import Table
 from rich.text import Text
 
-from initlab.cli.common import (console)
+from initlab.cli.common import console
+from initlab.models import get_model, list_models
+from initlab.schemes import get_scheme, list_aliases, list_schemes
 
 
 def schemes():
     """List the init schemes and their aliases."""
-    from initlab.schemes import get_scheme, list_aliases, list_schemes
-
     table = Table(title="init schemes")
     table.add_column("name")
     table.add_column("aliases")
@@ -27,8 +26,6 @@ def schemes():
 
 def models():
     """List the model zoo: name, what it is, parameters with defaults, input layout, what --depths varies."""
-    from initlab.models import get_model, list_models
-
     table = Table(title="initlab models (use as --model 'name(key=value,...)', or your own 'module:factory')")
     for col in ("model", "input", "depth sweeps", "parameters (defaults)", "what it is"):
         table.add_column(col, overflow="fold")

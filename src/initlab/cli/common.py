@@ -9,6 +9,12 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from initlab.models import MAX_DEPTH, MAX_WIDTH, parse_hidden
+from initlab.report import write_report
+from initlab.schemes import split_top_level as split
+from initlab.store import write_error
+from initlab.training.loop import MAX_INT
+
 # emoji=False: ':ok:' in a user's scheme name stays ':ok:'; markup is ours only (user text is escaped)
 console = Console(emoji=False, highlight=False)
 err_console = Console(stderr=True, emoji=False, highlight=False)
@@ -38,14 +44,10 @@ def fail(message: str) -> None:
 
 def split_top_level(text: str, what: str = "list") -> list[str]:
     """Comma-separated items, split outside parentheses; empty items are an error."""
-    from initlab.schemes import split_top_level as split
-
     return split(text, what=what)
 
 
 def resolve_hidden(hidden: Optional[str], depth: Optional[int], width: Optional[int]) -> tuple[int, ...]:
-    from initlab.models import MAX_DEPTH, MAX_WIDTH, parse_hidden
-
     if hidden is not None and (depth is not None or width is not None):
         raise ValueError("give either --hidden or --depth/--width, not both")
     if hidden is not None:
@@ -72,8 +74,6 @@ def check_threads(threads: int) -> None:
 
 def check_positive(**values: int) -> None:
     """One-line errors for integer options that must be positive (and fit int64)."""
-    from initlab.training.loop import MAX_INT
-
     for name, v in values.items():
         if not 0 < v <= MAX_INT:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
@@ -114,15 +114,12 @@ def write_html_report(enabled: bool, out) -> None:
     """``--report``: write ``out/report.html`` after a command finished (one-line error, exit 2, if it cannot)."""
     if not enabled:
         return
-    from initlab.report import write_report
 
     try:
         written = write_report(out)
     except ValueError as e:
         fail(str(e))
     except OSError as e:
-        from initlab.store import write_error
-
         fail(str(write_error(e)))
     shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(written))
     console.print(Text(f"wrote {shown}"))

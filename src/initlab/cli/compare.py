@@ -10,12 +10,30 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from initlab.store import out_path
+from initlab.cli.common import (
+    MODEL_HELP,
+    OUT_HELP,
+    REPORT_HELP,
+    check_positive,
+    console,
+    fail,
+    fmt,
+    interrupted,
+    resolve_hidden,
+    split_top_level,
+    status_cell,
+    write_html_report,
+)
 from initlab.core.activations import ACTIVATIONS
+from initlab.data import load_dataset
+from initlab.experiments.compare import CompareSpec, check_memory, check_resume, prepare_data, resumable, run_compare
 from initlab.experiments.progress import RichReporter, bars
-from initlab.cli.common import (MODEL_HELP, OUT_HELP, REPORT_HELP, check_positive,
-                                console, fail, fmt, interrupted, resolve_hidden,
-                                split_top_level, status_cell, write_html_report)
+from initlab.experiments.sweeps.record import compare_sweep, record_compare
+from initlab.models import arch_text
+from initlab.store import check_out_dir, out_path
+from initlab.trackers import mlflow as mx
+from initlab.trackers import tensorboard as tb
+from initlab.training.loop import TrainConfig, resolve_device
 
 
 def summary_table(result) -> Table:
@@ -83,11 +101,6 @@ def compare(
                                          "(sqlite:///..., http://...). Needs: pip install 'initlab[mlflow]'."),
 ):
     """Compare init schemes the way the seed notebook meant to: fresh model per run, paired seeds, test set."""
-    from initlab.data import load_dataset
-    from initlab.experiments.compare import CompareSpec, check_memory, check_resume, prepare_data, resumable, run_compare
-    from initlab.models import arch_text
-    from initlab.store import check_out_dir
-    from initlab.training.loop import TrainConfig, resolve_device
 
     try:
         check_positive(epochs=epochs, seeds=seeds, batch_size=batch_size)
@@ -104,12 +117,10 @@ def compare(
         if resume:
             check_resume(out, spec)
         if tensorboard is not None:  # before any training: a missing package or a used folder is one line now
-            from initlab.trackers import tensorboard as tb
 
             tb.require()
             tb.check_logdir(tensorboard, spec.inits, spec.run_seeds)
         if mlflow is not None:  # before any training: a missing package or an unusable store is one line now
-            from initlab.trackers import mlflow as mx
 
             mx.check(mlflow)
         with console.status(escape(f"loading {dataset}…")):
@@ -117,7 +128,6 @@ def compare(
         check_memory(spec, data, resolve_device(spec.device))
         data = prepare_data(spec, data)  # the model runs on this data and returns logits, or one line now
         if store is not None:  # a comparison the store cannot express is refused before training
-            from initlab.experiments.sweeps.record import compare_sweep
 
             compare_sweep(spec)
     except ValueError as e:  # includes DataError
@@ -154,8 +164,6 @@ def compare(
             fail(f"MLflow export to '{mlflow}' failed: {e}")
         console.print(Text(f"logged {len(ml_runs)} MLflow runs to {mx.resolve(mlflow)[0]} (experiment initlab)"))
     if store is not None:
-        from initlab.experiments.sweeps.record import record_compare
-
         try:
             n = record_compare(result, store)
         except (ValueError, OSError) as e:

@@ -8,7 +8,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from initlab.cli.common import (OUT_HELP, check_threads, console, fail, fmt, split_top_level)
+from initlab.cli.common import OUT_HELP, check_threads, console, fail, fmt, split_top_level
+from initlab.data import load_dataset
+from initlab.schemes.mup import check_coord_args, output_layer, run_coord_check
+from initlab.store import check_out_dir, write_error
 
 
 def coordcheck(
@@ -30,9 +33,6 @@ def coordcheck(
     """μP's coordinate check: activation size per layer vs width after a few steps, SP vs μP (Tensor Programs V)."""
     import torch
 
-    from initlab.data import load_dataset
-    from initlab.schemes.mup import check_coord_args, output_layer, run_coord_check
-    from initlab.store import check_out_dir, write_error
 
     try:
         check_threads(threads)

@@ -9,12 +9,28 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from initlab.store import out_path
+from initlab.cli.common import (
+    OUT_HELP,
+    REPORT_HELP,
+    check_positive,
+    check_threads,
+    console,
+    fail,
+    fmt,
+    interrupted,
+    resolve_hidden,
+    split_top_level,
+    write_html_report,
+)
 from initlab.core.activations import ACTIVATIONS
+from initlab.experiments.compare import CompareSpec
+from initlab.experiments.depth import depth_sweep, parse_depths
 from initlab.experiments.progress import DepthReporter, bars
-from initlab.cli.common import (OUT_HELP, REPORT_HELP, check_positive,
-                                check_threads, console, fail, fmt, interrupted, resolve_hidden,
-                                split_top_level, write_html_report)
+from initlab.experiments.sweeps.record import compare_sweep, record_compare
+from initlab.models import depth_param, is_factory_spec, parse_model
+from initlab.store import check_out_dir, out_path
+from initlab.trackers import tensorboard as tb
+from initlab.training.loop import TrainConfig
 
 
 def depth_table(result) -> Table:
@@ -76,10 +92,6 @@ def depth(
     """Train every init at several depths: where does each one stop training? (He et al. 2015, 30 layers)."""
     import torch
 
-    from initlab.experiments.compare import CompareSpec
-    from initlab.store import check_out_dir
-    from initlab.experiments.depth import depth_sweep, parse_depths
-    from initlab.training.loop import TrainConfig
 
     try:
         depth_list = parse_depths(depths)
@@ -93,8 +105,6 @@ def depth(
         resolve_hidden(None, max(depth_list), width)
         zoo = None
         if model is not None:
-            from initlab.models import depth_param, is_factory_spec, parse_model
-
             if is_factory_spec(model):
                 raise ValueError(f"--model for depth must be a zoo model, whose depth parameter is known "
                                  f"(see `initlab models`), got {model!r}")
@@ -108,13 +118,11 @@ def depth(
                                              optimizer=optimizer, diverge_loss=diverge_loss))
         check_out_dir(out, "depth", overwrite=overwrite, resume=resume)
         if tensorboard is not None:  # before any training: a missing package or a used folder is one line now
-            from initlab.trackers import tensorboard as tb
 
             tb.require()
             for d in depth_list:
                 tb.check_logdir(Path(tensorboard) / f"depth_{d:02d}", spec.inits, spec.run_seeds)
         if store is not None:  # a sweep the store cannot express is refused before training
-            from initlab.experiments.sweeps.record import compare_sweep
 
             compare_sweep(spec)
     except ValueError as e:
@@ -145,8 +153,6 @@ def depth(
             fail(f"TensorBoard export to '{tensorboard}' failed: {e}")
         console.print(Text(f"wrote {n} TensorBoard runs to {tensorboard}/ (tensorboard --logdir {tensorboard})"))
     if store is not None:
-        from initlab.experiments.sweeps.record import record_compare
-
         try:
             counts = [record_compare(res, store) for res in result.results.values()]
         except (ValueError, OSError) as e:

@@ -10,8 +10,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from initlab.cli.common import (sci, OUT_HELP, REPORT_HELP, console, fail, fmt, split_top_level, write_html_report)
-
+from initlab.analysis.diagnostics import depth_profile, profile_summary
+from initlab.cli.common import OUT_HELP, REPORT_HELP, console, fail, fmt, sci, split_top_level, write_html_report
+from initlab.models import MAX_DEPTH, MAX_WIDTH
+from initlab.plots.probe import plot_profile
+from initlab.schemes import parse_scheme_list
+from initlab.store import atomic_write_csv, check_out_dir, claim_out_dir, write_error
+from initlab.training.loop import MAX_INT
 
 
 def _pair(measured, predicted) -> str:
@@ -52,12 +57,6 @@ def probe(
     report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ):
     """See why: per-layer activation std and gradient norms at init, measured (and predicted by mean-field theory)."""
-    from initlab.analysis.diagnostics import depth_profile, profile_summary
-    from initlab.models import MAX_DEPTH, MAX_WIDTH
-    from initlab.plots.probe import plot_profile
-    from initlab.schemes import parse_scheme_list
-    from initlab.store import atomic_write_csv, check_out_dir, claim_out_dir
-    from initlab.training.loop import MAX_INT
 
     try:
         if not 0 < depth <= MAX_DEPTH:
@@ -87,8 +86,6 @@ def probe(
     except ValueError as e:  # includes DataError
         fail(str(e))
     except OSError as e:
-        from initlab.store import write_error
-
         fail(str(write_error(e)))
     console.print(Text(f"std: std of the first/middle/last weight layer's output; grad first/last: gradient norm at "
                        f"the first layer over the logits'. wrote {out_dir}/: probe.csv summary.csv "

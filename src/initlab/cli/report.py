@@ -6,7 +6,8 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from initlab.cli.common import (console, fail)
+from initlab.cli.common import console, fail
+from initlab.report import write_report
 
 
 def report(
@@ -15,8 +16,6 @@ def report(
                                                  "file is replaced only if it is an initlab report."),
 ):
     """One self-contained HTML page for a result: question, reading, tables, interactive charts, raw-file links."""
-    from initlab.report import write_report
-
     try:
         written = write_report(path, out)
     except ValueError as e:

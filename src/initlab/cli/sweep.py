@@ -15,10 +15,28 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from initlab.cli.common import (EXIT_SIGINT, EXIT_SIGTERM, Terminated, check_positive, check_threads, console,
-                                err_console, fail)
+from initlab import store as files
+from initlab.cli.common import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    Terminated,
+    check_positive,
+    check_threads,
+    console,
+    err_console,
+    fail,
+)
 from initlab.experiments.progress import bars
+from initlab.experiments.sweeps.phase import phase_spec, plot_phase
+from initlab.experiments.sweeps.plan import make_plan
+from initlab.experiments.sweeps.plots import plot_heatmap, plot_lr_sensitivity
 from initlab.experiments.sweeps.progress import RichSweepReporter
+from initlab.experiments.sweeps.run import BACKENDS, run_sweep
+from initlab.experiments.sweeps.runstore import STATUSES, RunStore
+from initlab.experiments.sweeps.select import best_lr, fixed_lr_table, paired_comparison
+from initlab.experiments.sweeps.spec import KNOWN_SIZES, expand_range, load_spec, spec_from_options
+from initlab.schemes import split_top_level
+from initlab.training.memory import format_bytes
 
 STORE_HELP = "SQLite run store (created if missing; several workers may share it)."
 runs_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -30,7 +48,6 @@ def _values(text: Optional[str], what: str, kind) -> Optional[list]:
     """``"0.01,0.1"`` -> [0.01, 0.1] (``kind`` int/float/str); None stays None."""
     if text is None:
         return None
-    from initlab.schemes import split_top_level
 
     items = split_top_level(text, what=f"--{what}")
     if kind is str:
@@ -62,8 +79,6 @@ def _fmt(x, digits=3) -> str:
 
 
 def plan_table(plan) -> Table:
-    from initlab.training.memory import format_bytes
-
     t = plan.table()
     table = Table(title=escape(f"plan: {len(plan.runs)} runs in {len(t)} engine group{'s' if len(t) != 1 else ''}, "
                                f"{plan.model_epochs} model-epochs, ~{_duration(plan.seconds)}, peak memory "
@@ -93,8 +108,6 @@ def _duration(s: float) -> str:
 
 def best_tables(runs):
     """(best-lr table, paired table) as rich Tables, or None when lr does not vary / no validation."""
-    from initlab.experiments.sweeps.select import best_lr, paired_comparison
-
     if runs.empty or runs["lr"].nunique() < 2 or runs["final_val_acc"].isna().all():
         return None
     best = best_lr(runs)
@@ -157,9 +170,6 @@ def sweep_cmd(
     """Run a grid of experiments into the run store; rerun the same command to resume after a crash."""
     import torch
 
-    from initlab.experiments.sweeps.plan import make_plan
-    from initlab.experiments.sweeps.run import run_sweep
-    from initlab.experiments.sweeps.spec import load_spec, spec_from_options
     try:
         axes = {"inits": _values(inits, "inits", str), "model": _values(model, "model", str),
                 "depth": _values(depth, "depth", int), "width": _values(width, "width", int),
@@ -180,7 +190,6 @@ def sweep_cmd(
         else:
             spec = spec_from_options(given)
         check_threads(threads)
-        from initlab.experiments.sweeps.run import BACKENDS
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
@@ -215,8 +224,6 @@ def sweep_cmd(
     if table is not None:
         console.print(table)
         if plots is not None:
-            from initlab.experiments.sweeps.plots import plot_lr_sensitivity
-
             plots.mkdir(parents=True, exist_ok=True)
             path = plot_lr_sensitivity(result.runs, plots / "lr_sensitivity.png", title=spec.name)
             console.print(Text(f"wrote {path}"))
@@ -225,8 +232,6 @@ def sweep_cmd(
 
 
 def _open(store: str):
-    from initlab.experiments.sweeps.runstore import RunStore
-
     if not Path(store).exists():
         raise ValueError(f"no run store at '{store}'; run `initlab sweep` first or pass --store")
     return RunStore(store)
@@ -255,8 +260,6 @@ def runs_list(
         sw = st.find_sweep(sweep) if sweep is not None else None
         statuses = _values(status, "status", str)
         if statuses:
-            from initlab.experiments.sweeps.runstore import STATUSES
-
             bad = [s for s in statuses if s not in STATUSES]
             if bad:
                 raise ValueError(f"unknown status {bad[0]!r}; choose from: {', '.join(STATUSES)}")
@@ -312,7 +315,6 @@ def runs_export(
     store: str = typer.Option("runs/sweeps.db", help=STORE_HELP),
 ):
     """Export runs (or epochs) with their parameters as columns."""
-    from initlab import store as files
     try:
         st = _open(store)
         sw = st.find_sweep(sweep) if sweep is not None else None
@@ -362,12 +364,8 @@ def runs_best(
         table = best_tables(runs)
         fixed = None
         if fixed_lr is not None:
-            from initlab.experiments.sweeps.select import fixed_lr_table
-
             fixed = fixed_lr_table(runs, fixed_lr)
         if plot is not None:
-            from initlab.experiments.sweeps.plots import plot_lr_sensitivity
-
             plot_lr_sensitivity(runs, plot, title=sw["name"])
     except ValueError as e:
         fail(str(e))
@@ -400,7 +398,6 @@ def runs_heatmap(
             raise ValueError(f"unknown --agg {agg!r}; choose from: mean, median, min, max")
         st = _open(store)
         sw = st.find_sweep(sweep)
-        from initlab.experiments.sweeps.plots import plot_heatmap
 
         table = plot_heatmap(st.runs(sw["id"]), x, y, metric, out, agg=agg, title=f"{sw['name']}: {metric} ({agg})")
     except OSError as e:
@@ -428,10 +425,6 @@ def phase_cmd(
     """Trainability phase diagram (Schoenholz et al. 2017): tanh MLP training accuracy over (σ_w², depth) vs 6 ξ_c."""
     import torch
 
-    from initlab.experiments.sweeps.phase import phase_spec, plot_phase
-    from initlab.experiments.sweeps.plan import make_plan
-    from initlab.experiments.sweeps.run import run_sweep
-    from initlab.experiments.sweeps.spec import KNOWN_SIZES, expand_range
     try:
         if ":" in sigma_w2:
             parts = sigma_w2.split(":")

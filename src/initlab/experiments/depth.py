@@ -15,7 +15,6 @@ every finished depth.
 from __future__ import annotations
 
 import contextlib
-
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initlab.experiments.progress import DepthReporter, bars, show_progress
-from initlab.core.display import html_of
 from initlab import store
+from initlab.core.display import html_of
 from initlab.experiments.compare import SEED_INITS, CompareResult, CompareSpec, Reporter, run_compare
+from initlab.experiments.progress import DepthReporter, bars, show_progress
 from initlab.models import MAX_DEPTH, MAX_WIDTH, depth_param, is_factory_spec, parse_int_list, parse_model
+from initlab.plots import compare as figures  # figures.save_figure looked up per call (tests capture it)
 from initlab.training.loop import TrainConfig
 
 DEFAULT_DEPTHS = (2, 5, 10, 20, 30)
@@ -264,15 +264,13 @@ def plot_depth(metrics: pd.DataFrame, path: Path, *, inits: Sequence[str], log_x
     'x' in a strip below 0 at its depth ("×k" for k runs), and the legend reads
     "init (k of n runs diverged)". An init whose every run diverged is still in the legend.
     """
-    from initlab.plots.compare import plt, save_figure
-
     last = final_rows(metrics)
     if len(last):
         last = last.assign(diverged=_diverged_bool(last["diverged"]) if "diverged" in last else False,
                            test_acc=pd.to_numeric(last["test_acc"], errors="coerce"))
         last.loc[~np.isfinite(last["test_acc"].to_numpy(dtype=float)), "test_acc"] = np.nan
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = figures.plt.subplots(figsize=(7, 4.5))
+    colors = figures.plt.rcParams["axes.prop_cycle"].by_key()["color"]
     n_seeds = int(last["seed"].nunique()) if len(last) else 0
     markers = "osD^v<>p"
     strip_y = -0.08  # diverged runs: below every accuracy
@@ -320,4 +318,4 @@ def plot_depth(metrics: pd.DataFrame, path: Path, *, inits: Sequence[str], log_x
                  fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(title="init", fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return save_figure(fig, path)
+    return figures.save_figure(fig, path)

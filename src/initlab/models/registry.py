@@ -18,7 +18,8 @@ from torch import nn
 
 from initlab.models.mlp import mlp
 from initlab.models.user import call_factory, load_factory, pick_logits
-from initlab.models.zoo import CNN, ResMLP, ResNet, Transformer, check_in_shape
+from initlab.models.zoo import CNN, ResMLP, ResNet, Transformer, _int, check_in_shape
+from initlab.schemes.specs import SchemeSpec, parse_scheme
 
 ModelSource = str | Callable[..., nn.Module]
 
@@ -84,8 +85,6 @@ class ModelSpec:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
     def __str__(self) -> str:
-        from initlab.schemes.specs import SchemeSpec
-
         # booleans as users type them (true/false); everything else as a scheme spec prints it
         parts = [f"{k}={str(v).lower()}" if isinstance(v, bool) or v == "none" else str(SchemeSpec("x", {k: v}))[2:-1]
                  for k, v in self.params.items()]
@@ -102,8 +101,6 @@ def is_factory_spec(text: str) -> bool:
 
 def parse_model(text: str | ModelSpec) -> ModelSpec:
     """``"resnet(blocks=20,norm=none)"`` -> ``ModelSpec``; name and parameters checked against the zoo."""
-    from initlab.schemes.specs import parse_scheme
-
     if isinstance(text, ModelSpec):
         spec = text
     else:
@@ -167,8 +164,6 @@ def depth_param(model: str | ModelSpec) -> str:
 
 
 def _mlp(in_shape, num_classes, *, depth: int = 1, width: int = 128, activation: str = "relu") -> nn.Module:
-    from initlab.models.zoo import _int
-
     depth = _int("depth", depth, 0, 10_000)
     width = _int("width", width, 1, 1 << 20)
     shape = check_in_shape(in_shape, image=False)

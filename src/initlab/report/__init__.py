@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from initlab import store
+from initlab.report import analysis, claims, compare, depth
 from initlab.report.common import Folder, load_marker
 
 REPORT_NAME = "report.html"
@@ -24,8 +25,6 @@ GENERATOR = '<meta name="generator" content="initlab report">'
 
 
 def _builders() -> dict:
-    from initlab.report import analysis, claims, compare, depth
-
     return {"compare": compare.build, "depth": depth.build, "probe": analysis.build_probe,
             "claims": claims.build, "audit": analysis.build_audit}
 

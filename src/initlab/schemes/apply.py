@@ -19,12 +19,15 @@ import torch
 from torch import Tensor, nn
 
 from initlab.core.checks import as_module
+from initlab.schemes.auto import auto_initialize
 from initlab.schemes.functions import _check_number, declared_fans
 from initlab.schemes.layers import UNSUPPORTED, Target, is_lazy, layer_targets
+from initlab.schemes.lsuv import lsuv_initialize
 from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
 from initlab.schemes.registry import Scheme, _init_bias
-from initlab.schemes.rules import Rule, RuleSet, _spec, resolve, scheme_text
-from initlab.schemes.specs import SchemeSpec
+from initlab.schemes.residual import annotate, expand
+from initlab.schemes.rules import Rule, RuleSet, _is_single, _spec, as_rule, resolve, scheme_text
+from initlab.schemes.specs import SchemeSpec, _as_spec, parse_scheme
 
 REPORT_COLUMNS = ("parameter", "module_type", "rule", "scheme", "fan_in", "fan_out", "std_before", "std_after", "note")
 LAYER_DEFAULT = "(layer default)"  # the rule column of tensors set by their layer type's default
@@ -316,13 +319,9 @@ def initialize(
     """
     as_module("module", module)
     if _is_auto(rules):
-        from initlab.schemes.auto import auto_initialize
-
         return auto_initialize(module, example, generator=generator, **_auto_params(rules, params))
     rules, params, _ = _model_level(module, rules, params)
     if "lsuv" in _example_schemes(rules):
-        from initlab.schemes.lsuv import lsuv_initialize
-
         return lsuv_initialize(module, rules, example, generator=generator, recurrent=recurrent,
                                forget_bias=forget_bias, strict=strict, **params)
     _run(module, rules, generator, recurrent, forget_bias, strict, params)
@@ -332,16 +331,12 @@ def initialize(
 def _model_level(module: nn.Module, rules: Any, params: Mapping[str, Any]):
     """Model-level schemes (fixup, skipinit, rezero, gpt2) replaced by the rules mapping they compute
     from the model, and the report note of each generated key: see :mod:`initlab.schemes.residual`."""
-    from initlab.schemes.residual import expand
-
     return expand(module, rules, params)
 
 
 def _example_schemes(rules: Any) -> set[str]:
     """Canonical names of the schemes in ``rules`` that need an example batch; unreadable rules give
     an empty set (``initialize`` then raises its own error for them)."""
-    from initlab.schemes.rules import _is_single, as_rule
-    from initlab.schemes.specs import _as_spec
 
     try:
         values = [rules] if _is_single(rules) else list(rules.values()) if isinstance(rules, Mapping) else []
@@ -380,8 +375,6 @@ def _is_auto(rules: Any) -> bool:
 
 
 def _auto_params(rules: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-    from initlab.schemes.specs import parse_scheme
-
     spec = parse_scheme(rules) if isinstance(rules, str) else (
         rules if isinstance(rules, SchemeSpec) else SchemeSpec.from_dict(rules))
     return {**spec.params, **params}
@@ -410,15 +403,10 @@ def initialize_with_report(
     """
     as_module("module", module)
     if _is_auto(rules):
-        from initlab.schemes.auto import auto_initialize
-
         return auto_initialize(module, example, generator=generator, report=True, **_auto_params(rules, params))
-    from initlab.schemes.residual import annotate
 
     rules, params, notes = _model_level(module, rules, params)
     if "lsuv" in _example_schemes(rules):
-        from initlab.schemes.lsuv import lsuv_initialize
-
         module, frame = lsuv_initialize(module, rules, example, generator=generator, recurrent=recurrent,
                                         forget_bias=forget_bias, strict=strict, report=True, **params)
         return module, annotate(frame, notes)

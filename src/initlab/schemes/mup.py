@@ -46,6 +46,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from initlab.data import load_dataset
+from initlab.models import make_model
+from initlab.models.registry import ModelSpec, parse_model
+from initlab.models.zoo import SelfAttention, Transformer, TransformerBlock
+from initlab.schemes import initialize
+from initlab.store import atomic_write_bytes, atomic_write_csv, atomic_write_json, claim_out_dir
+
 KINDS = ("input", "hidden", "output", "fixed")
 OPTIMIZERS = ("adam", "sgd")
 PARAMETRIZATIONS = ("sp", "mup")
@@ -96,8 +103,6 @@ class MuPPlan:
 
     def initialize(self, model: nn.Module | None = None, *, generator: torch.Generator | None = None) -> nn.Module:
         """Draw the plan's init into ``model`` (default: the model it was made for), in place."""
-        from initlab.schemes import initialize
-
         model = self._model if model is None else model
         return initialize(model, self.rules, generator=generator)
 
@@ -129,8 +134,6 @@ class MuPPlan:
 
 def model_width(model: nn.Module) -> int:
     """The width of a zoo MLP (its hidden Linear layers) or transformer (its residual stream)."""
-    from initlab.models.zoo import Transformer
-
     if isinstance(model, Transformer):
         return model.embed.out_features
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)] if isinstance(model, nn.Sequential) else []
@@ -144,8 +147,6 @@ def model_width(model: nn.Module) -> int:
 
 def _grow_dims(model: nn.Module, width: int) -> dict[str, tuple[bool, ...]]:
     """Which dims of each parameter grow with width, from the zoo architecture (never from sizes alone)."""
-    from initlab.models.zoo import Transformer
-
     out: dict[str, tuple[bool, ...]] = {}
     if isinstance(model, Transformer):
         for name, p in model.named_parameters():
@@ -281,8 +282,6 @@ def _attention_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def _patch_attention(model: nn.Module, r: float) -> float | None:
-    from initlab.models.zoo import SelfAttention
-
     scale = None
     for m in model.modules():
         if isinstance(m, SelfAttention):
@@ -305,8 +304,6 @@ def restore_attention(model: nn.Module) -> None:
 
 
 def _with_width(spec: str, width: int):
-    from initlab.models.registry import ModelSpec, parse_model
-
     s = parse_model(spec)
     if s.name not in ("mlp", "transformer"):
         raise ValueError(f"coordcheck runs the zoo mlp or transformer, got {s.name!r}")
@@ -350,8 +347,6 @@ class _L1Hooks:
 
 def _layers(model: nn.Module) -> list[str]:
     """The modules whose outputs the check records: leaves with parameters or activations, and blocks."""
-    from initlab.models.zoo import TransformerBlock
-
     names = []
     for n, m in model.named_modules():
         if not n:
@@ -394,8 +389,6 @@ def coord_check(model: str = "mlp(depth=2)", widths: Sequence[int] = (64, 128, 2
     (``step`` 0) and after every step. Returns a long table: ``parametrization, width, seed, step,
     layer, l1``. Tensor Programs V §D / mup's ``get_coord_data``.
     """
-    from initlab.data import load_dataset
-    from initlab.models import make_model
 
     widths, base_width, specs = check_coord_args(model, widths, base_width, steps, seeds, lr, optimizer, batch_size,
                                                  parametrizations)
@@ -493,7 +486,6 @@ def run_coord_check(out, *, overwrite: bool = False, **kwargs) -> tuple[pd.DataF
     """:func:`coord_check` into a result folder: coords.csv, growth.csv, coordcheck_sp/mup.png, config.json."""
     import io
 
-    from initlab.store import atomic_write_bytes, atomic_write_csv, atomic_write_json, claim_out_dir
 
     check_coord_args(**{k: v for k, v in kwargs.items() if k in _CHECKED})
     out = claim_out_dir(out, "coordcheck", overwrite=overwrite)
@@ -529,8 +521,6 @@ def lr_transfer(model: str = "mlp(depth=2)", widths: Sequence[int] = (64, 256, 1
     base width put it. The loss is the mean training loss over the last 10% of steps (a diverged
     run's loss is inf). Returns ``parametrization, width, lr, seed, loss``.
     """
-    from initlab.data import load_dataset
-    from initlab.models import make_model
 
     lrs = tuple(lrs) or tuple(2.0 ** k for k in range(-14, -3))
     widths, base_width, specs = check_coord_args(model, widths, base_width, steps, seeds, lrs[0], optimizer,

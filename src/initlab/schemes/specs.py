@@ -14,7 +14,9 @@ from typing import Any, Collection, Iterable, Mapping
 
 import torch
 
+from initlab.schemes.auto import check_auto_params
 from initlab.schemes.registry import Scheme, _init_bias, get_scheme
+
 
 def _format_value(value: Any) -> str:
     if isinstance(value, str):
@@ -137,7 +139,6 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
     spec = parse_scheme(scheme) if isinstance(scheme, str) else (
         scheme if isinstance(scheme, SchemeSpec) else SchemeSpec.from_dict(scheme))
     if spec.name == "auto":  # a whole-model scheme: its parameters are checked, nothing is drawn
-        from initlab.schemes.auto import check_auto_params
 
         try:
             check_auto_params(**spec.params)

@@ -41,6 +41,8 @@ from typing import Any
 
 import pandas as pd
 
+from initlab.trackers.tensorboard import _hparams, _read_folder
+
 INSTALL_HINT = "pip install 'initlab[mlflow]'"
 DEFAULT_DIR = "mlruns"
 EPOCH_SCALARS = ("train_loss", "test_loss", "test_acc")
@@ -53,10 +55,10 @@ BATCH = 1000  # MLflow's limit on metrics per log_batch call
 def require() -> None:
     """ValueError (one line, naming the install command) unless MLflow (client and local store) is importable."""
     try:
-        import mlflow  # noqa: F401
-        from mlflow import MlflowClient  # noqa: F401
-        import sqlalchemy  # noqa: F401  (the local SQLite store)
         import alembic  # noqa: F401
+        import mlflow  # noqa: F401
+        import sqlalchemy  # noqa: F401  (the local SQLite store)
+        from mlflow import MlflowClient  # noqa: F401
     except ImportError as e:
         raise ValueError(f"--mlflow needs the mlflow package ({e}); install it with: {INSTALL_HINT}") from None
 
@@ -174,8 +176,6 @@ def _num(v) -> float | None:
 
 
 def _params(spec_d: dict, init: str, seed: int) -> dict[str, str]:
-    from initlab.trackers.tensorboard import _hparams
-
     hp = _hparams(spec_d, init, seed, "")
     hp.pop("status", None)
     return {k: str(v) for k, v in hp.items()}
@@ -204,7 +204,6 @@ def export(source, uri: str | Path | None = None, *, experiment: str = "initlab"
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
-    from initlab.trackers.tensorboard import _read_folder
 
     c, artifact_location = client(uri)
     if isinstance(source, (str, Path)):

@@ -33,6 +33,11 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from initlab.data import load_dataset
+from initlab.experiments.compare import CompareSpec, build_model, prepare_data
+from initlab.schemes import parse_scheme
+from initlab.training.loop import TrainConfig
+
 INSTALL_HINT = "pip install 'initlab[tensorboard]'"
 EPOCH_SCALARS = ("train_loss", "test_loss", "test_acc")
 PROBE_KEYS = ("init", "seed", "epoch", "name", "kind")
@@ -107,8 +112,6 @@ def _read_folder(folder: Path):
 
 def _spec_from_config(config: dict):
     """The CompareSpec of a config.json, or None where it cannot be rebuilt (e.g. a model callable)."""
-    from initlab.experiments.compare import CompareSpec
-    from initlab.training.loop import TrainConfig
 
     try:
         import dataclasses
@@ -151,9 +154,6 @@ def _hparams(spec_d: dict, init: str, seed: int, status: str) -> dict[str, Any]:
 
 def _initial_weights(spec, inits: Iterable[str], seeds: Iterable[int], data=None):
     """{(init, seed): {param name: tensor}} of the models as each run built them at init (CPU)."""
-    from initlab.data import load_dataset
-    from initlab.experiments.compare import build_model, prepare_data
-    from initlab.schemes import parse_scheme
 
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)

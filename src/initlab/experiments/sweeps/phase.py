@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from initlab.schemes import register_scheme, variance_scaling_
+from initlab.core.theory import depth_scale
+from initlab.experiments.sweeps.plots import plot_heatmap
 from initlab.experiments.sweeps.spec import KNOWN_SIZES, SweepSpec
+from initlab.schemes import parse_scheme, register_scheme, variance_scaling_
 
 SIGMA_B2 = 0.05
 DEFAULT_SIGMA_W2 = tuple(round(1 + 0.25 * i, 2) for i in range(13))  # 1.0, 1.25, ..., 4.0
@@ -95,8 +97,6 @@ def phase_spec(sigma_w2: Sequence[float] = DEFAULT_SIGMA_W2, depths: Sequence[in
 
 def six_xi(sigma_w2: float, sigma_b2: float = SIGMA_B2) -> float:
     """6 ξ_c for tanh (:func:`initlab.core.theory.depth_scale`): the predicted largest trainable depth."""
-    from initlab.core.theory import depth_scale
-
     return 6.0 * depth_scale("tanh", float(sigma_w2), float(sigma_b2))
 
 
@@ -120,8 +120,6 @@ def phase_table(runs: pd.DataFrame, *, threshold: float | None = None, chance: f
     A cell "trains" when its mean final training accuracy is at least ``threshold``, by default
     halfway between ``chance`` and the best cell's accuracy. Diverged runs count as ``chance``.
     """
-    from initlab.schemes import parse_scheme
-
     fin = runs[runs["status"].isin(("done", "diverged"))].copy()
     if fin.empty:
         raise ValueError("no finished runs to draw; run the phase sweep first")
@@ -148,8 +146,6 @@ def phase_table(runs: pd.DataFrame, *, threshold: float | None = None, chance: f
 
 def plot_phase(runs: pd.DataFrame, path: str | Path, *, title: str = "", threshold: float | None = None) -> PhaseTable:
     """The heat map of final training accuracy over (σ_w², depth) with the 6 ξ_c curve; returns the table."""
-    from initlab.experiments.sweeps.plots import plot_heatmap
-
     table = phase_table(runs, threshold=threshold)
     frame = runs.copy()
     s_min, s_max = float(table.cells["sigma_w2"].min()), float(table.cells["sigma_w2"].max())

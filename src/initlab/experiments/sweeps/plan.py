@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from initlab.data import Dataset
+from initlab.experiments.compare import CompareSpec, estimate_memory, image_in_shape
 from initlab.experiments.sweeps.spec import KNOWN_SIZES, SweepSpec, group_key, run_hash
+from initlab.models import input_shape_of, make_model
+from initlab.training.func_engine import vmap_problem
+from initlab.training.loop import TrainConfig
+from initlab.training.mlp_engine import DEFAULT_MEMORY_BUDGET, mlp_layout
 
 EFFICIENCY = {"mlp": 0.5, "func": 0.3, "single": 0.25}  # fraction of the matmul speed each engine attains
 STEP_OVERHEAD = {"mlp": 4e-4, "func": 2e-3, "single": 6e-4}  # seconds per optimizer step per chunk (per run: single)
@@ -34,8 +40,6 @@ GROUP_OVERHEAD = 0.3  # seconds per chunk: data split and shaping, engine checks
 
 def compare_spec(params: dict, spec: SweepSpec, inits=None):
     """The :class:`initlab.experiments.compare.CompareSpec` that builds this run's model (``build_model``)."""
-    from initlab.experiments.compare import CompareSpec
-    from initlab.training.loop import TrainConfig
 
     train = TrainConfig(epochs=params["epochs"], batch_size=params["batch_size"], lr=params["lr"],
                         momentum=params["momentum"], optimizer=params["optimizer"], diverge_loss=params["diverge_loss"])
@@ -56,8 +60,6 @@ def split_sizes(dataset: str, val_fraction: float) -> tuple[int, int, int]:
 def meta_dataset(dataset: str, val_fraction: float):
     """A :class:`initlab.data.Dataset` of the right shapes on the ``meta`` device (nothing allocated):
     x_train the kept training examples, x_test the held-out set the engines evaluate each epoch."""
-    from initlab.data import Dataset
-
     n_tr, n_val, n_test = split_sizes(dataset, val_fraction)
     shape = KNOWN_SIZES[dataset][2]
     d = math.prod(shape)
@@ -145,8 +147,6 @@ def matmul_gflops(seconds: float = 0.2) -> float:
 
 def _engine_and_flops(cs, data, spec: SweepSpec) -> tuple[str, str | None, float]:
     """Engine kind (as ``experiment.choose_engine`` picks it) and forward FLOPs per example."""
-    from initlab.experiments.compare import image_in_shape
-    from initlab.models import input_shape_of, make_model
 
     if cs.model is None:
         sizes = (data.in_features, *cs.hidden, data.num_classes)
@@ -168,14 +168,12 @@ def _engine_and_flops(cs, data, spec: SweepSpec) -> tuple[str, str | None, float
         fwd = 2.0 * sum(p.numel() for p in model.parameters())
     if spec.engine == "single":
         return "single", None, float(fwd)
-    from initlab.training.mlp_engine import mlp_layout
 
     try:
         mlp_layout(model)
         return "mlp", None, float(fwd)
     except ValueError:
         pass
-    from initlab.training.func_engine import vmap_problem
 
     why = vmap_problem(model, x, y)
     return ("func", None, float(fwd)) if why is None else ("single", why, float(fwd))
@@ -186,8 +184,6 @@ def make_plan(spec: SweepSpec, *, gflops: float | None = None, max_group: int | 
 
     ``max_group`` caps the models trained at once (default: as many as the memory budget allows).
     """
-    from initlab.training.mlp_engine import DEFAULT_MEMORY_BUDGET
-    from initlab.experiments.compare import estimate_memory
 
     runs = spec.runs()
     by_key: dict[str, list[dict]] = {}

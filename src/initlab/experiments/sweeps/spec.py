@@ -30,11 +30,26 @@ import hashlib
 import itertools
 import json
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
+
+from initlab.data import DATASETS, NORMALIZATIONS
+from initlab.experiments.compare import ENGINES
+from initlab.models import (
+    MAX_DEPTH,
+    MAX_WIDTH,
+    check_activation,
+    depth_param,
+    is_factory_spec,
+    parse_model,
+    resolve_model,
+)
+from initlab.schemes import parse_scheme_list, split_top_level
+from initlab.training.loop import TrainConfig, resolve_device
 
 # axis name -> accepted spellings (the plural is how lists read naturally in a file)
 AXES = {
@@ -112,8 +127,6 @@ def _as_list(axis: str, value: Any) -> list:
             raise ValueError(f"{axis}: empty list; give at least one value")
         return list(value)
     if isinstance(value, str) and axis in ("init", "model", "activation", "optimizer", "dataset"):
-        from initlab.schemes import split_top_level
-
         return split_top_level(value, what=axis)
     return [value]
 
@@ -181,7 +194,6 @@ class SweepSpec:
         object.__setattr__(self, "zip", zips)
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
-        from initlab.data import NORMALIZATIONS
 
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalize {self.normalize!r}; choose from: {', '.join(NORMALIZATIONS)}")
@@ -194,8 +206,6 @@ class SweepSpec:
             raise ValueError(f"probe must be true or false, got {self.probe!r}")
         if self.train_eval not in TRAIN_EVAL:
             raise ValueError(f"unknown train_eval {self.train_eval!r}; choose from: {', '.join(TRAIN_EVAL)}")
-        from initlab.experiments.compare import ENGINES
-        from initlab.training.loop import resolve_device
 
         resolve_device(self.device)
         if self.engine not in ENGINES:
@@ -246,10 +256,6 @@ class SweepSpec:
         return runs
 
     def _canonical(self, raw: dict) -> dict:
-        from initlab.data import DATASETS
-        from initlab.models import MAX_DEPTH, MAX_WIDTH, check_activation, depth_param, is_factory_spec, parse_model
-        from initlab.schemes import parse_scheme_list
-        from initlab.training.loop import TrainConfig
 
         dataset = raw["dataset"]
         if dataset not in DATASETS:
@@ -264,7 +270,6 @@ class SweepSpec:
             if explicit:
                 raise ValueError(f"{', '.join(sorted(explicit))} cannot be set for a 'module:factory' model "
                                  f"({model}); give them to the factory")
-            from initlab.models import resolve_model
 
             resolve_model(model)  # imports it: a typo fails now
             depth = width = activation = None
