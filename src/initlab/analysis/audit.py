@@ -40,10 +40,10 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from initlab.core.display import html_of
 from initlab.analysis.jacobian import jacobian_spectrum
 from initlab.analysis.probe import RELU_FAMILY, SATURATING, probe
 from initlab.core import theory
+from initlab.core.display import html_of
 from initlab.graph import read_graph
 from initlab.models import arch_text
 from initlab.plots.compare import plt, save_figure

@@ -20,8 +20,18 @@ from initlab.analysis.audit import DEFAULT_CANDIDATES as audit_defaults
 from initlab.analysis.audit import AuditReport, audit, check_mlp_memory, plot_audit
 from initlab.core.checks import MAX_INT, as_int
 from initlab.data import load_dataset
-from initlab.models import (MAX_DEPTH, MAX_WIDTH, check_activation, check_inputs, check_widths, make_model, mlp,
-                            parse_hidden, parse_int_list, resolve_model)
+from initlab.models import (
+    MAX_DEPTH,
+    MAX_WIDTH,
+    check_activation,
+    check_inputs,
+    check_widths,
+    make_model,
+    mlp,
+    parse_hidden,
+    parse_int_list,
+    resolve_model,
+)
 from initlab.schemes import parse_scheme, parse_scheme_list
 from initlab.training.memory import available_bytes, format_bytes, module_footprint
 

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from initlab.core import theory
-from initlab.data import load_dataset
 from initlab.analysis.jacobian import jacobian_spectrum
 from initlab.analysis.probe import probe
+from initlab.core import theory
+from initlab.data import load_dataset
 from initlab.models import arch_text, check_activation, make_model, mlp, resolve_model
 from initlab.models.user import build_user_model, check_model, load_factory, model_inputs  # noqa: F401  (re-exported)
-from initlab.training.memory import available_bytes, format_bytes
 from initlab.schemes import check_scheme, initialize
+from initlab.training.memory import available_bytes, format_bytes
 
 __all__ = ["depth_profile", "profile_summary", "load_factory", "model_inputs"]
 

@@ -14,10 +14,10 @@ import sys
 import typer
 from rich.text import Text
 
-from initlab.cli import audit, catalog, claims, compare, coordcheck, depth, probe, report, sweep
 from initlab import __version__
-from initlab.training.memory import keep_freed_memory
+from initlab.cli import audit, catalog, claims, compare, coordcheck, depth, probe, report, sweep
 from initlab.cli.common import EXIT_SIGINT, EXIT_SIGTERM, Terminated, err_console, on_sigterm, one_line
+from initlab.training.memory import keep_freed_memory
 
 # Help texts are Markdown, never rich markup: "pip install 'initlab[ray]'" keeps its brackets.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,6 +34,7 @@ def _print_version(value: bool) -> None:
 def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                           help="Print initlab's version and exit.")) -> None:
     """initlab: how should I initialize this network, and why?"""
+
 
 for command in (compare.compare, probe.probe, catalog.schemes, catalog.models, depth.depth, audit.audit,
                 claims.claims, coordcheck.coordcheck, report.report):

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from initlab.analysis.audit_run import DEFAULT_CANDIDATES, run_audit
-from initlab.cli.common import (one_line, sci, OUT_HELP, REPORT_HELP, console, fail, write_html_report)
+from initlab.cli.common import OUT_HELP, REPORT_HELP, console, fail, one_line, sci, write_html_report
 
 
 def audit(

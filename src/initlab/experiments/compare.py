@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from initlab.core.display import html_of
-from initlab.core.checks import is_integer
 from initlab import store
+from initlab.core.checks import is_integer
+from initlab.core.display import html_of
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
-from initlab.training.memory import available_bytes, format_bytes
+from initlab.experiments.progress import RichReporter, bars, show_progress
+from initlab.experiments.runbook import Run, RunBook
 from initlab.models import (
     arch_text,
     check_activation,
@@ -44,21 +45,20 @@ from initlab.models import (
     parse_model,
     resolve_model,
 )
-from initlab.experiments.runbook import Run, RunBook
-from initlab.experiments.progress import RichReporter, bars, show_progress
 from initlab.schemes import SchemeSpec, initialize, parse_scheme, parse_scheme_list
 from initlab.training.loop import (
     INIT_STREAM,
     MAX_INT,
-    derive_seed,
-    device_text,
     PROBE_STREAM,
     TrainConfig,
     check_init,
+    derive_seed,
+    device_text,
     make_generator,
     resolve_device,
     train_model,
 )
+from initlab.training.memory import available_bytes, format_bytes
 
 SEED_INITS = ("zero", "random", "xavier", "he")  # the four schemes of the seed notebook
 ENGINES = ("batched", "single")  # batched: initlab.training.mlp_engine, a group of runs at once; single: train_model per run

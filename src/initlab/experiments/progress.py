@@ -17,7 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 
-
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (an IPython shell with a kernel), where results render inline."""
     ipython = sys.modules.get("IPython")

@@ -60,13 +60,20 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from initlab.data import Dataset
-from initlab.training.mlp_engine import BatchedPopulation, PopulationCallback, PopulationStepsCallback, config_key
 from initlab.training.loop import (
     NonFiniteWatch,
     RunResult,
     TrainConfig,
     evaluate,
     nonfinite_reason,
+)
+from initlab.training.mlp_engine import (
+    BatchedPopulation,
+    PopulationCallback,
+    PopulationStepsCallback,
+    config_key,
+    population_configs,
+    train_in_groups,
 )
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of engine state per group (params, optimizer state, activations)
@@ -398,30 +405,18 @@ def train_func_population(models: Sequence[nn.Module], data: Dataset, configs: T
         max_models: largest group trained at once.
         memory_budget: bytes per group, used when ``max_models`` is None.
     """
-    configs = [configs] * len(models) if isinstance(configs, TrainConfig) else list(configs)
-    if not (len(configs) == len(seeds) == len(models)):
-        raise ValueError(f"got {len(models)} models, {len(configs)} configs and {len(seeds)} seeds; give one each")
-    if max_models is not None and (isinstance(max_models, bool) or not isinstance(max_models, int) or max_models <= 0):
-        raise ValueError(f"max_models must be a positive integer, got {max_models!r}")
+    configs = population_configs(models, configs, seeds, max_models)
     groups: dict[tuple, list[int]] = {}
     for k, (m, c) in enumerate(zip(models, configs)):
         groups.setdefault((architecture_key(m), config_key(c)), []).append(k)
-    device = data.x_train.device
     ex_x, ex_y = data.x_train[:2], data.y_train[:2]
     for members in groups.values():
         problem = vmap_problem(models[members[0]], ex_x, ex_y)
         if problem is not None:
             raise ValueError(f"model {members[0]} ({type(models[members[0]]).__name__}): {problem}")
-    results: list[RunResult | None] = [None] * len(models)
-    for members in groups.values():
-        first = models[members[0]]
-        cap = max_models or default_max_models(first, configs[members[0]], ex_x, data.x_train.shape[0],
-                                               memory_budget)
-        for start in range(0, len(members), cap):
-            part = members[start:start + cap]
-            pop = FuncPopulation([models[k] for k in part], [configs[k] for k in part], [seeds[k] for k in part], device)
-            cb = None if on_epoch is None else (lambda j, row, get, part=part: on_epoch(part[j], row, get))
-            sb = None if on_steps is None else (lambda j, losses, step0, part=part: on_steps(part[j], losses, step0))
-            for j, res in enumerate(pop.train(data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)):
-                results[part[j]] = res
-    return results
+    def cap(key: tuple, members: list[int]) -> int:
+        return max_models or default_max_models(models[members[0]], configs[members[0]], ex_x, data.x_train.shape[0],
+                                                memory_budget)
+
+    return train_in_groups(FuncPopulation, groups, models, configs, seeds, data, cap,
+                           on_epoch=on_epoch, after_epoch=after_epoch, on_steps=on_steps)

@@ -497,21 +497,43 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
         max_models: largest group trained at once.
         memory_budget: bytes per group, used when ``max_models`` is None.
     """
+    configs = population_configs(models, configs, seeds, max_models)
+    groups: dict[tuple, list[int]] = {}
+    for k, (m, c) in enumerate(zip(models, configs)):
+        groups.setdefault((mlp_layout(m), config_key(c)), []).append(k)
+
+    def cap(key: tuple, members: list[int]) -> int:
+        return max_models or default_max_models(key[0], configs[members[0]], data.x_train.shape[0], memory_budget)
+
+    return train_in_groups(Population, groups, models, configs, seeds, data, cap,
+                           on_epoch=on_epoch, after_epoch=after_epoch, on_steps=on_steps)
+
+
+def population_configs(models: Sequence[nn.Module], configs: TrainConfig | Sequence[TrainConfig],
+                       seeds: Sequence[int], max_models: int | None) -> list[TrainConfig]:
+    """One config per model (``configs`` may be one for all), after the checks both population engines make."""
     configs = [configs] * len(models) if isinstance(configs, TrainConfig) else list(configs)
     if not (len(configs) == len(seeds) == len(models)):
         raise ValueError(f"got {len(models)} models, {len(configs)} configs and {len(seeds)} seeds; give one each")
     if max_models is not None and (isinstance(max_models, bool) or not isinstance(max_models, int) or max_models <= 0):
         raise ValueError(f"max_models must be a positive integer, got {max_models!r}")
-    groups: dict[tuple, list[int]] = {}
-    for k, (m, c) in enumerate(zip(models, configs)):
-        groups.setdefault((mlp_layout(m), config_key(c)), []).append(k)
+    return configs
+
+
+def train_in_groups(population: Callable[..., BatchedPopulation], groups: dict[tuple, list[int]],
+                    models: Sequence[nn.Module], configs: Sequence[TrainConfig], seeds: Sequence[int], data: Dataset,
+                    cap: Callable[[tuple, list[int]], int], *, on_epoch: PopulationCallback | None = None,
+                    after_epoch: Callable[[int], None] | None = None,
+                    on_steps: PopulationStepsCallback | None = None) -> list[RunResult]:
+    """Train each group (key -> model indices) in consecutive parts of at most ``cap(key, members)``
+    models, one ``population(models, configs, seeds, device)`` per part; callbacks get indices into ``models``."""
     results: list[RunResult | None] = [None] * len(models)
     device = data.x_train.device
-    for (layout, _), members in groups.items():
-        cap = max_models or default_max_models(layout, configs[members[0]], data.x_train.shape[0], memory_budget)
-        for start in range(0, len(members), cap):
-            part = members[start:start + cap]
-            pop = Population([models[k] for k in part], [configs[k] for k in part], [seeds[k] for k in part], device)
+    for key, members in groups.items():
+        size = cap(key, members)
+        for start in range(0, len(members), size):
+            part = members[start:start + size]
+            pop = population([models[k] for k in part], [configs[k] for k in part], [seeds[k] for k in part], device)
             cb = None if on_epoch is None else (lambda j, row, get, part=part: on_epoch(part[j], row, get))
             sb = None if on_steps is None else (lambda j, losses, step0, part=part: on_steps(part[j], losses, step0))
             for j, res in enumerate(pop.train(data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)):

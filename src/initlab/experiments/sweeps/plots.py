@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initlab.experiments.sweeps.select import best_lr, context_columns, lr_table
 from initlab.plots.compare import STYLES, plt, save_figure
 from initlab.schemes import parse_scheme
-from initlab.experiments.sweeps.select import best_lr, context_columns, lr_table
 
 
 def with_scheme_params(runs: pd.DataFrame) -> pd.DataFrame:

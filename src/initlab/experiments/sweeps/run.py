@@ -31,7 +31,6 @@ returns each run's rows, and the driver (the only writer) commits them to the st
 from __future__ import annotations
 
 import contextlib
-
 import math
 import os
 import time
@@ -42,10 +41,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from initlab.experiments.progress import bars, show_progress
-from initlab.experiments.sweeps.progress import RichSweepReporter
 from initlab.core.display import html_of
+from initlab.experiments.progress import bars, show_progress
 from initlab.experiments.sweeps.plan import SweepPlan, compare_spec, make_plan
+from initlab.experiments.sweeps.progress import RichSweepReporter
 from initlab.experiments.sweeps.runstore import DEFAULT_STORE, MAX_ATTEMPTS, Claimed, RunStore, worker_id
 from initlab.experiments.sweeps.spec import SweepSpec, describe, group_key
 
