@@ -136,3 +136,11 @@ def test_evaluate_matches_manual(digits):
 def test_train_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_train_config_from_a_run_record():
+    """A sweep's run parameters (and a config.json's "train") carry other keys too; those are ignored."""
+    record = {"epochs": 3, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "optimizer": "sgd", "diverge_loss": 50.0,
+              "init": "he", "seed": 4, "dataset": "digits"}
+    assert TrainConfig.from_dict(record) == TrainConfig(epochs=3, batch_size=32, lr=0.1, momentum=0.9, diverge_loss=50.0)
+    assert TrainConfig.from_dict({}) == TrainConfig()

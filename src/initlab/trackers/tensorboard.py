@@ -121,8 +121,7 @@ def _spec_from_config(config: dict):
         for k in ("inits", "hidden"):
             if isinstance(kw.get(k), list):
                 kw[k] = tuple(kw[k])
-        tfields = {f.name for f in dataclasses.fields(TrainConfig)}
-        kw["train"] = TrainConfig(**{k: v for k, v in (config.get("train") or {}).items() if k in tfields})
+        kw["train"] = TrainConfig.from_dict(config.get("train") or {})
         kw["device"] = "cpu"
         return CompareSpec(**kw)
     except Exception:  # noqa: BLE001 - histograms are then skipped, everything else still exported

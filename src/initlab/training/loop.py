@@ -7,9 +7,11 @@ makes init comparisons paired: the only difference between them is the initializ
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,6 +109,13 @@ class TrainConfig:
                              f"inf turns the bound off), got {self.diverge_loss!r}")
         for name in ("lr", "momentum", "diverge_loss"):
             object.__setattr__(self, name, float(getattr(self, name)))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The config a run record (a sweep's run parameters, a config.json's ``train``) describes; keys that
+        are not TrainConfig fields are ignored, missing ones take the defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
 
     def loss_bound(self, num_classes: int) -> float:
         """The test loss above which a run counts as diverged: ``diverge_loss · ln(num_classes)``."""

@@ -41,8 +41,7 @@ GROUP_OVERHEAD = 0.3  # seconds per chunk: data split and shaping, engine checks
 def compare_spec(params: dict, spec: SweepSpec, inits=None):
     """The :class:`initlab.experiments.compare.CompareSpec` that builds this run's model (``build_model``)."""
 
-    train = TrainConfig(epochs=params["epochs"], batch_size=params["batch_size"], lr=params["lr"],
-                        momentum=params["momentum"], optimizer=params["optimizer"], diverge_loss=params["diverge_loss"])
+    train = TrainConfig.from_dict(params)
     common = dict(inits=tuple(inits or (params["init"],)), dataset=params["dataset"], data_dir=params["data_dir"],
                   normalize=params["normalize"], train=train, device=spec.device, engine=spec.engine, probe=False)
     if params["width"] is not None:  # initlab's MLP: exactly what `compare --depth --width` builds

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from initlab.core.display import html_of
+from initlab.training.loop import TrainConfig
 from initlab.experiments.progress import bars, show_progress
 from initlab.experiments.sweeps.plan import SweepPlan, compare_spec, make_plan
 from initlab.experiments.sweeps.progress import RichSweepReporter
@@ -149,10 +150,7 @@ class _Group:
         self.committed: set[int] = set()  # run ids written to the store by this group
 
     def config(self, p: dict):
-        from initlab.training.loop import TrainConfig
-
-        return TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
-                           optimizer=p["optimizer"], diverge_loss=p["diverge_loss"])
+        return TrainConfig.from_dict(p)
 
     def _probe(self, c: Claimed, epoch: int, model) -> None:
         if self.spec.probe:
