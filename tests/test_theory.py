@@ -97,7 +97,7 @@ def test_variance_preserving_gain():
 def test_weight_variance_matches_sampled_weights(scheme):
     for fan_out, fan_in in ((300, 200), (200, 300)):
         w = torch.empty(fan_out, fan_in, dtype=torch.float64)
-        sch, params = schemes._as_spec(scheme)
+        sch, params = schemes.as_spec(scheme)
         sch(w, generator=torch.Generator().manual_seed(0), **params)
         w2 = w.pow(2).reshape(-1)
         expected = T.weight_variance(scheme, fan_in, fan_out)

@@ -352,7 +352,7 @@ def weight_variance(scheme, fan_in: int, fan_out: int) -> float:
     if isinstance(fan_in, bool) or isinstance(fan_out, bool) or not (fan_in > 0 and fan_out > 0):
         raise ValueError(f"fans must be positive, got fan_in={fan_in!r}, fan_out={fan_out!r}")
 
-    sch, params = S._as_spec(scheme)
+    sch, params = S.as_spec(scheme)
     p = {k: v for k, v in sch.params.items() if v is not inspect.Parameter.empty}
     p.update(sch.resolve_params(params))
     name = sch.name

@@ -60,17 +60,18 @@ from initlab.schemes.layers import LAYER_TYPES, UNSUPPORTED, Target, handled_typ
 from initlab.schemes.rules import Rule
 from initlab.schemes.apply import REPORT_COLUMNS, initialize, initialize_with_report, needs_example
 from initlab.schemes.lsuv import lsuv_
+from initlab.schemes import auto as _auto  # noqa: F401  (registers auto's whole-model initializer)
 from initlab.schemes.identity import delta_orthogonal_, dirac_, eye_, partial_identity_, zero_hadamard_  # noqa: F401  (registers them)
 from initlab.schemes.residual import fixup_rules, gpt2_rules, rezero_rules, skipinit_rules  # noqa: F401  (registers fixup, skipinit, rezero, gpt2)
 
-# Private names of the former single module, still read by initlab.core.theory (_as_spec) and the tests
+# Private names of the former single module, still read by initlab.core.theory (as_spec) and the tests
 # (_SCHEMES, _ALIASES: the registry's own dicts, so changes through either name are shared).
 from initlab.schemes.functions import _LINEAR_GAIN_NAMES, _check_choice, _check_number, _fan, _kaiming_std  # noqa: F401
 from initlab.schemes.registry import _ALIASES, _SCHEMES, _init_bias  # noqa: F401
 from initlab.schemes.specs import (  # noqa: F401
     _ARG_RE,
     _SPEC_RE,
-    _as_spec,
+    as_spec,
     _canonical,
     _format_value,
     _parse_value,

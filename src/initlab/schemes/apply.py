@@ -19,15 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from initlab.core.checks import as_module
-from initlab.schemes.auto import auto_initialize
 from initlab.schemes.functions import _check_number, declared_fans
 from initlab.schemes.layers import UNSUPPORTED, Target, is_lazy, layer_targets
-from initlab.schemes.lsuv import lsuv_initialize
 from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
 from initlab.schemes.registry import Scheme, _init_bias
 from initlab.schemes.residual import annotate, expand
-from initlab.schemes.rules import Rule, RuleSet, _is_single, _spec, as_rule, resolve, scheme_text
-from initlab.schemes.specs import SchemeSpec, _as_spec, parse_scheme
+from initlab.schemes.rules import Rule, RuleSet, is_single, _spec, as_rule, resolve, scheme_text
+from initlab.schemes.specs import SchemeSpec, as_spec
 
 REPORT_COLUMNS = ("parameter", "module_type", "rule", "scheme", "fan_in", "fan_out", "std_before", "std_after", "note")
 LAYER_DEFAULT = "(layer default)"  # the rule column of tensors set by their layer type's default
@@ -318,12 +316,12 @@ def initialize(
         >>> initialize(nn.LSTM(8, 16), "xavier", recurrent="orthogonal", forget_bias=1.0, generator=g)
     """
     as_module("module", module)
-    if _is_auto(rules):
-        return auto_initialize(module, example, generator=generator, **_auto_params(rules, params))
     rules, params, _ = _model_level(module, rules, params)
-    if "lsuv" in _example_schemes(rules):
-        return lsuv_initialize(module, rules, example, generator=generator, recurrent=recurrent,
-                               forget_bias=forget_bias, strict=strict, **params)
+    owner = model_initializer(rules)
+    if owner is not None:
+        return owner.initialize_model(module, rules, params, own=_own_params(rules), example=example,
+                                      generator=generator, recurrent=recurrent, forget_bias=forget_bias,
+                                      strict=strict, report=False)
     _run(module, rules, generator, recurrent, forget_bias, strict, params)
     return module
 
@@ -339,13 +337,13 @@ def _example_schemes(rules: Any) -> set[str]:
     an empty set (``initialize`` then raises its own error for them)."""
 
     try:
-        values = [rules] if _is_single(rules) else list(rules.values()) if isinstance(rules, Mapping) else []
+        values = [rules] if is_single(rules) else list(rules.values()) if isinstance(rules, Mapping) else []
         out = set()
         for value in values:
             rule = as_rule(value)
             for spec in (rule.scheme, rule.recurrent):
-                if spec is not None and _as_spec(spec)[0].needs_example:
-                    out.add(_as_spec(spec)[0].name)
+                if spec is not None and as_spec(spec)[0].needs_example:
+                    out.add(as_spec(spec)[0].name)
         return out
     except (ValueError, TypeError):
         return set()
@@ -363,21 +361,36 @@ def needs_example(rules: Any) -> bool:
     return bool(_example_schemes(rules))
 
 
-def _is_auto(rules: Any) -> bool:
-    """Whether ``rules`` is the whole-model ``auto`` scheme (``"auto"``, ``"auto(mode=empirical)"``, spec, dict)."""
-    if isinstance(rules, str):
-        return rules.strip().split("(")[0].strip() == "auto"
-    if isinstance(rules, SchemeSpec):
-        return rules.name == "auto"
-    if isinstance(rules, Mapping) and set(rules) <= {"name", "params"}:
-        return rules.get("name") == "auto"
-    return False
+def _own_params(rules: Any) -> dict | None:
+    """A single scheme's own parameters (``"auto(mode=empirical)"`` -> {"mode": "empirical"}); None for a mapping."""
+    if not is_single(rules):
+        return None
+    spec = as_rule(rules).scheme
+    return dict(as_spec(spec)[1]) if spec is not None else {}
 
 
-def _auto_params(rules: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-    spec = parse_scheme(rules) if isinstance(rules, str) else (
-        rules if isinstance(rules, SchemeSpec) else SchemeSpec.from_dict(rules))
-    return {**spec.params, **params}
+def model_initializer(rules: Any) -> Scheme | None:
+    """The whole-model scheme that ``rules`` hand the model to (its ``initialize_model``), or None.
+
+    Found by the protocol, not by name: any scheme in the rules (a single scheme or a mapping's
+    values, recurrent ones too) registered with :func:`initlab.schemes.registry.register_model_initializer`.
+    Two different ones in one set of rules are an error.
+    """
+    try:
+        values = [rules] if is_single(rules) else list(rules.values()) if isinstance(rules, Mapping) else []
+        found = {}
+        for value in values:
+            rule = as_rule(value)
+            for spec in (rule.scheme, rule.recurrent):
+                if spec is not None:
+                    scheme = as_spec(spec)[0]
+                    if scheme.initialize_model is not None:
+                        found[scheme.name] = scheme
+    except (ValueError, TypeError):  # unreadable rules: initialize raises its own error for them
+        return None
+    if len(found) > 1:
+        raise ValueError(f"rules use {' and '.join(sorted(found))}, which each initialize the whole model; use one")
+    return next(iter(found.values()), None)
 
 
 def initialize_with_report(
@@ -402,14 +415,13 @@ def initialize_with_report(
     spectral_norm's rescaling, padding rows, forget gates, why a class is unsupported).
     """
     as_module("module", module)
-    if _is_auto(rules):
-        return auto_initialize(module, example, generator=generator, report=True, **_auto_params(rules, params))
-
     rules, params, notes = _model_level(module, rules, params)
-    if "lsuv" in _example_schemes(rules):
-        module, frame = lsuv_initialize(module, rules, example, generator=generator, recurrent=recurrent,
-                                        forget_bias=forget_bias, strict=strict, report=True, **params)
-        return module, annotate(frame, notes)
+    owner = model_initializer(rules)
+    if owner is not None:
+        module, frame = owner.initialize_model(module, rules, params, own=_own_params(rules), example=example,
+                                               generator=generator, recurrent=recurrent, forget_bias=forget_bias,
+                                               strict=strict, report=True)
+        return module, annotate(frame, notes) if notes else frame
     plans = _run(module, rules, generator, recurrent, forget_bias, strict, params, report=True)
     return module, annotate(_report_frame(plans), notes)
 

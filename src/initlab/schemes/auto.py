@@ -31,6 +31,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from initlab.schemes.registry import register_model_initializer
+
 MODES = ("analytic", "empirical")
 _FAN_KINDS = {"Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d",
               "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"}
@@ -230,3 +232,15 @@ def auto_initialize(model: nn.Module, example, *, generator: torch.Generator | N
     frame = tensors.merge(layers, on="layer", how="left")
     frame.attrs["graph_method"], frame.attrs["notes"] = graph.method, graph.notes
     return model, frame
+
+
+def _initialize_model(module: nn.Module, rules: Any, params: dict, *, own: dict | None, example, generator,
+                      recurrent, forget_bias, strict: bool, report: bool):
+    """``auto`` in the whole-model protocol (:class:`initlab.schemes.registry.Scheme`): alone, never in a mapping."""
+    if own is None:
+        raise ValueError("auto initializes a whole model from its graph: call initialize(model, 'auto', "
+                         "example=batch), not inside a rules mapping")
+    return auto_initialize(module, example, generator=generator, report=report, **{**own, **params})
+
+
+register_model_initializer("auto", _initialize_model)

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
-from initlab.schemes.registry import Scheme, get_scheme
+from initlab.schemes.registry import Scheme, get_scheme, register_model_initializer
 
 LSUV_TYPES = (nn.Linear, nn.Bilinear, _ConvNd)  # output linear in the weight: rescaling W rescales it
 LAYER_COLUMNS = ("layer", "module_type", "calls", "iterations", "std_before", "std_after", "within_tol",
@@ -92,11 +92,11 @@ def check_lsuv_params(target_std: float = 1.0, tol: float = 0.1, max_iters: int 
 
 def pre_init_scheme(pre_init: str) -> tuple[Scheme, dict[str, Any]]:
     """The scheme and parameters of a (checked) ``pre_init`` value; ``"none"`` keeps the tensors."""
-    from initlab.schemes.specs import _as_spec
+    from initlab.schemes.specs import as_spec
 
     if pre_init in KEEP_NAMES:
         return KEEP, {}
-    sch, params = _as_spec(pre_init)
+    sch, params = as_spec(pre_init)
     return sch, sch.resolve_params(params)
 
 
@@ -105,18 +105,18 @@ def _split(rules: Any, params: Mapping[str, Any]):
     and the keyword parameters left for the other schemes (none with a single lsuv scheme)."""
     from dataclasses import replace
 
-    from initlab.schemes.rules import _is_single, as_rule
-    from initlab.schemes.specs import SchemeSpec, _as_spec
+    from initlab.schemes.rules import is_single, as_rule
+    from initlab.schemes.specs import SchemeSpec, as_spec
 
-    single = _is_single(rules)
+    single = is_single(rules)
     new: dict[str, Any] = {}
     lsuv: dict[str, tuple[str, dict[str, Any]]] = {}
     for key, value in ({"*": rules} if single else dict(rules)).items():
         rule = as_rule(value)
-        if rule.recurrent is not None and _as_spec(rule.recurrent)[0].needs_example:
+        if rule.recurrent is not None and as_spec(rule.recurrent)[0].needs_example:
             raise ValueError(f"rule {key!r}: recurrent={rule.recurrent} initializes whole models, not "
                              "hidden-to-hidden weights; use a per-tensor scheme such as 'orthogonal'")
-        sch, own = _as_spec(rule.scheme)
+        sch, own = as_spec(rule.scheme)
         if sch.name != "lsuv":
             new[key] = value
             continue
@@ -392,3 +392,13 @@ def lsuv_(model: nn.Module, example: Any, *, generator: torch.Generator | None =
     _, rows, _ = _apply(model, spec, example, generator=generator, recurrent=None, forget_bias=None,
                         strict=False, report=False, params={})
     return _table(rows)
+
+
+def _initialize_model(module: nn.Module, rules: Any, params: dict, *, own: dict | None, example, generator,
+                      recurrent, forget_bias, strict: bool, report: bool):
+    """``lsuv`` in the whole-model protocol (:class:`initlab.schemes.registry.Scheme`): alone or as rules' values."""
+    return lsuv_initialize(module, rules, example, generator=generator, recurrent=recurrent, forget_bias=forget_bias,
+                           strict=strict, report=report, **params)
+
+
+register_model_initializer("lsuv", _initialize_model)

@@ -6,6 +6,7 @@ and default parameters. The built-in schemes are registered at the bottom of thi
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import warnings
@@ -70,6 +71,11 @@ class Scheme:
     aliases: tuple[str, ...] = ()
     needs_example: bool = False  # whole-model scheme reading the model on an example batch (auto, lsuv)
     model_level: bool = False  # whole-model scheme reading the model's structure (fixup, skipinit, rezero, gpt2)
+    # The whole-model protocol: initialize_model(module, rules, params, *, own, example, generator, recurrent,
+    # forget_bias, strict, report) -> module, or (module, report frame) with report=True; ``own`` is the
+    # scheme's own parameters when ``rules`` is that scheme alone, None for a rules mapping. Set by the
+    # scheme's own module with register_model_initializer; ``initialize`` hands the model to it, by no name.
+    initialize_model: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def whole_model(self) -> bool:
@@ -157,6 +163,12 @@ def register_scheme(
         return fn
 
     return decorator
+
+
+def register_model_initializer(name: str, initialize_model: Callable[..., Any]) -> None:
+    """Make the registered scheme ``name`` initialize whole models through ``initialize_model`` (the
+    protocol on :class:`Scheme`); ``initialize`` then hands any rules using it to that function."""
+    _SCHEMES[name] = dataclasses.replace(get_scheme(name), initialize_model=initialize_model)
 
 
 def list_schemes() -> list[str]:

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from initlab.schemes.functions import MODES, _check_choice, normal_
 from initlab.schemes.registry import get_scheme, register_scheme
-from initlab.schemes.specs import SchemeSpec, _as_spec, check_scheme, parse_scheme
+from initlab.schemes.specs import SchemeSpec, as_spec, check_scheme, parse_scheme
 
 FIXUP_MODES = tuple(m for m in MODES if m != "fan_avg")  # fan_in (paper's "He et al."), fan_out (its code)
 
@@ -287,7 +287,7 @@ def _model_scheme(value: Any) -> tuple[Any, Any, dict[str, Any]] | None:
 
     try:
         rule = as_rule(value)
-        sch, params = _as_spec(rule.scheme)
+        sch, params = as_spec(rule.scheme)
     except (ValueError, TypeError):
         return None  # initialize raises its own error for it
     return (rule, sch, params) if sch.name in _BUILDERS else None
@@ -308,9 +308,9 @@ def expand(model: nn.Module, rules: Any, params: Mapping[str, Any]) -> tuple[Any
     Rules without a model-level scheme come back unchanged (and ``notes`` empty). ``notes`` maps a
     generated rule key to the note ``initialize_with_report`` adds to the rows it covers.
     """
-    from initlab.schemes.rules import RuleSet, _is_single
+    from initlab.schemes.rules import RuleSet, is_single
 
-    if _is_single(rules):
+    if is_single(rules):
         found = _model_scheme(rules)
         if found is None:
             return rules, dict(params), {}
@@ -410,6 +410,6 @@ def gpt2_(weight: Tensor, *, generator: torch.Generator | None = None, std: floa
 
 
 def _draw_base(weight: Tensor, base: str, generator: torch.Generator | None) -> Tensor:
-    sch, params = _as_spec(base)
+    sch, params = as_spec(base)
     sch.fn(weight, generator=generator, **sch.resolve_params(params))
     return weight

@@ -45,7 +45,7 @@ from typing import Any, Iterable, Mapping
 
 from initlab.schemes.functions import _check_number
 from initlab.schemes.registry import Scheme
-from initlab.schemes.specs import SchemeSpec, _as_spec, parse_scheme
+from initlab.schemes.specs import SchemeSpec, as_spec, parse_scheme
 
 _GLOB = re.compile(r"[*?\[]")
 _META = re.compile(r"\[[^\]]*\]|[*?]")
@@ -118,7 +118,7 @@ def _spec_dict(spec: SchemeSpec | Scheme) -> dict[str, Any]:
     return spec.to_dict() if isinstance(spec, SchemeSpec) else {"name": spec.name, "params": {}}
 
 
-def _is_single(rules: Any) -> bool:
+def is_single(rules: Any) -> bool:
     """One scheme or Rule, including their dict forms (a mapping of just those keys)."""
     if isinstance(rules, (str, SchemeSpec, Scheme, Rule)):
         return True
@@ -148,7 +148,7 @@ class Entry:
 
 def resolve(spec: SchemeSpec | Scheme, extra: Mapping[str, Any] | None = None) -> tuple[Scheme, dict[str, Any]]:
     """The registered scheme and its merged, name-checked parameters (values are checked when drawing)."""
-    sch, params = _as_spec(spec)
+    sch, params = as_spec(spec)
     return sch, sch.resolve_params({**params, **(extra or {})})
 
 
@@ -157,7 +157,7 @@ class RuleSet:
 
     def __init__(self, rules: Any, names: Iterable[str], params: Mapping[str, Any] | None = None) -> None:
         params = dict(params or {})
-        self.single = _is_single(rules)
+        self.single = is_single(rules)
         if self.single:
             rules = {"*": rules}
         elif not isinstance(rules, Mapping):

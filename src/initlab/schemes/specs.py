@@ -114,7 +114,7 @@ def parse_scheme(text: str) -> SchemeSpec:
     return SchemeSpec(name, params)
 
 
-def _as_spec(scheme: str | SchemeSpec | Mapping | Scheme) -> tuple[Scheme, dict[str, Any]]:
+def as_spec(scheme: str | SchemeSpec | Mapping | Scheme) -> tuple[Scheme, dict[str, Any]]:
     if isinstance(scheme, Scheme):
         return scheme, {}
     if isinstance(scheme, SchemeSpec):
@@ -146,7 +146,7 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
             raise ValueError(f"unknown parameter for auto in {str(spec)!r}; choose from: mode, max_sigma_b2, "
                              "target_q, tol, max_iters") from None
         return spec
-    sch, params = _as_spec(spec)
+    sch, params = as_spec(spec)
     first = None
     # a Linear weight first; a scheme only for convolutions (dirac, delta_orthogonal) gets a 3×3 one
     for shape in ((4, 4), (4, 4, 3, 3)):
