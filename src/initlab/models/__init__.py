@@ -7,7 +7,6 @@ from initlab.models.mlp import (
     INT64_MAX,
     MAX_DEPTH,
     MAX_WIDTH,
-    _as_int,
     activation_fn,
     arch_text,
     check_activation,
@@ -39,7 +38,8 @@ from initlab.models.user import (
     model_inputs,
     pick_logits,
 )
-from initlab.models.zoo import CNN, ResidualInfo, ResMLP, ResNet, Scalar, Transformer
+from initlab.models.zoo import CNN, ResMLP, ResNet, Scalar, Transformer
+from initlab.schemes.structure import ResidualInfo, residual_info
 
 __all__ = [
     "ACTIVATIONS", "INT64_MAX", "MAX_DEPTH", "MAX_WIDTH", "activation_fn", "arch_text", "check_activation",
@@ -48,9 +48,3 @@ __all__ = [
     "call_factory", "check_inputs", "check_model", "check_output", "input_shape_of", "load_factory", "model_inputs", "pick_logits", "CNN",
     "ResidualInfo", "ResMLP", "ResNet", "Scalar", "Transformer", "residual_info",
 ]
-
-
-def residual_info(model) -> ResidualInfo | None:
-    """The model's :class:`ResidualInfo` (zoo residual models carry one as ``model.residual``), or None."""
-    info = getattr(model, "residual", None)
-    return info if isinstance(info, ResidualInfo) else None

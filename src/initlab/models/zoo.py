@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from initlab.models.mlp import ACTIVATIONS, check_activation
 from initlab.schemes.layers import Target, register_layer
+from initlab.schemes.structure import ResidualInfo  # noqa: F401  (re-exported: the zoo's models carry one)
 
 NORMS = ("none", "batch", "layer")
 POOLS = ("max", "avg")
@@ -37,38 +37,6 @@ POOLS = ("max", "avg")
 # the model cannot exhaust memory before the memory check runs (audit/compare estimate it first).
 MAX_CHANNELS = 1 << 14
 MAX_LAYERS = 10_000
-
-
-@dataclass(frozen=True)
-class ResidualInfo:
-    """Where the residual branches of a model are.
-
-    ``branches[i]`` lists the qualified names (``named_modules``) of the weight layers of branch
-    i in forward order; its last entry is the branch-final layer. ``gates[i]`` is branch i's
-    scalar multiplier (a :class:`Scalar`) or None; ``biases[i]`` Fixup's scalar biases of branch
-    i (empty unless built with ``fixup=True``); ``classifier`` is the output layer. ``kind``
-    names the residual sum: "block" (one branch per block) or "transformer" (attention and MLP
-    branches, GPT-2's ``c_proj`` layers being branch-final).
-    """
-
-    branches: tuple[tuple[str, ...], ...]
-    gates: tuple[str | None, ...]
-    biases: tuple[tuple[str, ...], ...]
-    classifier: str
-    kind: str = "block"
-
-    @property
-    def num_branches(self) -> int:
-        return len(self.branches)
-
-    @property
-    def branch_final(self) -> tuple[str, ...]:
-        return tuple(b[-1] for b in self.branches)
-
-    @property
-    def branch_depth(self) -> int:
-        """m, the weight layers per branch (the largest, if branches differ)."""
-        return max((len(b) for b in self.branches), default=0)
 
 
 class Scalar(nn.Module):

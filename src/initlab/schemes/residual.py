@@ -1,7 +1,7 @@
 """Residual inits from the model's branch metadata: ``fixup``, ``skipinit``, ``rezero``, ``gpt2``.
 
 These are *model-level* schemes: each reads where the residual branches are from the model's
-:class:`~initlab.models.ResidualInfo` (``model.residual``, carried by the zoo's ``resmlp``,
+:class:`~initlab.schemes.structure.ResidualInfo` (``model.residual``, carried by the zoo's ``resmlp``,
 ``resnet`` and ``transformer``), never by guessing names, and turns that into an ordinary rules
 mapping (:func:`fixup_rules`, :func:`skipinit_rules`, :func:`rezero_rules`, :func:`gpt2_rules`)
 keyed by qualified parameter names plus ``"*"`` for everything else. ``initialize(model, "fixup")``
@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from initlab.schemes.structure import residual_info
 from initlab.schemes.functions import MODES, _check_choice, normal_
 from initlab.schemes.registry import get_scheme, register_scheme
 from initlab.schemes.specs import SchemeSpec, as_spec, check_scheme, parse_scheme
@@ -72,8 +73,6 @@ def _tensors(model: nn.Module) -> dict[str, _Tensor]:
 
 def _info(model: nn.Module, scheme: str):
     """The model's ResidualInfo, or a one-line ValueError saying it has none."""
-    from initlab.models import residual_info
-
     info = residual_info(model)
     if info is None:
         raise ValueError(
@@ -186,8 +185,6 @@ def _rezero(model: nn.Module, *, base: str = "xavier_uniform") -> Rules:
 
 
 def _gpt2(model: nn.Module, *, std: float = 0.02) -> Rules:
-    from initlab.models import residual_info
-
     std = _check_std(std)
     info, tensors = residual_info(model), _tensors(model)
     if info is not None and info.branches:
