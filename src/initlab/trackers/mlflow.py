@@ -41,12 +41,11 @@ from typing import Any
 
 import pandas as pd
 
-from initlab.trackers.tensorboard import _hparams, _read_folder
+from initlab.trackers.common import hparams_record, probe_stat_columns, read_folder, run_keys, run_rows
 
 INSTALL_HINT = "pip install 'initlab[mlflow]'"
 DEFAULT_DIR = "mlruns"
 EPOCH_SCALARS = ("train_loss", "test_loss", "test_acc")
-PROBE_KEYS = ("init", "seed", "epoch", "name", "kind")
 RUN_TAGS = ("epochs_done", "diverged_epoch", "diverged_step", "diverge_reason")
 PLOTS = ("*.png", "*.svg")
 BATCH = 1000  # MLflow's limit on metrics per log_batch call
@@ -176,7 +175,7 @@ def _num(v) -> float | None:
 
 
 def _params(spec_d: dict, init: str, seed: int) -> dict[str, str]:
-    hp = _hparams(spec_d, init, seed, "")
+    hp = hparams_record(spec_d, init, seed, "")
     hp.pop("status", None)
     return {k: str(v) for k, v in hp.items()}
 
@@ -208,24 +207,15 @@ def export(source, uri: str | Path | None = None, *, experiment: str = "initlab"
     c, artifact_location = client(uri)
     if isinstance(source, (str, Path)):
         folder = Path(source)
-        _spec, spec_d, metrics, steps, probe, runs = _read_folder(folder)
+        _spec, spec_d, metrics, steps, probe, runs = read_folder(folder)
     else:
         folder = None if source.out is None else Path(source.out)
         spec_d = source.spec.to_dict()
         metrics, steps, probe, runs = source.metrics, source.steps, source.probe, source.runs
-    if runs is not None and len(runs):
-        keys = [(str(r.init), int(r.seed)) for r in runs.itertuples()]
-    else:
-        keys = list(dict.fromkeys((str(i), int(s)) for i, s in zip(metrics["init"], metrics["seed"])))
+    keys = run_keys(runs, metrics)
     files = _artifacts(folder)
 
-    def rows(df, init, seed):
-        if df is None or not len(df):
-            return None
-        return df[(df["init"].astype(str) == init) & (df["seed"].astype(int) == seed)]
-
-    stat_cols = [] if probe is None else [
-        c_ for c_ in probe.columns if c_ not in PROBE_KEYS and pd.api.types.is_numeric_dtype(probe[c_])]
+    stat_cols = probe_stat_columns(probe)
     ids: list[str] = []
     try:
         with _quiet():
@@ -233,8 +223,8 @@ def export(source, uri: str | Path | None = None, *, experiment: str = "initlab"
             exp_id = exp.experiment_id if exp is not None else \
                 c.create_experiment(experiment, artifact_location=artifact_location)
             for init, seed in keys:
-                ids.append(_log_run(c, exp_id, init, seed, spec_d, rows(metrics, init, seed),
-                                    rows(steps, init, seed), rows(probe, init, seed), rows(runs, init, seed),
+                ids.append(_log_run(c, exp_id, init, seed, spec_d, run_rows(metrics, init, seed),
+                                    run_rows(steps, init, seed), run_rows(probe, init, seed), run_rows(runs, init, seed),
                                     stat_cols, files, Metric, Param, RunTag))
     except MlflowException as e:
         raise ValueError(f"MLflow export failed: {_one_line(e.message)}") from None

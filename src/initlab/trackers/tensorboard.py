@@ -25,22 +25,20 @@ dependency, checked by :func:`require`.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pandas as pd
 
 from initlab.data import load_dataset
-from initlab.experiments.compare import CompareSpec, build_model, prepare_data
+from initlab.experiments.compare import build_model, prepare_data
 from initlab.schemes import parse_scheme
-from initlab.training.loop import TrainConfig
+from initlab.trackers.common import hparams_record, probe_stat_columns, read_folder, run_keys, run_rows
 
 INSTALL_HINT = "pip install 'initlab[tensorboard]'"
 EPOCH_SCALARS = ("train_loss", "test_loss", "test_acc")
-PROBE_KEYS = ("init", "seed", "epoch", "name", "kind")
 
 
 def require() -> None:
@@ -89,66 +87,12 @@ def check_logdir(logdir: str | Path, inits: Iterable[str], seeds: Iterable[int])
             raise ValueError(f"--tensorboard folder '{d}' already holds a run; choose a new folder or remove it")
 
 
-def _read_folder(folder: Path):
-    """(spec or None, spec dict, metrics, steps, probe, runs) from a compare result folder."""
-    def csv(name):
-        p = folder / name
-        if not p.exists():
-            return None
-        try:
-            return pd.read_csv(p)
-        except pd.errors.EmptyDataError:
-            return None
-
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        raise ValueError(f"'{folder}' is not a compare result folder (no readable config.json)") from None
-    metrics = csv("metrics.csv")
-    if metrics is None:
-        raise ValueError(f"'{folder}' is not a compare result folder (no metrics.csv)")
-    return _spec_from_config(config), config, metrics, csv("steps.csv"), csv("probe.csv"), csv("runs.csv")
-
-
-def _spec_from_config(config: dict):
-    """The CompareSpec of a config.json, or None where it cannot be rebuilt (e.g. a model callable)."""
-
-    try:
-        import dataclasses
-
-        fields = {f.name for f in dataclasses.fields(CompareSpec)}
-        kw = {k: v for k, v in config.items() if k in fields and k != "train"}
-        for k in ("inits", "hidden"):
-            if isinstance(kw.get(k), list):
-                kw[k] = tuple(kw[k])
-        kw["train"] = TrainConfig.from_dict(config.get("train") or {})
-        kw["device"] = "cpu"
-        return CompareSpec(**kw)
-    except Exception:  # noqa: BLE001 - histograms are then skipped, everything else still exported
-        return None
-
-
 def _num(v) -> float | None:
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
     return None if math.isnan(f) else f
-
-
-def _hparams(spec_d: dict, init: str, seed: int, status: str) -> dict[str, Any]:
-    train = spec_d.get("train") or {}
-    model = spec_d.get("model")
-    hidden = spec_d.get("hidden")
-    return {
-        "init": str(init), "seed": int(seed), "dataset": str(spec_d.get("dataset")),
-        "model": "mlp" if model in (None, "") else str(model),
-        "hidden": ",".join(str(h) for h in hidden) if isinstance(hidden, (list, tuple)) else str(hidden),
-        "activation": str(spec_d.get("activation")), "optimizer": str(train.get("optimizer")),
-        "lr": float(train.get("lr", float("nan"))), "momentum": float(train.get("momentum", float("nan"))),
-        "batch_size": int(train.get("batch_size", 0)), "epochs": int(train.get("epochs", 0)),
-        "status": str(status),
-    }
 
 
 def _initial_weights(spec, inits: Iterable[str], seeds: Iterable[int], data=None):
@@ -179,15 +123,12 @@ def export(source, logdir: str | Path, *, histograms: bool = True, data=None) ->
     from torch.utils.tensorboard.summary import hparams
 
     if isinstance(source, (str, Path)):
-        spec, spec_d, metrics, steps, probe, runs = _read_folder(Path(source))
+        spec, spec_d, metrics, steps, probe, runs = read_folder(Path(source))
     else:
         spec = source.spec
         spec_d = spec.to_dict()
         metrics, steps, probe, runs = source.metrics, source.steps, source.probe, source.runs
-    if runs is not None and len(runs):
-        keys = [(str(r.init), int(r.seed)) for r in runs.itertuples()]
-    else:
-        keys = list(dict.fromkeys((str(i), int(s)) for i, s in zip(metrics["init"], metrics["seed"])))
+    keys = run_keys(runs, metrics)
     inits = list(dict.fromkeys(k[0] for k in keys))
     seeds = sorted({k[1] for k in keys})
     logdir = Path(logdir)
@@ -198,24 +139,18 @@ def export(source, logdir: str | Path, *, histograms: bool = True, data=None) ->
     if histograms and spec is not None:
         weights = _initial_weights(spec, inits, seeds, data)
 
-    def rows(df, init, seed):
-        if df is None or not len(df):
-            return None
-        return df[(df["init"].astype(str) == init) & (df["seed"].astype(int) == seed)]
-
-    stat_cols = [] if probe is None else [
-        c for c in probe.columns if c not in PROBE_KEYS and pd.api.types.is_numeric_dtype(probe[c])]
+    stat_cols = probe_stat_columns(probe)
     written = []
     for init, seed in keys:
         path = logdir / dirs[(init, seed)]
-        m = rows(metrics, init, seed)
+        m = run_rows(metrics, init, seed)
         m = m.sort_values("epoch") if m is not None else m
-        run = rows(runs, init, seed)
+        run = run_rows(runs, init, seed)
         run = None if run is None or not len(run) else run.iloc[0]
         status = str(run["status"]) if run is not None else \
             (str(m["status"].iloc[-1]) if m is not None and len(m) else "unknown")
         with SummaryWriter(log_dir=str(path)) as w:
-            s = rows(steps, init, seed)
+            s = run_rows(steps, init, seed)
             if s is not None:
                 for step, loss in zip(s["step"], s["train_loss"]):
                     w.add_scalar("step/train_loss", float(loss), int(step))
@@ -227,7 +162,7 @@ def export(source, logdir: str | Path, *, histograms: bool = True, data=None) ->
                     for col in EPOCH_SCALARS:
                         w.add_scalar(f"epoch/{col}", float(getattr(r, col)), ep)
                     w.add_scalar("epoch/diverged", float(bool(r.diverged)), ep)
-            p = rows(probe, init, seed)
+            p = run_rows(probe, init, seed)
             if p is not None:
                 for r in p.itertuples(index=False):
                     for col in stat_cols:
@@ -244,7 +179,7 @@ def export(source, logdir: str | Path, *, histograms: bool = True, data=None) ->
                 final_acc, final_loss = _num(m["test_acc"].iloc[-1]), _num(m["test_loss"].iloc[-1])
             metric = {"hparam/final_test_acc": float("nan") if final_acc is None else final_acc,
                       "hparam/final_test_loss": float("nan") if final_loss is None else final_loss}
-            exp, ssi, sei = hparams(_hparams(spec_d, init, seed, status), metric,
+            exp, ssi, sei = hparams(hparams_record(spec_d, init, seed, status), metric,
                                     {"init": inits} if len(inits) > 1 else None)
             for summ in (exp, ssi, sei):
                 w.file_writer.add_summary(summ)
