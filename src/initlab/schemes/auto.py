@@ -34,7 +34,7 @@ from torch import nn
 from initlab.schemes.registry import register_model_initializer
 
 MODES = ("analytic", "empirical")
-_FAN_KINDS = {"Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d",
+_FAN_KINDS = {"Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "Conv1D",
               "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"}
 
 
@@ -195,7 +195,7 @@ def _lsuv(model: nn.Module, graph, example, rows: list[dict], tol: float, max_it
 
 
 def auto_initialize(model: nn.Module, example, *, generator: torch.Generator | None = None,
-                    report: bool = False, **params):
+                    report: bool = False, strict: bool = False, **params):
     """Initialize ``model`` in place from its own graph (see the module docstring); return it.
 
     With ``report=True`` return ``(model, frame)``: :func:`initlab.schemes.initialize_with_report`'s
@@ -220,7 +220,7 @@ def auto_initialize(model: nn.Module, example, *, generator: torch.Generator | N
         rules, rows = _plan(model, graph, example, p)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*'\*'.* matched no parameter")  # no other main weights
-            _, tensors = initialize_with_report(model, rules, generator=generator)
+            _, tensors = initialize_with_report(model, rules, generator=generator, strict=strict)
         if p["mode"] == "empirical":
             _lsuv(model, graph, example, rows, p["tol"], p["max_iters"])
     finally:
@@ -240,7 +240,7 @@ def _initialize_model(module: nn.Module, rules: Any, params: dict, *, own: dict 
     if own is None:
         raise ValueError("auto initializes a whole model from its graph: call initialize(model, 'auto', "
                          "example=batch), not inside a rules mapping")
-    return auto_initialize(module, example, generator=generator, report=report, **{**own, **params})
+    return auto_initialize(module, example, generator=generator, report=report, strict=strict, **{**own, **params})
 
 
 register_model_initializer("auto", _initialize_model)

@@ -61,7 +61,7 @@ def _tensors(model: nn.Module) -> dict[str, _Tensor]:
     from initlab.schemes.apply import _collect
 
     out: dict[str, _Tensor] = {}
-    for mname, m, _slots, targets in _collect(model):
+    for mname, m, _slots, targets in _collect(model)[0]:
         mro = tuple(c.__name__ for c in type(m).__mro__)
         for t in targets:
             q = f"{mname}.{t.name}" if mname else t.name
