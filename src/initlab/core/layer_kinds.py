@@ -32,9 +32,9 @@ _SCALE = re.compile(r"^(gamma(_\d)?|ls\d?|layer_scale(_\d)?|layerscale|scale)$")
 
 # role -> (what initlab does with it by default, the reason shown in the report)
 RAW_ROLES = {
-    "token": ("trunc_normal(std=0.02)", "learned token (ViT/DeiT convention: N(0, 0.02²) truncated at ±2σ)"),
-    "position": ("trunc_normal(std=0.02)", "learned position embedding (N(0, 0.02²) truncated at ±2σ)"),
-    "relative position": ("trunc_normal(std=0.02)", "relative position bias table (N(0, 0.02²) truncated)"),
+    "token": ("trunc_normal(std=0.02,a=-0.04,b=0.04)", "learned token: N(0, 0.02²) truncated at ±2σ (timm and BERT use std 0.02)"),
+    "position": ("trunc_normal(std=0.02,a=-0.04,b=0.04)", "learned position embedding: N(0, 0.02²) truncated at ±2σ"),
+    "relative position": ("trunc_normal(std=0.02,a=-0.04,b=0.04)", "relative position bias table: N(0, 0.02²) truncated at ±2σ"),
     "layer scale": (None, "layer scale: kept at the model's own value (a deliberate residual-branch scale)"),
 }
 

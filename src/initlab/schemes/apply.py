@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from initlab.core.checks import as_module
 from initlab.schemes.functions import _check_number, declared_fans
-from initlab.schemes.layers import UNSUPPORTED, Target, is_lazy, layer_targets
+from initlab.schemes.layers import UNSUPPORTED, Target, handler_for, is_lazy, layer_targets
 from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
 from initlab.schemes.registry import Scheme, _init_bias
 from initlab.schemes.residual import annotate, expand
@@ -79,8 +79,8 @@ def _options(recurrent: Any, forget_bias: Any) -> tuple[SchemeSpec | Scheme | No
 def _collect(module: nn.Module) -> tuple[list[tuple[str, nn.Module, dict[str, Slot], list[Target]]], dict[str, list[str]]]:
     """Every module with tensors to plan, its slots and targets; and the other names of tied tensors.
 
-    A tensor shared by several modules (tied weights) is planned once. Its owner is the first module
-    holding it, except that an embedding tied to an output projection (GPT-2's ``lm_head.weight`` is
+    A tensor shared by several modules (tied weights) is planned once. Its owner is the first layer of
+    a known type holding it (else the first module), except that an embedding tied to an output projection (GPT-2's ``lm_head.weight`` is
     ``transformer.wte.weight``) is planned as the projection: its fans are the projection's, so that
     a fan-based scheme keeps the initial logits O(1) (as an embedding, fan_in = 1, they would be
     ~sqrt(width) times too large). Rules naming any of its names apply.
@@ -104,8 +104,9 @@ def _collect(module: nn.Module) -> tuple[list[tuple[str, nn.Module, dict[str, Sl
     aliases: dict[str, list[str]] = {}
     for pid, who in owners.items():
         pick = who[0]
-        if len(who) > 1 and isinstance(who[0][1], _EMBEDDINGS):
-            pick = next((w for w in who if not isinstance(w[1], _EMBEDDINGS)), pick)
+        if len(who) > 1:  # a known layer over a raw holder (BERT's cls.predictions.bias is decoder.bias), and
+            known = [w for w in who if handler_for(w[1]) is not None] or who  # a projection over an embedding
+            pick = next((w for w in known if not isinstance(w[1], _EMBEDDINGS)), known[0])
         chosen[pid] = pick[0]
         if len(who) > 1:
             aliases[pick[0]] = [q for q, _ in who if q != pick[0]]
