@@ -126,7 +126,7 @@ def test_vit_tokens_and_position_embeddings_get_their_role_defaults_and_layer_sc
         assert rows.loc[name, "scheme"] == "trunc_normal(std=0.02,a=-0.04,b=0.04)"
         t = getattr(model, name).detach()
         assert float(t.abs().max()) <= 0.04 + 1e-6  # truncated at ±2σ
-    assert float(model.pos_embed.std()) == pytest.approx(0.02 * 0.88, rel=0.1)  # a ±2σ cut keeps 88% of the std
+    assert float(model.pos_embed.detach().std()) == pytest.approx(0.02 * 0.88, rel=0.1)  # a ±2σ cut keeps 88% of the std
     convnext, _ = build("timm:convnext_atto")
     _, report = initlab.initialize_with_report(convnext, "he", generator=torch.Generator().manual_seed(0), strict=True)
     gammas = report[report.parameter.str.endswith(".gamma")]

@@ -54,6 +54,7 @@ from initlab.schemes import initialize, needs_example, parse_scheme_list
 from initlab.training.memory import available_bytes, format_bytes
 
 DEFAULT_CANDIDATES = ("auto", "he", "xavier", "pytorch_default")
+OWN_INIT = "none"  # a candidate that keeps the model's weights as they are (its library's own init)
 WEIGHT_KINDS = ("Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
                 "ConvTranspose3d", "Embedding", "EmbeddingBag", "RNN", "LSTM", "GRU")
 FORWARD_BOUNDS = (0.5, 2.0)  # last/first hidden output RMS
@@ -366,6 +367,17 @@ def _jacobian(net: nn.Module, example, seed: int) -> tuple[float, float]:
         return math.nan, math.nan
 
 
+def _first_step_mode(net: nn.Module) -> None:
+    """The mode of the first training step, without its noise: train mode (norms normalize with the batch's
+    statistics, as they will when training starts; in eval mode a fresh BatchNorm is the identity), and
+    every dropout-like module (``Dropout*``, ``DropPath``, ``StochasticDepth``) in eval mode."""
+    net.train()
+    for m in net.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) or "drop" in type(m).__name__.lower() \
+                or type(m).__name__ == "StochasticDepth":
+            m.eval()
+
+
 def _logit_stats(logits: torch.Tensor | None, targets) -> tuple[float, float]:
     """(std of the logits, cross-entropy on ``targets``) of the probe's forward pass; NaNs where undefined."""
     if logits is None or not logits.is_floating_point() or logits.numel() < 2:
@@ -383,10 +395,13 @@ def audit(model: nn.Module, example, schemes: Sequence[str] | None = None, *,
     Args:
         model: any ``nn.Module`` called with one tensor, or with a dict example as keyword arguments
             (``{"input_ids": ids, "decoder_input_ids": ids}``); its output may be a tensor, a tuple
-            (first tensor = logits) or a dict (``"logits"``). It is deep-copied, never changed.
+            (first tensor = logits) or a dict (``"logits"``). It is deep-copied, never changed; each copy
+            is measured as at the first training step (train mode: norms use the batch's statistics;
+            dropout off).
         example: an input batch (e.g. 256 training examples, or N(0, 1) of the input shape; token ids
             for a language model, whose logits are then scored per token).
-        schemes: candidates; default ``auto, he, xavier, pytorch_default`` plus nothing else.
+        schemes: candidates; default ``auto, he, xavier, pytorch_default`` plus nothing else; ``"none"``
+            audits the model's weights as they are (e.g. the init its library gave it).
         targets: class labels for a cross-entropy loss; default random labels for a (B, C) output,
             else the loss is the output's sum.
         seed: seed of every candidate's init generator (the same draws for each).
@@ -402,7 +417,8 @@ def audit(model: nn.Module, example, schemes: Sequence[str] | None = None, *,
         :class:`AuditReport`; ``report.summary()`` is one row per scheme (with each candidate's
         seconds), ``assert_healthy()`` raises on flags.
     """
-    candidates = parse_scheme_list(list(schemes) if schemes is not None else list(DEFAULT_CANDIDATES))
+    candidates = parse_scheme_list(list(schemes) if schemes is not None else list(DEFAULT_CANDIDATES),
+                                   allow={OWN_INIT})
     name = name or type(model).__name__
     x = first_tensor(example)
     if symmetry not in SYMMETRY_MODES:
@@ -425,8 +441,9 @@ def audit(model: nn.Module, example, schemes: Sequence[str] | None = None, *,
         # (a forward that raises on some weights, a model deepcopy cannot copy) is that scheme's error
         try:
             net = copy.deepcopy(model)
-            kwargs = {"example": example} if needs_example(scheme) else {}
-            initialize(net, scheme, generator=torch.Generator().manual_seed(seed), **kwargs)
+            if scheme != OWN_INIT:
+                kwargs = {"example": example} if needs_example(scheme) else {}
+                initialize(net, scheme, generator=torch.Generator().manual_seed(seed), **kwargs)
         except (ValueError, TypeError) as e:
             results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [], error=str(e))
             continue
@@ -434,6 +451,7 @@ def audit(model: nn.Module, example, schemes: Sequence[str] | None = None, *,
             results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [],
                                           error=f"{name} fails under {scheme}: {type(e).__name__}: {e}")
             continue
+        _first_step_mode(net)
         try:
             frame, rms, logits = _probe_one(net, example, targets, symmetry)
         except Exception as e:  # noqa: BLE001 - see above
