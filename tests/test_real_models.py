@@ -148,3 +148,43 @@ def test_library_model_specs_build_adapted_models_for_initlab_data():
         make_model("hf:gpt9", (1, 8, 8), 10)
     with pytest.raises(ValueError, match="hf:gpt2 could not be built|hf:gpt2:"):
         make_model("hf:gpt2(n_embd=10,n_head=3)", (1, 8, 8), 10)
+
+
+def _same_init(ours: nn.Module, theirs: nn.Module, skip=()):
+    """Per tensor: the same zeros and ones (constant tensors equal), and stds within 6 standard errors
+    (the std of n Gaussian draws has relative standard error ≈ 1/√(2n)) where both are random."""
+    theirs_p = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        if any(s in name for s in skip):
+            continue
+        a, b = p.detach().double().flatten(), theirs_p[name].detach().double().flatten()
+        if b.numel() < 2 or float(b.std()) == 0:
+            assert torch.equal(a, b), name
+            continue
+        se = float(b.std()) / math.sqrt(2 * b.numel())
+        assert abs(float(a.std()) - float(b.std())) <= 6 * se + 1e-12, (name, float(a.std()), float(b.std()))
+        assert abs(float(a.mean()) - float(b.mean())) <= 6 * float(b.std()) / math.sqrt(b.numel()) + 1e-12, name
+
+
+@pytest.mark.parametrize("name,preset", [("hf:gpt2", "hf"), ("hf:bert", "hf"), ("hf:llama", "hf"), ("hf:t5", "hf"),
+                                         ("timm:vit_tiny", "timm_vit"), ("timm:vit_tiny", "timm_vit(mode=jax_nlhb)"),
+                                         ("timm:vit_tiny", "timm_vit(mode=moco)"),
+                                         ("torchvision:resnet18", "torchvision_resnet"),
+                                         ("torchvision:resnet18", "torchvision_resnet(zero_init_residual=true)")])
+def test_family_presets_reproduce_the_library_init(name, preset):
+    import copy
+
+    theirs, _ = build(name)
+    if preset.startswith("timm_vit"):
+        mode = preset.partition("mode=")[2].rstrip(")") or ""
+        theirs.init_weights(mode=mode)
+    if "zero_init_residual" in preset:
+        import torchvision
+
+        torch.manual_seed(0)
+        theirs = torchvision.models.resnet18(weights=None, num_classes=10, zero_init_residual=True)
+    ours = copy.deepcopy(theirs)
+    for p in ours.parameters():  # forget the library's values: every tensor must come from the preset
+        nn.init.constant_(p.data, 7.0)
+    initlab.initialize(ours, preset, generator=torch.Generator().manual_seed(0), strict=True)
+    _same_init(ours, theirs)

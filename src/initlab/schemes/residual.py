@@ -211,6 +211,12 @@ _BUILDERS: dict[str, Callable[..., Rules]] = {"fixup": _fixup, "skipinit": _skip
 MODEL_SCHEMES = tuple(_BUILDERS)
 
 
+def register_model_rules(name: str, builder: Callable[..., Rules]) -> None:
+    """Make the model-level scheme ``name`` (registered with ``register_scheme(name, model_level=True)``) expand
+    to ``builder(model, **params) -> (rules mapping, note per key)`` in ``initialize`` (family presets use it)."""
+    _BUILDERS[name] = builder
+
+
 def fixup_rules(model: nn.Module, *, base: str = "kaiming_normal", mode: str = "fan_in") -> dict[str, Any]:
     """Fixup's rules mapping for ``model`` (Zhang, Dauphin & Ma 2019, "Fixup Initialization", §3).
 
