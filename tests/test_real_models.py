@@ -188,3 +188,19 @@ def test_family_presets_reproduce_the_library_init(name, preset):
         nn.init.constant_(p.data, 7.0)
     initlab.initialize(ours, preset, generator=torch.Generator().manual_seed(0), strict=True)
     _same_init(ours, theirs)
+
+
+@pytest.mark.parametrize("name,finals", [("hf:gpt2", ("attn.c_proj", "mlp.c_proj")),
+                                         ("hf:llama", ("self_attn.o_proj", "mlp.down_proj"))])
+def test_residual_streams_of_hugging_face_models_are_read(name, finals):
+    """fx cannot follow these models; the hooks reader finds their residual branches by matching each
+    container's output minus input with the outputs of the layers inside it: one stream, two branches per block."""
+    from initlab.graph import read_graph
+
+    model, example = build(name)
+    graph = read_graph(model, example)
+    layers = model.config.num_hidden_layers
+    assert graph.residual_streams == {0: 2 * layers}
+    got = [x.name for x in graph.layers if x.branch_final]
+    assert len(got) == 2 * layers and all(g.endswith(finals) for g in got)
+    assert [x.name for x in graph.layers if x.is_output][-1] == "lm_head"

@@ -2,6 +2,7 @@
 (``_FxReader``): activations, residual streams, concatenations. See the package docstring."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import operator
@@ -131,7 +132,50 @@ def _fx_inputs(model: nn.Module, args: tuple, kwargs: dict) -> tuple[dict, dict]
     return inputs, concrete
 
 
+def _bound(model: nn.Module, names: tuple[str, ...], fixed: dict) -> nn.Module:
+    """``model`` called with the example's tensors as named keyword arguments and its other arguments fixed:
+    a forward with exactly those parameters for fx (Hugging Face models take ``forward(input_ids=...,
+    **kwargs)``, which fx cannot trace with concrete arguments)."""
+    if not all(n.isidentifier() for n in names):
+        raise _Untraceable(f"keyword inputs {names} are not all identifiers")
+    args = ", ".join(names)
+    scope: dict = {}
+    exec(f"def forward(self, {args}):\n    return self.model(**dict(zip(self.names, ({args},))), **self.fixed)\n",
+         scope)  # a real signature: fx makes one placeholder per parameter
+    cls = type("KeywordInputs", (nn.Module,), {"forward": scope["forward"]})
+    wrapper = cls()
+    wrapper.model, wrapper.names, wrapper.fixed = model, names, fixed
+    return wrapper
+
+
 def _read_fx(model: nn.Module, args: tuple, kwargs: dict) -> ModelGraph:
+    sig = inspect.signature(model.forward)
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise _BadExample(f"example does not fit {type(model).__name__}.forward{sig}: {e}") from None
+        bound.apply_defaults()
+        given = {**{k: v for k, v in bound.arguments.items() if sig.parameters[k].kind != inspect.Parameter.VAR_KEYWORD},
+                 **bound.arguments.get(next(k for k, p in sig.parameters.items() if p.kind == p.VAR_KEYWORD), {})}
+        tensors = {k: v for k, v in given.items() if isinstance(v, Tensor)}
+        fixed = {k: v for k, v in given.items() if k in kwargs and not isinstance(v, Tensor)}
+        wrapper = _bound(model, tuple(tensors), fixed)
+        graph = _read_traced(wrapper, tuple(tensors.values()), {})
+        return _unwrap(graph, "model.")
+    return _read_traced(model, args, kwargs)
+
+
+def _unwrap(graph: ModelGraph, prefix: str) -> ModelGraph:
+    """The graph of a ``_bound`` wrapper under the wrapped model's own module names."""
+    def name(n):
+        return n[len(prefix):] if isinstance(n, str) and n.startswith(prefix) else n
+    layers = tuple(dataclasses.replace(x, name=name(x.name), norm=name(x.norm)) for x in graph.layers)
+    notes = tuple(n.replace(prefix, "") for n in graph.notes)
+    return dataclasses.replace(graph, layers=layers, notes=notes + ("read through keyword inputs (forward takes **kwargs)",))
+
+
+def _read_traced(model: nn.Module, args: tuple, kwargs: dict) -> ModelGraph:
     inputs, concrete = _fx_inputs(model, args, kwargs)
     tracer = _ConcreteTracer(inputs)
     with torch.no_grad(), warnings.catch_warnings():
