@@ -342,7 +342,7 @@ class _FxReader:
                     stack.append((u, through, after, branch))
                 elif kind in ("pass", "add", "cat"):
                     if (norm is None and not after and kind == "pass" and u.op == "call_module"
-                            and is_norm_module(self._module(u))):
+                            and "add" not in through and "cat" not in through and is_norm_module(self._module(u))):
                         norm = u.target
                     into_stream = u in self.stream_input and self.stream_input[u] is not n
                     stack.append((u, through + ((self._label(u) if kind == "pass" else kind),), after,

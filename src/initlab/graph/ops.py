@@ -106,7 +106,7 @@ class LayerInfo:
     branch_final: bool = False  # last weight layer of its residual branch
     concat_group: int | None = None  # id of the cat/stack its output goes into
     concat_share: float | None = None  # its share of the concatenated dimension
-    norm: str | None = None  # the norm module its output passes first (conv -> bn), by name; None if none
+    norm: str | None = None  # the norm module its output passes first, before any add (conv -> bn), by name
 
 
 @dataclass(frozen=True)
