@@ -181,13 +181,20 @@ class AuditReport:
 
 
 def _ratios(layers: pd.DataFrame) -> tuple[float, float]:
-    """Forward: RMS of the last weight layer's input / the second's (the first's with two layers);
-    gradient: the first weight layer's weight-gradient norm / the last hidden one's."""
+    """Forward: RMS of the last weight layer's input / the first hidden representation's; gradient: the first
+    weight layer's weight-gradient norm / the last hidden one's.
+
+    Only weight layers with floating-point inputs count (an embedding reads token ids). The first hidden
+    representation is the input of the first such layer that does not read the model's own input: the
+    second layer of an MLP or a CNN, the first attention projection of a transformer (whose first weight
+    layers are embeddings or a patch embedding); with fewer than three layers, the first layer's input."""
     layers = layers[layers["in_rms"].notna()]  # embeddings read token ids: no signal to compare
     if len(layers) < 2:
         return math.nan, math.nan
     hidden = layers.iloc[:-1] if len(layers) >= 3 else layers
-    return (_div(layers["in_rms"].iloc[-1], layers["in_rms"].iloc[1 if len(layers) >= 3 else 0]),
+    inner = layers[~layers["reads_input"]] if "reads_input" in layers else layers.iloc[1:]
+    first = inner["in_rms"].iloc[0] if len(layers) >= 3 and len(inner) >= 2 else layers["in_rms"].iloc[0]
+    return (_div(layers["in_rms"].iloc[-1], first),
             _div(hidden["weight_grad_norm"].iloc[0], hidden["weight_grad_norm"].iloc[-1]))
 
 
@@ -256,15 +263,19 @@ def is_weight_layer(m: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def _input_rms(model: nn.Module):
-    """Within the block, record the RMS of the first tensor each weight layer receives (first call), by name."""
-    seen: dict[str, float] = {}
+def _input_rms(model: nn.Module, example=None):
+    """Within the block, record the RMS of the first tensor each weight layer receives (first call), by name;
+    ``seen["<raw>"]`` holds the names of the layers that receive the example itself (the model's input)."""
+    seen: dict = {"<raw>": set()}
+    raw = first_tensor(example).data_ptr() if example is not None else None
 
     def hook(name):
         def pre(module, args):
             t = next((a for a in args if isinstance(a, torch.Tensor)), None)
             if name not in seen and t is not None and t.is_floating_point():
                 seen[name] = float(t.detach().double().pow(2).mean().sqrt())
+                if raw is not None and t.data_ptr() == raw:
+                    seen["<raw>"].add(name)
         return pre
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules() if is_weight_layer(m)]
@@ -349,7 +360,7 @@ def _targets(model: nn.Module, example, generator: torch.Generator, name: str = 
 def _probe_one(model: nn.Module, example, targets, symmetry: str):
     """One forward and backward pass: the probe's rows, each weight layer's input RMS, the logits."""
     wrapped = _Logits(model)
-    with _input_rms(model) as rms:
+    with _input_rms(model, example) as rms:
         frame = probe(wrapped, example, targets, symmetry=symmetry)
     frame["name"] = frame["name"].str.replace(r"^model\.?", "", regex=True)
     return frame[frame["name"] != ""].reset_index(drop=True), rms, wrapped.last
@@ -465,6 +476,7 @@ def audit(model: nn.Module, example, schemes: Sequence[str] | None = None, *,
         base = frame["name"].str.replace(r"#\d+$", "", regex=True)
         layers = frame[base.isin(weight_names)].drop_duplicates("name").reset_index(drop=True)
         layers["in_rms"] = [rms.get(n, math.nan) for n in layers["name"]]
+        layers["reads_input"] = [n in rms["<raw>"] for n in layers["name"]]
         layers["pred_std"] = [pred.get(n, math.nan) for n in layers["name"]]
         f, g = _ratios(layers)
         jac = _jacobian(net, example, seed) if jacobian else (math.nan, math.nan)
