@@ -204,3 +204,39 @@ def test_residual_streams_of_hugging_face_models_are_read(name, finals):
     got = [x.name for x in graph.layers if x.branch_final]
     assert len(got) == 2 * layers and all(g.endswith(finals) for g in got)
     assert [x.name for x in graph.layers if x.is_output][-1] == "lm_head"
+
+
+class _MyLinear(nn.Module):  # a layer type initlab has never seen, torch's layout
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_out, n_in))
+        self.bias = nn.Parameter(torch.ones(n_out))
+
+    def forward(self, x):
+        return x @ self.weight.T + self.bias
+
+
+class _MyTransposed(nn.Module):  # and one storing its weight (in, out)
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_in, n_out))
+
+    def forward(self, x):
+        return x @ self.weight
+
+
+def test_unknown_layer_types_get_fans_inferred_from_one_forward_or_are_named():
+    model = nn.Sequential(_MyLinear(300, 200), nn.ReLU(), _MyTransposed(200, 100))
+    with pytest.raises(ValueError, match=r"no layers to initialize.*0.weight, 2.weight look like weights.*pass example="):
+        initlab.initialize(model, "he", strict=True)
+    x = torch.randn(8, 300)
+    _, report = initlab.initialize_with_report(model, "he", example=x, strict=True,
+                                               generator=torch.Generator().manual_seed(0))
+    rows = report.set_index("parameter")
+    assert rows.loc["0.weight", ["fan_in", "fan_out"]].tolist() == [300, 200]
+    assert rows.loc["2.weight", ["fan_in", "fan_out"]].tolist() == [200, 100]
+    assert rows.note.str.contains("inferred from one forward").all()
+    # He uniform: bound √(6/fan_in), so std √(2/fan_in); the bias follows He's policy (zeros)
+    assert float(model[0].weight.detach().std()) == pytest.approx(math.sqrt(2 / 300), rel=0.05)
+    assert float(model[2].weight.detach().std()) == pytest.approx(math.sqrt(2 / 200), rel=0.05)
+    assert bool((model[0].bias == 0).all())

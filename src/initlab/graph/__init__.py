@@ -29,6 +29,6 @@ Lazy modules are materialized by the example, as by any first forward pass.
 from __future__ import annotations
 
 from initlab.graph.ops import WEIGHT_TYPES, LayerInfo, ModelGraph, is_elementwise
-from initlab.graph.read import _preserved, _split_example, read_graph
+from initlab.graph.read import preserved, read_graph, split_example
 
-__all__ = ["LayerInfo", "ModelGraph", "read_graph", "WEIGHT_TYPES", "is_elementwise"]
+__all__ = ["LayerInfo", "ModelGraph", "read_graph", "WEIGHT_TYPES", "is_elementwise", "preserved", "split_example"]

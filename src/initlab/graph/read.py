@@ -31,10 +31,10 @@ def read_graph(model: nn.Module, example: Any) -> ModelGraph:
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    args, kwargs = _split_example(example)
+    args, kwargs = split_example(example)
     leaves = pytree.tree_leaves((args, kwargs)) + list(model.parameters()) + list(model.buffers())
     cuda = sorted({t.device.index or 0 for t in leaves if isinstance(t, Tensor) and t.device.type == "cuda"})
-    with _preserved(model, cuda):
+    with preserved(model, cuda):
         try:
             return _read_fx(model, args, kwargs)
         except _BadExample:
@@ -43,11 +43,12 @@ def read_graph(model: nn.Module, example: Any) -> ModelGraph:
             reason = str(e)
         except Exception as e:  # anything fx cannot follow: read the call order instead
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    with _preserved(model, cuda):
+    with preserved(model, cuda):
         return _read_hooks(model, args, kwargs, reason)
 
 
-def _split_example(example: Any) -> tuple[tuple, dict]:
+def split_example(example: Any) -> tuple[tuple, dict]:
+    """``example`` as (args, kwargs): a dict is keyword arguments, a tuple positional ones, anything else one argument."""
     if isinstance(example, dict):
         return (), dict(example)
     if isinstance(example, tuple):  # a list is one argument (forward(self, xs: list[Tensor]))
@@ -56,7 +57,7 @@ def _split_example(example: Any) -> tuple[tuple, dict]:
 
 
 @contextlib.contextmanager
-def _preserved(model: nn.Module, cuda_devices: list[int]):
+def preserved(model: nn.Module, cuda_devices: list[int]):
     """Restore train/eval flags, buffers, root attributes and the RNG after running ``model``."""
     modes = [(m, m.training) for m in model.modules()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]

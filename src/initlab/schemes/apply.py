@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from initlab.core.checks import as_module
 from initlab.schemes.functions import _check_number, declared_fans
+from initlab.schemes.infer import infer_targets
 from initlab.schemes.layers import UNSUPPORTED, Target, handler_for, is_lazy, layer_targets
 from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
 from initlab.schemes.registry import Scheme, _init_bias
@@ -177,9 +178,10 @@ def _assign(p: _Plan, ruleset: RuleSet, mro: list[str], done: dict, opts: _Optio
 
 
 def _plan(module: nn.Module, rules: Any, params: Mapping[str, Any], recurrent: Any,
-          forget_bias: Any) -> tuple[list[_Plan], RuleSet]:
+          forget_bias: Any, example: Any = None) -> tuple[list[_Plan], RuleSet]:
     rec_default, fb_default = _options(recurrent, forget_bias)
     units, aliases = _collect(module)
+    units = infer_targets(module, units, example)
     names = [f"{mname}.{n}" if mname else n for mname, _, slots, _ in units for n in slots]
     ruleset = RuleSet(rules, names + [a for q in names for a in aliases.get(q, ())], params)
     plans: list[_Plan] = []
@@ -279,16 +281,20 @@ def _write(plans: list[_Plan], new: dict[int, Tensor], report: bool) -> None:
 def _check_coverage(module: nn.Module, plans: list[_Plan], ruleset: RuleSet, strict: bool) -> None:
     if not any(p.by_rule for p in plans):
         what = "no layers to initialize" if ruleset.single else "no parameters the rules apply to"
+        unknown = [p.label for p in plans if p.how is None and p.target.fans is not None]
+        hint = (f"; {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} look like weights of unknown layer "
+                "types: pass example= so that their fans are inferred from one forward") if unknown else ""
         raise ValueError(
             f"{type(module).__name__} has {what}; the scheme covers Linear, Bilinear, Conv, ConvTranspose, "
-            "Embedding, RNN and attention weights, and rules can name any parameter or module type"
+            f"Embedding, RNN and attention weights, and rules can name any parameter or module type{hint}"
         )
     problems = []
     uncovered = [p.label for p in plans if p.how is None]
     if uncovered:
         shown = ", ".join(uncovered[:10]) + (f" and {len(uncovered) - 10} more" if len(uncovered) > 10 else "")
         problems.append(f"no rule covers {len(uncovered)} parameter(s), left as they are: {shown}; "
-                        "add a rule naming them (qualified name, glob or module type)")
+                        "add a rule naming them (qualified name, glob or module type), or pass example= so that "
+                        "the fans of unknown layer types are inferred from one forward")
     unused = [] if ruleset.single else ruleset.unused(
         [q for p in plans for q in (p.qname, *p.aliases)], {c.__name__ for m in module.modules() for c in type(m).__mro__})
     if unused:
@@ -299,8 +305,8 @@ def _check_coverage(module: nn.Module, plans: list[_Plan], ruleset: RuleSet, str
         warnings.warn(text, stacklevel=4)
 
 
-def _run(module, rules, generator, recurrent, forget_bias, strict, params, report=False) -> list[_Plan]:
-    plans, ruleset = _plan(module, rules, params, recurrent, forget_bias)
+def _run(module, rules, generator, recurrent, forget_bias, strict, params, report=False, example=None) -> list[_Plan]:
+    plans, ruleset = _plan(module, rules, params, recurrent, forget_bias, example)
     _check_coverage(module, plans, ruleset, strict)
     new = _draw(plans, generator, report)
     _write(plans, new, report)
@@ -369,7 +375,7 @@ def initialize(
         return owner.initialize_model(module, rules, params, own=_own_params(rules), example=example,
                                       generator=generator, recurrent=recurrent, forget_bias=forget_bias,
                                       strict=strict, report=False)
-    _run(module, rules, generator, recurrent, forget_bias, strict, params)
+    _run(module, rules, generator, recurrent, forget_bias, strict, params, example=example)
     return module
 
 
@@ -469,7 +475,7 @@ def initialize_with_report(
                                                generator=generator, recurrent=recurrent, forget_bias=forget_bias,
                                                strict=strict, report=True)
         return module, annotate(frame, notes) if notes else frame
-    plans = _run(module, rules, generator, recurrent, forget_bias, strict, params, report=True)
+    plans = _run(module, rules, generator, recurrent, forget_bias, strict, params, report=True, example=example)
     return module, annotate(_report_frame(plans), notes)
 
 

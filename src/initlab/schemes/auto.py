@@ -182,9 +182,9 @@ def _has_scale(model: nn.Module, name: str) -> bool:
 
 def _lsuv(model: nn.Module, graph, example, rows: list[dict], tol: float, max_iters: int) -> None:
     """Rescale each layer feeding φ until Var(output)/q* is within ``tol`` of 1 on the example."""
-    from initlab.graph import _split_example  # one reading of "example" for the whole package
+    from initlab.graph import split_example  # one reading of "example" for the whole package
 
-    args, kwargs = _split_example(example)
+    args, kwargs = split_example(example)
     by_name = {r["layer"]: r for r in rows}
     for layer in graph.layers:
         row = by_name[layer.name]
@@ -235,7 +235,7 @@ def auto_initialize(model: nn.Module, example, *, generator: torch.Generator | N
         rules, rows = _plan(model, graph, example, p)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*'\*'.* matched no parameter")  # no other main weights
-            _, tensors = initialize_with_report(model, rules, generator=generator, strict=strict)
+            _, tensors = initialize_with_report(model, rules, generator=generator, strict=strict, example=example)
         if p["mode"] == "empirical":
             _lsuv(model, graph, example, rows, p["tol"], p["max_iters"])
     finally:

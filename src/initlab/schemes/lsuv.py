@@ -167,9 +167,9 @@ class _Meter:
 
 
 def _runner(model: nn.Module, example: Any):
-    from initlab.graph import _split_example  # one reading of "example" for the whole package
+    from initlab.graph import split_example  # one reading of "example" for the whole package
 
-    args, kwargs = _split_example(example)
+    args, kwargs = split_example(example)
 
     def run() -> None:
         try:
