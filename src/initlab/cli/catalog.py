@@ -6,6 +6,7 @@ from rich.text import Text
 
 from initlab.cli.common import console
 from initlab.models import get_model, list_models
+from initlab.models.external import HF_FAMILIES
 from initlab.schemes import get_scheme, list_aliases, list_schemes
 
 
@@ -34,3 +35,6 @@ def models():
         params = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
         table.add_row(Text(name), e.layout, e.depth_param, Text(params), Text(e.summary))
     console.print(table)
+    console.print(Text("Library models, built from configs (nothing downloaded): 'timm:NAME' (any timm.list_models() name, "
+                       "timm's keyword arguments in parentheses), 'torchvision:NAME', 'hf:FAMILY(config fields)' with "
+                       f"FAMILY one of {', '.join(HF_FAMILIES)}; see docs/real-models.md."))
