@@ -9,7 +9,7 @@ The public API, listed once in ``__all__`` (tests/test_public_api.py holds it):
 - training (``TrainConfig``, ``train_model``; many models at once: ``train_population``);
 - experiments: the honest ``compare``, ``depth_sweep``, ``run_sweep``;
 - analysis: ``probe`` (per-layer statistics; ``probe_model`` is the same function), ``audit``,
-  ``jacobian_spectrum``, ``layer_symmetry``; the maths: ``initlab.theory`` and ``initlab.criticality``;
+  ``jacobian_spectrum``, ``layer_symmetry``, ``coverage`` (what a model's own init never writes or writes twice); the maths: ``initlab.theory`` and ``initlab.criticality``;
 - the model's graph (``read_graph``) and μP (``mup_parametrize``, ``coord_check``).
 
 Layers and what each may import: docs/architecture.md.
@@ -36,6 +36,7 @@ from initlab.training.loop import TrainConfig, evaluate, train_model
 from initlab.training.mlp_engine import Population, train_population
 from initlab.analysis.probe import Probe, effective_rank, layer_symmetry, neuron_symmetry, probe, probe_stats
 from initlab.analysis.audit import AuditReport, audit
+from initlab.analysis.coverage import Coverage, coverage
 from initlab.analysis.jacobian import JacobianSpectrum, jacobian_spectrum
 from initlab.experiments.compare import CompareResult, CompareSpec, compare, run_compare
 from initlab.experiments.depth import DepthSweepResult, depth_sweep
@@ -58,7 +59,7 @@ __all__ = [
     "TrainConfig", "train_model", "evaluate", "train_population", "Population",
     # analysis and maths
     "probe", "probe_model", "probe_stats", "Probe", "layer_symmetry", "neuron_symmetry", "effective_rank",
-    "audit", "AuditReport", "jacobian_spectrum", "JacobianSpectrum", "theory", "criticality",
+    "audit", "AuditReport", "coverage", "Coverage", "jacobian_spectrum", "JacobianSpectrum", "theory", "criticality",
     # experiments
     "compare", "run_compare", "CompareSpec", "CompareResult", "depth_sweep", "DepthSweepResult",
     "run_sweep", "SweepSpec", "RunStore", "load_spec", "coord_check",

@@ -1,0 +1,181 @@
+"""``initlab.coverage``: a model's own init path on fresh storage finds planted faults (a parameter it never
+writes, one a later call overwrites, tied copies that disagree) and none on correct models, zoo, timm and
+transformers ones included. (tests/test_coverage.py is about which layer types ``initialize`` covers.)"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import initlab
+from initlab.analysis.coverage import Coverage, coverage
+from initlab.cli import app
+from initlab.models import make_model
+
+
+class Untouched(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.scale = nn.Parameter(torch.ones(4))  # set in __init__ only: lost on the meta path
+
+    def init_weights(self):
+        nn.init.zeros_(self.fc.bias)
+
+
+class ParentReset(nn.Module):
+    """Its reset_parameters initializes a child's weight, which the child's own reset then overwrites."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def reset_parameters(self):
+        nn.init.zeros_(self.fc.weight)
+
+
+class HasParentReset(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = ParentReset()
+
+
+class DoubleInit(nn.Module):
+    """A model-level init that initializes one layer in two separate calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def init_weights(self):
+        self.apply(self._init_weights)
+        self._init_weights(self.a)  # a second time: overwrites a's first draw
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
+        self.dec.weight = self.enc.weight
+
+
+class RebindsTie(Tied):
+    def init_weights(self):  # replaces the shared parameter by a copy, then draws the copy
+        self.dec.weight = nn.Parameter(torch.empty(10, 4))
+        nn.init.normal_(self.dec.weight)
+
+
+def by_name(cov: Coverage) -> dict:
+    return {t.tensor: t for t in cov.tensors}
+
+
+def test_untouched_parameter_is_never_written():
+    cov = coverage(Untouched)
+    rows = by_name(cov)
+    assert rows["scale"].status == "never written" and rows["scale"].unwritten == 4 and rows["scale"].nan == 4
+    assert rows["fc.weight"].status == "ok" and rows["fc.bias"].overridden == 4  # init_weights over the layer default
+    assert cov.count("never written") == 1 and "1 never written" in cov.summary()
+
+
+def test_parent_reset_overwritten_by_child_reset_is_written_twice():
+    rows = by_name(coverage(HasParentReset))
+    assert rows["block.fc.weight"].status == "written twice" and rows["block.fc.weight"].twice == 16
+    assert rows["block.fc.bias"].status == "ok"
+
+
+def test_second_init_call_of_one_layer_is_written_twice():
+    rows = by_name(coverage(DoubleInit))
+    assert rows["a.weight"].status == "written twice" and rows["a.bias"].status == "written twice"
+    assert rows["b.weight"].status == "ok" and rows["b.weight"].overridden == 16
+
+
+def test_tied_copies_that_disagree():
+    assert coverage(Tied).faults == ()  # the tie is kept: one tensor, both owners write it
+    rows = by_name(coverage(Tied, materialize_with="to_empty"))  # torch's to_empty unties it
+    assert rows["enc.weight"].status == rows["dec.weight"].status == "tied, disagreeing"
+    rows = by_name(coverage(RebindsTie))
+    assert rows["dec.weight"].status == "tied, disagreeing" and rows["dec.weight"].tied_with == ("enc.weight",)
+
+
+def test_declared_ties_are_checked():
+    net = lambda: nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)})  # noqa: E731
+    rows = by_name(coverage(net, ties=[("a.weight", "b.weight")]))
+    assert rows["a.weight"].status == "tied, disagreeing"
+
+
+def test_a_model_instance_is_not_changed():
+    net = nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 2))
+    before = [p.detach().clone() for p in net.parameters()]
+    cov = coverage(net)
+    assert cov.faults == () and cov.path == ("reset_parameters ×2",)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_frame_and_errors():
+    frame = coverage(Untouched).to_frame()
+    assert list(frame.columns)[0] == "tensor" and set(frame.status) == {"ok", "never written"}
+    with pytest.raises(ValueError, match="no method 'nope'"):
+        coverage(Untouched, init="nope")
+    with pytest.raises(TypeError):
+        coverage(3)
+    assert initlab.coverage is coverage
+
+
+@pytest.mark.parametrize("build", [
+    lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)),
+    lambda: make_model("resnet(blocks=2,norm=batch)", (1, 8, 8), 10),
+    lambda: make_model("mlp(depth=3,width=16)", (1, 8, 8), 10),
+], ids=["linear-mlp", "zoo-resnet", "zoo-mlp"])
+def test_correct_models_have_no_faults(build):
+    cov = coverage(build)
+    assert cov.faults == (), cov.to_frame()
+    assert all(t.nan == 0 for t in cov.tensors)
+
+
+def test_zoo_transformer_positions_buffer_is_lost_on_the_meta_path():
+    # the zoo Transformer computes its ``positions`` buffer in __init__: nothing recomputes it after to_empty
+    cov = coverage(lambda: make_model("transformer(depth=1,width=16,heads=2)", (1, 8, 8), 10))
+    assert [t.tensor for t in cov.faults] == ["positions"]
+
+
+def test_timm_resnet18_has_no_faults():
+    timm = pytest.importorskip("timm")
+    cov = coverage(lambda: timm.create_model("resnet18", num_classes=10))
+    assert cov.faults == () and cov.path[-1] == "init_weights()"
+    assert sum(t.overridden > 0 for t in cov.tensors) > 20  # its kaiming_normal_ over every Conv2d default
+
+
+def test_gpt2_tiny_has_no_faults():
+    transformers = pytest.importorskip("transformers")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16,
+                                      bos_token_id=0, eos_token_id=0)
+        cov = coverage(lambda: transformers.GPT2LMHeadModel(cfg))
+        rows = by_name(cov)
+        assert cov.faults == ()
+        # GPT-2's scaled c_proj: the block's init overrides the Conv1D's own
+        assert rows["transformer.h.0.attn.c_proj.weight"].writers == ("transformer.h.0.attn",)
+        assert rows["transformer.wte.weight"].tied_with == ("lm_head.weight",)
+        built = transformers.GPT2LMHeadModel(cfg)  # an instance: the init flags of its first init are ignored
+        assert coverage(built).faults == ()
+
+
+def test_cli_coverage():
+    runner = CliRunner()
+    ok = runner.invoke(app, ["audit", "--coverage", "resnet(blocks=1)", "--input-shape", "3,8,8"])
+    assert ok.exit_code == 0, ok.output
+    assert "no faults" in ok.output
+    bad = runner.invoke(app, ["audit", "--coverage", "transformer(depth=1,width=16,heads=2)", "--input-shape", "1,8,8"])
+    text = " ".join(bad.output.split())
+    assert bad.exit_code == 1 and "positions" in text and "1 never written" in text
+    err = runner.invoke(app, ["audit", "--coverage", "nope(x=1)"])
+    assert err.exit_code == 2 and "unknown model" in err.output
