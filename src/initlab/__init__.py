@@ -4,7 +4,8 @@ The public API, listed once in ``__all__`` (tests/test_public_api.py holds it):
 
 - schemes: ``initialize`` any network by one scheme or rules per name/type, ``initialize_with_report``,
   ``list_schemes``, ``get_scheme``, ``register_scheme``, ``parse_scheme``; meta-device models
-  (``initialize(..., device=)`` materializes them; ``materialize`` keeps ties);
+  (``initialize(..., device=)`` materializes them; ``materialize`` keeps ties); each rank's shard of
+  FSDP2/DTensor parameters, the same weights at any world size (``initialize_sharded``);
 - data (``load_dataset``) and models (``mlp``; the zoo by spec: ``make_model("resnet(blocks=20)",
   (1, 28, 28), 10)``, ``list_models``, ``register_model``, ``residual_info``);
 - training (``TrainConfig``, ``train_model``; many models at once: ``train_population``);
@@ -32,6 +33,7 @@ from initlab.schemes import (
 )
 from initlab.schemes.materialize import materialize
 from initlab.schemes.mup import MuPPlan, mup_parametrize
+from initlab.schemes.sharded import initialize_sharded
 from initlab.graph import ModelGraph, read_graph
 from initlab.models import ACTIVATIONS, ModelSpec, list_models, make_model, mlp, register_model, residual_info
 from initlab.training.loop import TrainConfig, evaluate, train_model
@@ -54,7 +56,7 @@ __all__ = [
     # schemes
     "initialize", "initialize_with_report", "list_schemes", "get_scheme", "register_scheme", "parse_scheme",
     "parse_scheme_list", "SchemeSpec", "Rule", "calculate_gain", "variance_scaling_", "mup_parametrize", "MuPPlan",
-    "materialize",
+    "materialize", "initialize_sharded",
     # data and models
     "load_dataset", "Dataset", "DataError", "DATASETS", "mlp", "make_model", "list_models", "register_model",
     "residual_info", "ModelSpec", "ACTIVATIONS", "read_graph", "ModelGraph",

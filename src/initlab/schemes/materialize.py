@@ -19,13 +19,27 @@ and are named in a warning.
 """
 from __future__ import annotations
 
+import contextvars
 import warnings
+from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
 META = torch.device("meta")
+_KEEP_META: contextvars.ContextVar[bool] = contextvars.ContextVar("initlab_keep_meta", default=False)
+
+
+@contextmanager
+def keep_meta() -> Iterator[None]:
+    """Within the block ``initialize`` leaves meta tensors on ``meta`` (no values are drawn for them): how
+    :mod:`initlab.schemes.sharded` records what ``initialize`` would do without allocating the model."""
+    token = _KEEP_META.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_META.reset(token)
 
 
 def _slots(module: nn.Module) -> Iterator[tuple[nn.Module, str, str, Tensor]]:
@@ -129,6 +143,8 @@ def materialize_for_init(module: nn.Module, generator: torch.Generator | None,
     """What ``initialize`` does first: materialize a (partly) meta model on ``device`` (default: the
     generator's device) and reset its norm layers' running statistics; a model without meta tensors
     passes through (``device`` must then be None or where it already is)."""
+    if _KEEP_META.get():
+        return module
     if not is_meta(module):
         if device is not None:
             where = {t.device for *_, t in _slots(module)}
