@@ -143,7 +143,11 @@ def test_philox_known_answers_and_uniforms():
     assert np.array_equal(uniforms(0, "w", 0, np.arange(10, 20)), u[10:20])  # element i depends on i alone
 
 
-def test_refuses_schemes_that_run_the_model():
+def test_refusals():
     with pytest.raises(ValueError, match="auto, lsuv"):
         initialize_sharded(nn.Linear(3, 3), "auto", seed=0)
+    with torch.device("meta"):
+        net = nn.Linear(3, 3)
+    with pytest.raises(ValueError, match="meta device.*to_empty"):
+        initialize_sharded(net, "he", seed=0)
 

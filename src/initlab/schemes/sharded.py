@@ -12,8 +12,8 @@ placements), or plain tensors. It works in two steps, without communication:
 2. **Replay on the local shard.** Each op is replayed in float64 on the elements of the local
    shard only. Random ops draw from counter-based streams: element ``g`` (its flat position in the
    full tensor) of the ``k``-th random op of the parameter named ``name`` gets
-   ``u = Philox4x32-10(counter=(g mod 2³², g div 2³², k, 0), key=blake2b(seed, name))`` made into a
-   53-bit uniform in (0, 1); ``normal_`` is ``mean + std·Φ⁻¹(u)`` (inverse CDF, ``scipy.special.ndtri``),
+   two words of ``Philox4x32-10(counter=(⌊g/2⌋ mod 2³², ⌊g/2⌋ div 2³², k, 0), key=blake2b(seed, name))``
+   (words 0, 1 for even ``g``, 2, 3 for odd) made into a 53-bit uniform ``u`` in (0, 1); ``normal_`` is ``mean + std·Φ⁻¹(u)`` (inverse CDF, ``scipy.special.ndtri``),
    ``uniform_`` is ``a + (b - a)·u``; ``erfinv_``, ``mul_``, ``add_``, ``clamp_``, ``fill_``, ``zero_``
    act elementwise. An element's value is a function of (seed, name, k, g) alone, so the full
    weights are bit-identical for every world size and placement and to ``initialize_sharded`` on
@@ -54,7 +54,7 @@ _MASK = np.uint64(0xFFFFFFFF)
 _RANDOM = {"uniform_", "normal_", "trunc_normal_"}
 _ELEMENTWISE = _RANDOM | {"fill_", "zero_", "erfinv_", "mul_", "div_", "add_", "sub_", "clamp_", "clamp_min_",
                           "clamp_max_", "neg_", "abs_"}
-_CHUNK = 1 << 22  # elements replayed at once (bounds the float64 / uint64 working memory)
+_CHUNK = 1 << 20  # elements replayed at once (bounds the float64 / uint64 working memory)
 
 
 def philox4x32(counter: tuple, key: tuple[int, int], rounds: int = 10) -> tuple[np.ndarray, ...]:
@@ -79,11 +79,29 @@ def stream_key(seed: int, name: str) -> tuple[int, int]:
 
 
 def uniforms(seed: int, name: str, op: int, index: np.ndarray) -> np.ndarray:
-    """53-bit uniforms in (0, 1), one per flat element ``index`` of the ``op``-th random op of ``name``."""
+    """53-bit uniforms in (0, 1), one per flat element ``index`` of the ``op``-th random op of ``name``.
+
+    Element ``g`` reads words (0, 1) of the Philox block at counter ``(g div 2, op)`` when ``g`` is even and
+    words (2, 3) when it is odd, so one block serves two neighbours and each element depends on ``g`` alone.
+    """
     g = np.asarray(index, dtype=np.uint64)
-    w0, w1, _, _ = philox4x32((g & _MASK, g >> np.uint64(32), np.full_like(g, op), np.zeros_like(g)),
-                              stream_key(seed, name))
-    return ((w0 >> np.uint64(5)).astype(np.float64) * 67108864.0 + (w1 >> np.uint64(6)).astype(np.float64) + 0.5) \
+    if g.size == 0:
+        return np.empty(0)
+    lo, hi = int(g.min()) >> 1, int(g.max()) >> 1
+    if hi - lo + 1 <= g.size:  # dense (the usual contiguous shard): one block per pair of neighbours
+        c = np.arange(lo, hi + 1, dtype=np.uint64)
+        words = philox4x32((c & _MASK, c >> np.uint64(32), np.full_like(c, op), np.zeros_like(c)),
+                           stream_key(seed, name))
+        pos = (g >> np.uint64(1)) - np.uint64(lo)
+    else:
+        c = g >> np.uint64(1)
+        words = philox4x32((c & _MASK, c >> np.uint64(32), np.full_like(c, op), np.zeros_like(c)),
+                           stream_key(seed, name))
+        pos = np.arange(g.size)
+    odd = (g & np.uint64(1)).astype(bool)
+    a = np.where(odd, words[2][pos], words[0][pos])
+    b = np.where(odd, words[3][pos], words[1][pos])
+    return ((a >> np.uint64(5)).astype(np.float64) * 67108864.0 + (b >> np.uint64(6)).astype(np.float64) + 0.5) \
         / 9007199254740992.0
 
 
@@ -217,9 +235,12 @@ class _Recorder(TorchDispatchMode):
         return tuple(_scalar(a) for a in rest if not isinstance(a, torch.Generator))
 
 
-def _in_view(g: np.ndarray, geo: tuple) -> np.ndarray:
-    """Which flat positions ``g`` of the full contiguous tensor the view ``geo`` (shape, stride, offset) covers."""
+def _in_view(g: np.ndarray, geo: tuple, numel: int):
+    """Which flat positions ``g`` of the full contiguous tensor (of ``numel`` elements) the view ``geo``
+    (shape, stride, offset) covers: a mask, or ``slice(None)`` for the whole tensor."""
     shape, stride, offset = geo
+    if offset == 0 and math.prod(shape) == numel and list(stride) == [math.prod(shape[d + 1:]) for d in range(len(shape))]:
+        return slice(None)
     rem = g.astype(np.int64) - offset
     ok = rem >= 0
     for size, st in sorted(zip(shape, stride), key=lambda d: -d[1]):
@@ -231,10 +252,10 @@ def _in_view(g: np.ndarray, geo: tuple) -> np.ndarray:
     return ok & (rem == 0)
 
 
-def _replay(ops: list, seed: int, name: str, g: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _replay(ops: list, seed: int, name: str, g: np.ndarray, v: np.ndarray, numel: int) -> np.ndarray:
     k = 0
     for op, geo, a in ops:
-        m = _in_view(g, geo)
+        m = _in_view(g, geo, numel)
         if op in _RANDOM:
             u = uniforms(seed, name, k, g[m])
             k += 1
@@ -349,6 +370,10 @@ def initialize_sharded(model: nn.Module, rules: Any, *, seed: int, recurrent: An
     if needs_example(rules):
         raise ValueError("initialize_sharded draws each shard without running the model; schemes that read the model "
                          "on an example batch (auto, lsuv) need it whole: initialize a materialized copy instead")
+    on_meta = [n for n, p in model.named_parameters() if _local(p)[0].is_meta]
+    if on_meta:
+        raise ValueError(f"{type(model).__name__} has {len(on_meta)} parameter(s) on the meta device ({on_meta[0]}, ...); "
+                         "give them memory first: model.to_empty(device=...) after fully_shard, or materialize(model)")
     kw = dict(recurrent=recurrent, forget_bias=forget_bias, strict=strict, **params)
     with _stand_ins(model) as (keys, _), keep_meta():
         rec = _Recorder(keys)
@@ -365,7 +390,7 @@ def initialize_sharded(model: nn.Module, rules: Any, *, seed: int, recurrent: An
                 continue
             for rows, g in _flat_index_chunks(tuple(p.shape), shape, offset):
                 block = local[rows] if local.dim() else local
-                v = _replay(prog.ops, seed, name, g, block.detach().reshape(-1).double().cpu().numpy().copy())
+                v = _replay(prog.ops, seed, name, g, block.detach().reshape(-1).double().cpu().numpy().copy(), p.numel())
                 block.copy_(torch.from_numpy(v).reshape(block.shape).to(local.dtype))
     for m in model.modules():
         if callable(getattr(m, "reset_running_stats", None)):
