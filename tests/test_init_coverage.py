@@ -169,6 +169,26 @@ def test_gpt2_tiny_has_no_faults():
         assert coverage(built).faults == ()
 
 
+def test_llama_tiny_untied_has_no_faults_and_its_rotary_buffers_are_written():
+    transformers = pytest.importorskip("transformers")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                       num_key_value_heads=2, vocab_size=100, max_position_embeddings=16,
+                                       tie_word_embeddings=False)
+        cov = coverage(lambda: transformers.LlamaForCausalLM(cfg))
+    assert cov.faults == ()  # the class declares lm_head tied, this config does not tie it
+    assert by_name(cov)["model.rotary_emb.inv_freq"].writers == ("model.rotary_emb",)
+
+
+def test_nn_transformer_attention_is_never_written_on_the_meta_path():
+    # MultiheadAttention has only the private _reset_parameters, which its __init__ calls
+    cov = coverage(lambda: nn.Transformer(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                          dim_feedforward=32))
+    assert {t.tensor.rsplit(".", 1)[-1] for t in cov.faults} == {"in_proj_weight", "in_proj_bias"}
+    assert cov.count("never written") == 6
+
+
 def test_cli_coverage():
     runner = CliRunner()
     ok = runner.invoke(app, ["audit", "--coverage", "resnet(blocks=1)", "--input-shape", "3,8,8"])

@@ -250,7 +250,9 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 
 def _declared_ties(model: nn.Module, ties: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
     groups = [tuple(g) for g in ties]
-    declared = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None)
+    declared = getattr(model, "all_tied_weights_keys", None)  # transformers 5: the ties this config makes
+    if declared is None:
+        declared = getattr(model, "_tied_weights_keys", None)
     if isinstance(declared, dict):
         groups += [(str(k), str(v)) for k, v in declared.items()]
     return groups

@@ -54,7 +54,7 @@ _MASK = np.uint64(0xFFFFFFFF)
 _RANDOM = {"uniform_", "normal_", "trunc_normal_"}
 _ELEMENTWISE = _RANDOM | {"fill_", "zero_", "erfinv_", "mul_", "div_", "add_", "sub_", "clamp_", "clamp_min_",
                           "clamp_max_", "neg_", "abs_"}
-_CHUNK = 1 << 20  # elements replayed at once (bounds the float64 / uint64 working memory)
+_CHUNK = 1 << 18  # elements replayed at once (bounds the float64 / uint64 working memory)
 
 
 def philox4x32(counter: tuple, key: tuple[int, int], rounds: int = 10) -> tuple[np.ndarray, ...]:
