@@ -147,8 +147,9 @@ def materialize_for_init(module: nn.Module, generator: torch.Generator | None,
         return module
     if not is_meta(module):
         if device is not None:
+            want = torch.device(device)
             where = {t.device for *_, t in _slots(module)}
-            if where and where != {torch.device(device)}:
+            if where and any(d.type != want.type or (want.index is not None and d.index != want.index) for d in where):
                 raise ValueError(f"device={str(device)!r} materializes meta tensors, but {type(module).__name__} is "
                                  f"already on {', '.join(sorted(map(str, where)))}; move it with .to() instead")
         return module
