@@ -97,7 +97,10 @@ def main() -> None:
         t0 = time.perf_counter()
         mp.spawn(worker, args=(args.world, args, os.path.join(d, "init"), d), nprocs=args.world, join=True)
         wall = time.perf_counter() - t0
-        rows = [open(os.path.join(d, f"rank{r}.txt")).read().split() for r in range(args.world)]
+        rows = []
+        for r in range(args.world):
+            with open(os.path.join(d, f"rank{r}.txt")) as f:
+                rows.append(f.read().split())
     gib = 1 << 30
     full = int(rows[0][3])
     print(f"GPT vocab={args.vocab} width={args.width} layers={args.layers}: {full / 4 / 1e6:.0f}M parameters, "

@@ -106,7 +106,7 @@ def test_tied_copies_that_disagree():
 
 
 def test_declared_ties_are_checked():
-    net = lambda: nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)})  # noqa: E731
+    net = lambda: nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)})
     rows = by_name(coverage(net, ties=[("a.weight", "b.weight")]))
     assert rows["a.weight"].status == "tied, disagreeing"
 
@@ -121,7 +121,7 @@ def test_a_model_instance_is_not_changed():
 
 def test_frame_and_errors():
     frame = coverage(Untouched).to_frame()
-    assert list(frame.columns)[0] == "tensor" and set(frame.status) == {"ok", "never written"}
+    assert frame.columns[0] == "tensor" and set(frame.status) == {"ok", "never written"}
     with pytest.raises(ValueError, match="no method 'nope'"):
         coverage(Untouched, init="nope")
     with pytest.raises(TypeError):

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -300,8 +301,9 @@ def coverage(model: nn.Module | Callable[[], nn.Module], *, init: str | Callable
             raise TypeError(f"the model factory returned {type(net).__name__}, not an nn.Module")
     else:
         raise TypeError(f"coverage needs an nn.Module or a factory returning one, got {type(model).__name__}")
-    if isinstance(init, str) and not callable(getattr(net, init, None)):
-        raise ValueError(f"{type(net).__name__} has no method {init!r} to initialize it; give a method name or fn(model)")
+    if isinstance(init, str) and not callable(getattr(net, init, None)):  # a value error: the name, not its type
+        raise ValueError(  # noqa: TRY004
+            f"{type(net).__name__} has no method {init!r} to initialize it; give a method name or fn(model)")
     source_groups, _ = _tensor_groups(net)
     for m in net.modules():  # a copy of a built transformers model says it is initialized: start afresh
         m.__dict__.pop("_is_hf_initialized", None)
@@ -354,7 +356,7 @@ def _rows(net: nn.Module, mode: _Writes, source_groups, ties) -> tuple[TensorCov
     tie_sets += [set(g) for g in _declared_ties(net, ties) if all(n in key_of for n in g)]
     by_name = {n: x for members in groups.values() for n, _, x in members}
     rows = []
-    for key, members in groups.items():
+    for members in groups.values():
         names = [n for n, *_ in members]
         name, kind, t = members[0]
         partners = set().union(*[s for s in tie_sets if s & set(names)]) - set(names) if tie_sets else set()

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextvars
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn

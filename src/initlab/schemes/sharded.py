@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,7 +129,7 @@ _WHOLE_MATRIX_INIT = ("orthogonal_", "dirac_", "sparse_")
 
 
 @contextmanager
-def _recording_stubs(rec: "_Recorder") -> Iterator[None]:
+def _recording_stubs(rec: _Recorder) -> Iterator[None]:
     originals = {n: getattr(torch.nn.init, n) for n in ("trunc_normal_", *_WHOLE_MATRIX_INIT)}
 
     def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
@@ -221,7 +222,7 @@ class _Recorder(TorchDispatchMode):
     @staticmethod
     def _args(name: str, args: tuple, kwargs: dict) -> tuple:
         rest = list(args[1:])
-        get = lambda i, key, default: _scalar(rest[i]) if len(rest) > i else _scalar(kwargs.get(key, default))  # noqa: E731
+        get = lambda i, key, default: _scalar(rest[i]) if len(rest) > i else _scalar(kwargs.get(key, default))
         if name == "uniform_":
             return get(0, "from", 0.0), get(1, "to", 1.0)
         if name == "normal_":
