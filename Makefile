@@ -1,10 +1,11 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -- the seed's comparison (zero/random/xavier/he), offline, on the bundled digits set
 #   make test   -- the whole test suite
-# TORCH pins the CPU wheel that this project's machines carry; override it elsewhere,
-# e.g. `make test TORCH=torch` (the package itself only needs torch>=2.2).
+# TORCH pins the torch/torchvision pair that this project's machines carry (the test extras timm and
+# transformers need torchvision, and a torchvision wheel only imports beside the torch it was built for);
+# override it elsewhere, e.g. `make test TORCH="torch torchvision"` (the package itself only needs torch>=2.2).
 PYTHON ?= python3
-TORCH ?= torch==2.13.0
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -13,7 +14,7 @@ BIN := $(VENV)/bin
 $(BIN)/initlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 

@@ -296,6 +296,13 @@ def test_tied_parameters_are_initialized_once():
     emb, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
     head.weight = emb.weight
     m = nn.ModuleDict({"emb": emb, "head": head})
-    _, report = quiet(initialize_with_report, m, {"Embedding": "normal(std=0.02)", "Linear": "zero"}, generator=gen())
-    assert list(report.parameter) == ["emb.weight"]
+    # planned once, as the output projection (the Linear's fans and type rule), with the tie in the report
+    _, report = quiet(initialize_with_report, m, {"Embedding": "zero", "Linear": "normal(std=0.02)"}, generator=gen())
+    assert list(report.parameter) == ["head.weight"]
+    assert "tied with emb.weight" in report.note[0] and "output projection" in report.note[0]
+    assert report.fan_in[0] == 4 and report.fan_out[0] == 10
     assert m.head.weight is m.emb.weight and float(m.head.weight.detach().std()) == pytest.approx(0.02, rel=5 / math.sqrt(2 * 40))
+    # a rule naming the tensor by either of its names applies
+    for name in ("emb.weight", "head.weight"):
+        quiet(initialize, m, {name: "constant(value=0.5)", "*": "zero"}, generator=gen(), strict=True)
+        assert bool((m.emb.weight == 0.5).all())

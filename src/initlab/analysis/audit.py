@@ -28,8 +28,10 @@ The recommendation is the candidate with the fewest flags, ties broken by the sm
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +43,9 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from initlab.analysis.jacobian import jacobian_spectrum
-from initlab.analysis.probe import RELU_FAMILY, SATURATING, probe
+from initlab.analysis.probe import RELU_FAMILY, SATURATING, SYMMETRY_MODES, probe
 from initlab.core import theory
+from initlab.core.layer_kinds import is_transposed_linear
 from initlab.core.display import html_of
 from initlab.graph import read_graph
 from initlab.models import arch_text
@@ -51,6 +54,7 @@ from initlab.schemes import initialize, needs_example, parse_scheme_list
 from initlab.training.memory import available_bytes, format_bytes
 
 DEFAULT_CANDIDATES = ("auto", "he", "xavier", "pytorch_default")
+OWN_INIT = "none"  # a candidate that keeps the model's weights as they are (its library's own init)
 WEIGHT_KINDS = ("Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
                 "ConvTranspose3d", "Embedding", "EmbeddingBag", "RNN", "LSTM", "GRU")
 FORWARD_BOUNDS = (0.5, 2.0)  # last/first hidden output RMS
@@ -59,14 +63,39 @@ DEAD_LIMIT = SAT_LIMIT = 0.5
 
 
 class _Logits(nn.Module):
-    """Wrap a model whose output is a tuple/dict so the probe sees one logits tensor."""
+    """Wrap a model so the probe sees one logits tensor: the model's output picked (tuple, dict), called
+    with a dict example as keyword arguments; a language model's (batch, tokens, vocabulary) logits
+    flattened to (batch·tokens, vocabulary) so cross-entropy is per token. Keeps the last logits."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.last: torch.Tensor | None = None
 
-    def forward(self, *args, **kwargs):
-        return pick_logits(self.model(*args, **kwargs))
+    def forward(self, example):
+        out = pick_logits(self.model(**example) if isinstance(example, Mapping) else self.model(example))
+        if is_token_input(example) and out.dim() == 3:
+            out = out.flatten(0, 1)
+        self.last = out.detach()
+        return out
+
+
+def first_tensor(example) -> torch.Tensor:
+    """The example's first tensor: the tensor itself, or the first value of a dict of keyword inputs."""
+    if isinstance(example, torch.Tensor):
+        return example
+    if isinstance(example, Mapping):
+        t = next((v for v in example.values() if isinstance(v, torch.Tensor)), None)
+        if t is not None:
+            return t
+    raise ValueError(f"audit calls the model with one tensor or a dict of keyword tensors (input_ids=...), "
+                     f"got {type(example).__name__}")
+
+
+def is_token_input(example) -> bool:
+    """Integer inputs: token ids of a language model (its logits are per token)."""
+    t = first_tensor(example)
+    return not (t.is_floating_point() or t.is_complex())
 
 
 def pick_logits(out):
@@ -100,6 +129,9 @@ class SchemeAudit:
     # the middle 90% of singular values (how far from dynamical isometry); NaN if it cannot be taken
     jac_mean_sq: float = math.nan
     jac_decades: float = math.nan
+    logit_std: float = math.nan  # std of the initial logits over the batch (and tokens)
+    loss: float = math.nan  # initial cross-entropy on random labels (ln C is chance)
+    seconds: float = math.nan  # wall time of this candidate: init, probe and (opt-in) Jacobian
 
     @property
     def healthy(self) -> bool:
@@ -127,7 +159,8 @@ class AuditReport:
         rows = []
         for name, a in self.candidates.items():
             rows.append({"scheme": name, "forward_ratio": a.forward_ratio, "grad_ratio": a.grad_ratio,
-                         "jac_mean_sq": a.jac_mean_sq, "jac_decades": a.jac_decades,
+                         "logit_std": a.logit_std, "loss": a.loss,
+                         "jac_mean_sq": a.jac_mean_sq, "jac_decades": a.jac_decades, "seconds": a.seconds,
                          "flags": ", ".join(a.flags) if a.error is None else f"error: {a.error}",
                          "recommended": name == self.recommended})
         return pd.DataFrame(rows)
@@ -150,6 +183,7 @@ class AuditReport:
 def _ratios(layers: pd.DataFrame) -> tuple[float, float]:
     """Forward: RMS of the last weight layer's input / the second's (the first's with two layers);
     gradient: the first weight layer's weight-gradient norm / the last hidden one's."""
+    layers = layers[layers["in_rms"].notna()]  # embeddings read token ids: no signal to compare
     if len(layers) < 2:
         return math.nan, math.nan
     hidden = layers.iloc[:-1] if len(layers) >= 3 else layers
@@ -161,7 +195,19 @@ _PLAIN = ("Linear", "NonDynamicallyQuantizableLinear", "Conv1d", "Conv2d", "Conv
 _SAFE_THROUGH = {"Dropout", "Flatten", "Identity", "flatten", "view", "reshape", "dropout", "contiguous"}
 
 
-def predict_stds(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+def _plain_graph(model: nn.Module, example):
+    """The model's graph if ``predict_stds`` can use it (a traced chain without residual streams), else None:
+    read once per audit, since the structure is the same under every candidate."""
+    if not isinstance(example, torch.Tensor):
+        return None
+    try:
+        graph = read_graph(model, example)
+    except Exception:  # noqa: BLE001 - predictions are optional
+        return None
+    return graph if graph.method == "fx" and not graph.residual_streams else None
+
+
+def predict_stds(model: nn.Module, example: torch.Tensor, graph=None) -> dict[str, float]:
     """Mean-field std of each weight layer's output, for the plain chain at the model's start.
 
     Per layer, in execution order: q = fan_in·E[W²]·m + E[b²], m the second moment of its input
@@ -170,19 +216,20 @@ def predict_stds(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
     chain stops at the first layer the theory does not cover here (a norm, pooling, a residual
     branch, a concatenation, a layer type other than Linear/Conv): later layers get no prediction.
     """
-    try:
-        graph = read_graph(model, example)
-    except ValueError:
-        return {}
+    if graph is None:
+        try:
+            graph = read_graph(model, example)
+        except ValueError:
+            return {}
     if graph.method != "fx" or graph.residual_streams:
         return {}
     m = float(example.detach().double().pow(2).mean())
     out: dict[str, float] = {}
     for layer in graph.layers:
-        w = getattr(layer.module, "weight", None)
+        module = model.get_submodule(layer.name) if layer.name else model  # graph may come from another copy
+        w, b = getattr(module, "weight", None), getattr(module, "bias", None)
         if layer.kind not in _PLAIN or not isinstance(w, torch.Tensor) or layer.concat_group is not None:
             break
-        b = getattr(layer.module, "bias", None)
         fan_in = w[0].numel()
         q = fan_in * float(w.detach().double().pow(2).mean()) * m
         q += float(b.detach().double().pow(2).mean()) if isinstance(b, torch.Tensor) else 0.0
@@ -201,8 +248,16 @@ def predict_stds(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def _input_rms(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
-    """RMS of the first tensor each weight layer receives on ``example`` (first call), by name."""
+def is_weight_layer(m: nn.Module) -> bool:
+    """A layer whose weight initialization is audited: the torch weight types (and their subclasses, e.g.
+    timm's StdConv2d) and the layers of other libraries that ``initialize`` recognizes (transformers' Conv1D)."""
+    return (type(m).__name__ in WEIGHT_KINDS or isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding))
+            or is_transposed_linear(m))
+
+
+@contextlib.contextmanager
+def _input_rms(model: nn.Module):
+    """Within the block, record the RMS of the first tensor each weight layer receives (first call), by name."""
     seen: dict[str, float] = {}
 
     def hook(name):
@@ -212,15 +267,12 @@ def _input_rms(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
                 seen[name] = float(t.detach().double().pow(2).mean().sqrt())
         return pre
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules()
-               if type(m).__name__ in WEIGHT_KINDS or isinstance(m, nn.Linear)]
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules() if is_weight_layer(m)]
     try:
-        with torch.no_grad():
-            model(example)
+        yield seen
     finally:
         for h in handles:
             h.remove()
-    return seen
 
 
 def _div(a, b) -> float:
@@ -229,8 +281,21 @@ def _div(a, b) -> float:
         return float(np.float64(a) / np.float64(b))
 
 
-def _flags(frame: pd.DataFrame, layers: pd.DataFrame, f: float, g: float) -> list[str]:
+LOGIT_STD_LIMIT = 3.0  # initial logits beyond this std make softmax near one-hot at step 0
+LOSS_FACTOR = 2.0  # an initial loss over LOSS_FACTOR·ln C: the model is confidently wrong before training
+
+
+def _flags(frame: pd.DataFrame, layers: pd.DataFrame, f: float, g: float, logit_std: float = math.nan,
+           loss: float = math.nan, classes: int = 0) -> list[str]:
     flags = []
+    if len(layers[layers["in_rms"].notna()]) >= 2 if "in_rms" in layers else len(layers) >= 2:
+        for what, r in (("forward", f), ("gradient", g)):
+            if not math.isfinite(r):
+                flags.append(f"no {what} ratio ({r})")  # a missing measurement is a finding, never a pass
+    if math.isfinite(logit_std) and logit_std > LOGIT_STD_LIMIT:
+        flags.append(f"huge logits (std {logit_std:.3g} > {LOGIT_STD_LIMIT:g})")
+    if classes > 1 and math.isfinite(loss) and loss > LOSS_FACTOR * math.log(classes):
+        flags.append(f"initial loss {loss:.3g} ≫ ln C = {math.log(classes):.3g}")
     if len(layers) and float(layers["out_std"].iloc[0]) == 0:
         flags.append("no signal (the first layer outputs zeros)")
     grads = frame[["grad_out_norm", "weight_grad_norm"]].to_numpy(dtype=float)
@@ -259,17 +324,20 @@ def _flags(frame: pd.DataFrame, layers: pd.DataFrame, f: float, g: float) -> lis
 
 
 def _targets(model: nn.Module, example, generator: torch.Generator, name: str = "the model"):
-    """Random class labels for a (B, C) output; None (loss = output sum) otherwise.
+    """Random class labels for a (B, C) output (per token for a language model); None (loss = output sum) otherwise.
 
     The output must be a floating-point tensor with one row per example (``(B, ...)``): a scalar,
     a batch of another size or integer outputs (``argmax``) carry no per-example gradient signal.
     """
+    x = first_tensor(example)
     with torch.no_grad():
-        out = pick_logits(model(example))
-    batch = example.shape[0] if example.dim() else None
+        out = _Logits(model)(example)
+    batch = x.shape[0] if x.dim() else None
+    if is_token_input(example) and out.dim() == 2 and x.dim() == 2 and out.shape[0] == x.numel():
+        batch = x.numel()  # per-token logits
     if out.dim() == 0 or out.shape[0] != batch:
         raise ValueError(f"{name} returns an output of shape {tuple(out.shape)} for an input of shape "
-                         f"{tuple(example.shape)}; audit needs one output row per example, (batch, classes)")
+                         f"{tuple(x.shape)}; audit needs one output row per example, (batch, classes)")
     if not (out.is_floating_point() or out.is_complex()):
         raise ValueError(f"{name} returns {out.dtype} outputs, which carry no gradient; return the logits "
                          "(floating point), not e.g. their argmax")
@@ -278,60 +346,104 @@ def _targets(model: nn.Module, example, generator: torch.Generator, name: str = 
     return None
 
 
-def _probe_one(model: nn.Module, example: torch.Tensor, targets) -> pd.DataFrame:
-    frame = probe(_Logits(model), example, targets)
+def _probe_one(model: nn.Module, example, targets, symmetry: str):
+    """One forward and backward pass: the probe's rows, each weight layer's input RMS, the logits."""
+    wrapped = _Logits(model)
+    with _input_rms(model) as rms:
+        frame = probe(wrapped, example, targets, symmetry=symmetry)
     frame["name"] = frame["name"].str.replace(r"^model\.?", "", regex=True)
-    return frame[frame["name"] != ""].reset_index(drop=True)
+    return frame[frame["name"] != ""].reset_index(drop=True), rms, wrapped.last
 
 
-def _jacobian(net: nn.Module, example: torch.Tensor, seed: int) -> tuple[float, float]:
+def _jacobian(net: nn.Module, example, seed: int) -> tuple[float, float]:
     """(mean squared singular value, decades of the middle 90%) of the logits' Jacobian w.r.t. the input
     on the first two examples (exact for small input×output, randomized otherwise); NaNs if it fails."""
+    if not isinstance(example, torch.Tensor) or not example.is_floating_point():
+        return math.nan, math.nan  # token ids have no Jacobian
     try:
         spec = jacobian_spectrum(_Logits(net), example, max_examples=2, generator=torch.Generator().manual_seed(seed))
         return float(spec.mean_sq), float(spec.decades)
-    except Exception:  # noqa: BLE001 - integer inputs (embeddings), non-differentiable models: no spectrum
+    except Exception:  # noqa: BLE001 - non-differentiable models: no spectrum
         return math.nan, math.nan
 
 
-def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None = None, *,
-          targets: torch.Tensor | None = None, seed: int = 0, name: str | None = None) -> AuditReport:
+def _first_step_mode(net: nn.Module) -> None:
+    """The mode of the first training step, without its noise: train mode (norms normalize with the batch's
+    statistics, as they will when training starts; in eval mode a fresh BatchNorm is the identity), and
+    every dropout-like module (``Dropout*``, ``DropPath``, ``StochasticDepth``) in eval mode."""
+    net.train()
+    for m in net.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) or "drop" in type(m).__name__.lower() \
+                or type(m).__name__ == "StochasticDepth":
+            m.eval()
+
+
+def _logit_stats(logits: torch.Tensor | None, targets) -> tuple[float, float]:
+    """(std of the logits, cross-entropy on ``targets``) of the probe's forward pass; NaNs where undefined."""
+    if logits is None or not logits.is_floating_point() or logits.numel() < 2:
+        return math.nan, math.nan
+    std = float(logits.double().std())
+    loss = float(nn.functional.cross_entropy(logits.double(), targets)) if targets is not None else math.nan
+    return std, loss
+
+
+def audit(model: nn.Module, example, schemes: Sequence[str] | None = None, *,
+          targets: torch.Tensor | None = None, seed: int = 0, name: str | None = None,
+          jacobian: bool = False, symmetry: str = "exact", progress=None) -> AuditReport:
     """Measure the model's forward and backward signal at init under each candidate scheme.
 
     Args:
-        model: any ``nn.Module`` called with one tensor; its output may be a tensor, a tuple
-            (first tensor = logits) or a dict (``"logits"``). It is deep-copied, never changed.
-        example: an input batch (e.g. 256 training examples, or N(0, 1) of the input shape).
-        schemes: candidates; default ``auto, he, xavier, pytorch_default`` plus nothing else.
+        model: any ``nn.Module`` called with one tensor, or with a dict example as keyword arguments
+            (``{"input_ids": ids, "decoder_input_ids": ids}``); its output may be a tensor, a tuple
+            (first tensor = logits) or a dict (``"logits"``). It is deep-copied, never changed; each copy
+            is measured as at the first training step (train mode: norms use the batch's statistics;
+            dropout off).
+        example: an input batch (e.g. 256 training examples, or N(0, 1) of the input shape; token ids
+            for a language model, whose logits are then scored per token).
+        schemes: candidates; default ``auto, he, xavier, pytorch_default`` plus nothing else; ``"none"``
+            audits the model's weights as they are (e.g. the init its library gave it).
         targets: class labels for a cross-entropy loss; default random labels for a (B, C) output,
             else the loss is the output's sum.
         seed: seed of every candidate's init generator (the same draws for each).
         name: how the model is called in messages.
+        jacobian: also take the input-output Jacobian spectrum of each candidate (seconds to minutes
+            on a large convnet: opt-in).
+        symmetry: "exact" (default: bit-equal units, which is what zero and constant inits give, in a
+            sort), "full" (``neuron_symmetry``'s tolerance and max cosine: units² distances per layer)
+            or "none".
+        progress: called as ``progress(done, total, scheme)`` before each candidate and at the end.
 
     Returns:
-        :class:`AuditReport`; ``report.summary()`` is one row per scheme, ``assert_healthy()``
-        raises on flags.
+        :class:`AuditReport`; ``report.summary()`` is one row per scheme (with each candidate's
+        seconds), ``assert_healthy()`` raises on flags.
     """
-    candidates = parse_scheme_list(list(schemes) if schemes is not None else list(DEFAULT_CANDIDATES))
+    candidates = parse_scheme_list(list(schemes) if schemes is not None else list(DEFAULT_CANDIDATES),
+                                   allow={OWN_INIT})
     name = name or type(model).__name__
-    if not isinstance(example, torch.Tensor):
-        raise ValueError(f"audit calls the model with one tensor, got {type(example).__name__}; wrap a "
-                         "multi-input model in a module that takes one tensor")
+    x = first_tensor(example)
+    if symmetry not in SYMMETRY_MODES:
+        raise ValueError(f"unknown symmetry mode {symmetry!r}; choose from: {', '.join(SYMMETRY_MODES)}")
     try:
         targets = targets if targets is not None else _targets(model, example, torch.Generator().manual_seed(seed), name)
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's model failing on the example is a user error
-        raise ValueError(f"{name} fails on the example input of shape {tuple(example.shape)}: "
+        raise ValueError(f"{name} fails on the example input of shape {tuple(x.shape)}: "
                          f"{type(e).__name__}: {e}") from None
+    weight_names = {n for n, m in model.named_modules() if n and is_weight_layer(m)}
+    graph = _plain_graph(model, example)
     results, frames = {}, []
-    for scheme in candidates:
+    for i, scheme in enumerate(candidates):
+        if progress is not None:
+            progress(i, len(candidates), scheme)
+        start = time.perf_counter()
         # the user's model runs under every scheme (auto calls it too): its failure under one scheme
         # (a forward that raises on some weights, a model deepcopy cannot copy) is that scheme's error
         try:
             net = copy.deepcopy(model)
-            kwargs = {"example": example} if needs_example(scheme) else {}
-            initialize(net, scheme, generator=torch.Generator().manual_seed(seed), **kwargs)
+            if scheme != OWN_INIT:
+                kwargs = {"example": example} if needs_example(scheme) else {}
+                initialize(net, scheme, generator=torch.Generator().manual_seed(seed), **kwargs)
         except (ValueError, TypeError) as e:
             results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [], error=str(e))
             continue
@@ -339,24 +451,31 @@ def audit(model: nn.Module, example: torch.Tensor, schemes: Sequence[str] | None
             results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [],
                                           error=f"{name} fails under {scheme}: {type(e).__name__}: {e}")
             continue
+        _first_step_mode(net)
         try:
-            frame = _probe_one(net, example, targets)
-            rms = _input_rms(net, example)
+            frame, rms, logits = _probe_one(net, example, targets, symmetry)
         except Exception as e:  # noqa: BLE001 - see above
             results[scheme] = SchemeAudit(scheme, pd.DataFrame(), math.nan, math.nan, [],
                                           error=f"{name} fails under {scheme}: {type(e).__name__}: {e}")
             continue
         try:
-            pred = predict_stds(net, example)
+            pred = predict_stds(net, example, graph) if graph is not None else {}
         except Exception:  # noqa: BLE001 - predictions are optional: a model they cannot read gets none
             pred = {}
-        layers = frame[frame["kind"].isin(WEIGHT_KINDS)].drop_duplicates("name").reset_index(drop=True)
+        base = frame["name"].str.replace(r"#\d+$", "", regex=True)
+        layers = frame[base.isin(weight_names)].drop_duplicates("name").reset_index(drop=True)
         layers["in_rms"] = [rms.get(n, math.nan) for n in layers["name"]]
         layers["pred_std"] = [pred.get(n, math.nan) for n in layers["name"]]
         f, g = _ratios(layers)
-        jac = _jacobian(net, example, seed)
-        results[scheme] = SchemeAudit(scheme, layers, f, g, _flags(frame, layers, f, g), None, *jac)
+        jac = _jacobian(net, example, seed) if jacobian else (math.nan, math.nan)
+        logit_std, loss = _logit_stats(logits, targets)
+        classes = logits.shape[-1] if targets is not None and logits is not None and logits.dim() == 2 else 0
+        flags = _flags(frame, layers, f, g, logit_std, loss, classes)
+        results[scheme] = SchemeAudit(scheme, layers, f, g, flags, None, *jac, logit_std=logit_std, loss=loss,
+                                      seconds=time.perf_counter() - start)
         frames.append(frame.assign(scheme=scheme))
+    if progress is not None:
+        progress(len(candidates), len(candidates), "")
     recommended, reason = _recommend(results)
     profile = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return AuditReport(name, results, recommended, reason, profile)

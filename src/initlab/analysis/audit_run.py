@@ -124,12 +124,14 @@ def write_audit(report: AuditReport, out: str | Path, *, overwrite: bool = False
 
 def run_audit(model: str, *, inits: str | Sequence[str] = DEFAULT_CANDIDATES, dataset: str = "digits",
               input_shape: str | Sequence[int] | None = None, classes: int = 10, batch: int = 256, seed: int = 0,
-              out: str | Path = "runs/audit", overwrite: bool = False) -> AuditRun:
+              out: str | Path = "runs/audit", overwrite: bool = False, jacobian: bool = False,
+              symmetry: str = "exact", progress=None) -> AuditRun:
     """Audit the model ``model`` (zoo spec or ``module:factory``) under the candidate ``inits``.
 
     The example batch is the first ``batch`` training examples of ``dataset``, or, with
     ``input_shape`` (e.g. ``"3,32,32"``), ``batch`` N(0, 1) inputs of that shape for a model with
-    ``classes`` outputs. Every candidate is drawn from a generator seeded with ``seed``.
+    ``classes`` outputs. Every candidate is drawn from a generator seeded with ``seed``. ``jacobian``,
+    ``symmetry`` and ``progress`` are :func:`initlab.analysis.audit.audit`'s.
     """
     batch = as_int("--batch", batch, minimum=1)
     classes = as_int("--classes", classes, minimum=1)
@@ -151,6 +153,6 @@ def run_audit(model: str, *, inits: str | Sequence[str] = DEFAULT_CANDIDATES, da
         batch = min(batch, len(data.x_train))  # the example batch is at most the training set
         net, name = audit_model(model, (1, *data.image_shape), data.num_classes, batch)
         x = check_inputs(net, data.x_train[:batch], data.image_shape, what=f"model {name}")
-    report = audit(net, x, candidates, seed=seed, name=name)
+    report = audit(net, x, candidates, seed=seed, name=name, jacobian=jacobian, symmetry=symmetry, progress=progress)
     out_dir, files = write_audit(report, out, overwrite=overwrite)
     return AuditRun(report, name, batch, out_dir, files)

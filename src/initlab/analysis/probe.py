@@ -135,6 +135,25 @@ def neuron_symmetry(weight: Tensor, tol: float = 1e-6, *, bias: Tensor | None = 
     return dict(distinct_units=reps, units=n, max_cosine=max_cos)
 
 
+SYMMETRY_MODES = ("full", "exact", "none")
+
+
+def distinct_rows(weight: Tensor, *, bias: Tensor | None = None) -> dict[str, Any]:
+    """``neuron_symmetry``'s counts without tolerance or angles: rows that are bit-for-bit equal are one unit.
+
+    Zero and constant inits give exactly equal rows, so this finds the symmetry failure in
+    O(units · log units) (a sort) instead of the units² distances of ``neuron_symmetry``, which matters
+    for a vocabulary-sized output layer. ``max_cosine`` is NaN (not computed).
+    """
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    if bias is not None:
+        rows = torch.cat([rows, bias.detach().reshape(-1, 1).to(rows.dtype)], dim=1)
+    n = rows.shape[0]
+    if not bool(torch.isfinite(rows).all()):
+        return dict(distinct_units=math.nan, units=n, max_cosine=math.nan)
+    return dict(distinct_units=int(torch.unique(rows, dim=0).shape[0]), units=n, max_cosine=math.nan)
+
+
 def layer_symmetry(model: nn.Module, tol: float = 1e-6) -> pd.DataFrame:
     """``neuron_symmetry`` (bias included) for every Linear/Conv layer: name, kind, units, distinct_units, max_cosine."""
     rows = []
@@ -166,10 +185,12 @@ class Probe:
         >>> p.frame()
     """
 
-    def __init__(self, model: nn.Module, *, histograms: bool = False, bins: int = 50):
+    def __init__(self, model: nn.Module, *, histograms: bool = False, bins: int = 50, symmetry: str = "full"):
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
             raise ValueError(f"bins must be a positive integer, got {bins!r}")
-        self.model, self.histograms, self.bins = model, histograms, bins
+        if symmetry not in SYMMETRY_MODES:
+            raise ValueError(f"unknown symmetry mode {symmetry!r}; choose from: {', '.join(SYMMETRY_MODES)}")
+        self.model, self.histograms, self.bins, self.symmetry = model, histograms, bins, symmetry
         self.handles: list = []
         self.records: list[dict[str, Any]] = []
         self._calls: dict[str, int] = {}
@@ -233,8 +254,9 @@ class Probe:
             w = getattr(module, "weight", None)
             g = w.grad if isinstance(w, Tensor) else None
             rec["weight_grad_norm"] = float(g.detach().to(torch.float64).norm()) if g is not None else math.nan
-            if isinstance(module, _SYMMETRY_TYPES):
-                rec.update(neuron_symmetry(module.weight, bias=module.bias))
+            if isinstance(module, _SYMMETRY_TYPES) and self.symmetry != "none":
+                count = neuron_symmetry if self.symmetry == "full" else distinct_rows
+                rec.update(count(module.weight, bias=module.bias))
             rows.append(rec)
         cols = ["name", "kind", "in_features", "out_features", "out_mean", "out_std", "nonfinite_frac", "dead_frac",
                 "sat_frac", "eff_rank", "grad_out_norm", "weight_grad_norm", "units", "distinct_units", "max_cosine"]
@@ -244,7 +266,7 @@ class Probe:
 
 
 def probe(model: nn.Module, inputs: Tensor, targets: Tensor | None = None, *,
-          histograms: bool = False, bins: int = 50) -> pd.DataFrame:
+          histograms: bool = False, bins: int = 50, symmetry: str = "full") -> pd.DataFrame:
     """Per-leaf-module statistics from one forward and one backward pass.
 
     Loss: ``cross_entropy(model(inputs), targets)`` (batch mean), or ``model(inputs).sum()``
@@ -264,7 +286,8 @@ def probe(model: nn.Module, inputs: Tensor, targets: Tensor | None = None, *,
             output holds inf/NaN;
         grad_out_norm: L2 norm of dLoss/d(output) over the whole batch (inf/NaN after overflow);
         weight_grad_norm: L2 norm of dLoss/d(weight) (likewise);
-        units, distinct_units, max_cosine: ``neuron_symmetry`` for Linear/Conv layers;
+        units, distinct_units, max_cosine: ``neuron_symmetry`` for Linear/Conv layers
+            (``symmetry="exact"``: ``distinct_rows``, bit-equal rows, no angles; ``"none"``: not computed);
         hist_counts, hist_edges: histogram (lists) of the output's finite elements only (the rest
             is counted by nonfinite_frac), only with ``histograms=True``.
 
@@ -272,7 +295,7 @@ def probe(model: nn.Module, inputs: Tensor, targets: Tensor | None = None, *,
     then NaN/inf.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    with Probe(model, histograms=histograms, bins=bins) as p:
+    with Probe(model, histograms=histograms, bins=bins, symmetry=symmetry) as p:
         with torch.enable_grad():
             out = model(inputs)
             if targets is None:

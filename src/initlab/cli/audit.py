@@ -15,7 +15,8 @@ from initlab.cli.common import OUT_HELP, REPORT_HELP, console, fail, one_line, s
 
 def audit(
     model: str = typer.Argument(..., help="A zoo model ('mlp(depth=50,width=256,activation=tanh)', "
-                                          "'resnet(blocks=20,norm=none)', see `initlab models`) or your own 'module:factory'."),
+                                          "'resnet(blocks=20,norm=none)', see `initlab models`), a library model "
+                                          "('timm:resnet50', 'torchvision:mobilenet_v2', 'hf:gpt2(n_layer=4)') or your own 'module:factory'."),
     inits: str = typer.Option(DEFAULT_CANDIDATES, help="Candidate schemes, comma-separated."),
     dataset: str = typer.Option("digits", help="Example batch from digits | mnist | fashion-mnist (ignored with --input-shape)."),
     input_shape: Optional[str] = typer.Option(None, help="Example batch of N(0,1) inputs of this shape per example, e.g. '3,32,32'."),
@@ -25,6 +26,9 @@ def audit(
     out: str = typer.Option("runs/audit", help="Output folder: audit.csv, summary.csv, plots. " + OUT_HELP),
     overwrite: bool = typer.Option(False, help="Replace the earlier audit result in --out (its files only)."),
     report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    jacobian: bool = typer.Option(False, help="Also take each candidate's input-output Jacobian spectrum (slow on large convnets)."),
+    symmetry: str = typer.Option("exact", help="Unit symmetry check: exact (bit-equal units, fast) | full (with tolerance and "
+                                               "max cosine: units² distances per layer) | none."),
     coverage: bool = typer.Option(False, "--coverage", help="Instead: run the model's own init (reset_parameters, "
                                   "init_weights) on fresh storage and list tensors it never writes, writes twice or unties."),
 ):
@@ -38,23 +42,30 @@ def audit(
         _print_coverage(result)
         raise typer.Exit(1 if result.faults else 0)
     try:
-        with console.status(escape(f"auditing {model}…")):
+        with console.status(escape(f"auditing {model}…")) as status:
+            def progress(done: int, total: int, scheme: str) -> None:
+                if done < total:
+                    status.update(escape(f"auditing {model}: candidate {done + 1}/{total}, {scheme}…"))
+
             run = run_audit(model, inits=inits, dataset=dataset, input_shape=input_shape, classes=classes, batch=batch,
-                            seed=seed, out=out, overwrite=overwrite)
+                            seed=seed, out=out, overwrite=overwrite, jacobian=jacobian, symmetry=symmetry,
+                            progress=progress)
     except ValueError as e:  # includes DataError
         fail(str(e))
     report, name, batch, out_dir = run.report, run.name, run.batch, run.out
     table = Table(title=escape(f"{name}: signal at init, example batch of {batch}"),
                   caption=escape("forward: RMS of the last hidden representation over the first (healthy 0.5–2); "
-                                 "gradient: first/last hidden weight-gradient norm (healthy 0.1–10); Jacobian: "
+                                 "gradient: first/last hidden weight-gradient norm (healthy 0.1–10); logit std at init (healthy ≤ 3); "
+                                 "Jacobian (with --jacobian): "
                                  "mean squared singular value of d logits / d input (decades spanned by the middle 90%)"))
-    for col, just in (("scheme", "left"), ("forward", "right"), ("gradient", "right"), ("Jacobian σ² (decades)", "right"),
-                      ("flags", "left")):
+    for col, just in (("scheme", "left"), ("forward", "right"), ("gradient", "right"), ("logit std", "right"),
+                      ("Jacobian σ² (decades)", "right"), ("seconds", "right"), ("flags", "left")):
         table.add_column(col, justify=just)
     for r in report.summary().itertuples():
         jac = "—" if r.jac_mean_sq != r.jac_mean_sq else f"{sci(r.jac_mean_sq)} ({r.jac_decades:.1f})"
         table.add_row(Text(r.scheme + (" *" if r.recommended else "")), sci(r.forward_ratio), sci(r.grad_ratio),
-                      jac, Text(r.flags or "healthy", style="green" if not r.flags else "yellow"))
+                      sci(r.logit_std), jac, "—" if r.seconds != r.seconds else f"{r.seconds:.1f}",
+                      Text(r.flags or "healthy", style="green" if not r.flags else "yellow"))
     console.print(table)
     console.print(Text(f"recommended: {report.recommended}: {report.reason}"))
     console.print(Text(f"wrote {one_line(str(out_dir))}/: summary.csv audit.csv " + " ".join(p.name for p in run.files)))

@@ -17,9 +17,9 @@ from torch.utils import _pytree as pytree
 
 from initlab.graph.ops import (
     _ACT_FUNCTIONS, _ACT_METHODS, _ACT_MODULES, _ADD_FUNCTIONS, _ADD_METHODS, _CAT_FUNCTIONS, _META_ATTRS,
-    _META_FUNCTIONS, _META_METHODS, _PASS_FUNCTIONS, _PASS_METHODS, _PASS_MODULES, _RECURRENT, _REGION_SCAN,
-    _SCALE_FUNCTIONS, _SCALE_METHODS, WEIGHT_TYPES, LayerInfo, ModelGraph, _function_name, _out_of_place,
-    _recurrent_info, is_elementwise)
+    _META_FUNCTIONS, _META_METHODS, _PASS_FUNCTIONS, _PASS_METHODS, _RECURRENT, _REGION_SCAN,
+    _SCALE_FUNCTIONS, _SCALE_METHODS, LayerInfo, ModelGraph, _function_name, _out_of_place,
+    _recurrent_info, is_elementwise, is_norm_module, is_pass_module, is_weight_module)
 
 
 class _Untraceable(Exception):
@@ -51,7 +51,7 @@ class _ConcreteTracer(fx.Tracer):
         self._eager = False
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, WEIGHT_TYPES) or next(m.children(), None) is None
+        return is_weight_module(m) or next(m.children(), None) is None
 
     def call_module(self, m, forward, args, kwargs):
         return forward(*args, **kwargs) if self._eager else super().call_module(m, forward, args, kwargs)
@@ -194,7 +194,7 @@ class _FxReader:
             return "pass"  # x * self.gamma (LayerScale): a learned scale, not an activation
         if op == "call_module":
             m = self._module(n)
-            return "weight" if isinstance(m, WEIGHT_TYPES) else "pass" if isinstance(m, _PASS_MODULES) else "other"
+            return "weight" if is_weight_module(m) else "pass" if is_pass_module(m) else "other"
         two = len(n.args) >= 2 and all(isinstance(self.values.get(a), Tensor) for a in n.args[:2]
                                        if isinstance(a, fx.Node)) and all(isinstance(a, fx.Node) for a in n.args[:2])
         if op == "call_function":
@@ -278,7 +278,7 @@ class _FxReader:
 
     def _walk(self, start: fx.Node) -> dict[str, Any]:
         """Follow ``start``'s output through pass-through ops, adds and concats up to weight layers."""
-        act = nonelem = out_through = None
+        act = nonelem = out_through = norm = None
         is_output = False
         # after: past an activation (only outputs are looked for); branch: added into a residual stream
         # from the branch side, so reaching the output there does not make a classifier.
@@ -297,6 +297,9 @@ class _FxReader:
                 if kind == "struct":
                     stack.append((u, through, after, branch))
                 elif kind in ("pass", "add", "cat"):
+                    if (norm is None and not after and kind == "pass" and u.op == "call_module"
+                            and is_norm_module(self._module(u))):
+                        norm = u.target
                     into_stream = u in self.stream_input and self.stream_input[u] is not n
                     stack.append((u, through + ((self._label(u) if kind == "pass" else kind),), after,
                                   branch or into_stream))
@@ -314,12 +317,12 @@ class _FxReader:
                     stack.append((u, through, True, branch))
         if act is not None:
             return dict(activation=act[1], activation_name=act[2], feeds="activation", through=act[3],
-                        is_output=is_output)
+                        is_output=is_output, norm=norm)
         if nonelem is not None:
             return dict(activation=None, activation_name=nonelem[1], feeds="non-elementwise", through=nonelem[2],
-                        is_output=is_output)
+                        is_output=is_output, norm=norm)
         return dict(activation=None, activation_name=None, feeds="none", through=out_through or (),
-                    is_output=is_output)
+                    is_output=is_output, norm=norm)
 
     # -- residuals and concatenations ----------------------------------------------------------
     def _ancestors(self, n: fx.Node) -> set[fx.Node]:
@@ -435,7 +438,7 @@ class _FxReader:
                 layers.append(_recurrent_info(target, m, walk["is_output"], **shared, branch_final=n in final))
             else:
                 layers.append(LayerInfo(target, m, type(m).__name__, **walk, branch_final=n in final, **shared))
-        unused = [name for name, m in self.root.named_modules() if isinstance(m, WEIGHT_TYPES) and name not in first
+        unused = [name for name, m in self.root.named_modules() if is_weight_module(m) and name not in first
                   and not any(name.startswith(f + ".") for f in first)]
         if unused:
             self.notes.append(f"not called on the example: {', '.join(unused)}")

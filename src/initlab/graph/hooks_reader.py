@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from initlab.graph.ops import (
-    _ACT_MODULES, _PASS_MODULES, _RECURRENT, WEIGHT_TYPES, LayerInfo, ModelGraph, _out_of_place,
-    _recurrent_info, is_elementwise)
+    _ACT_MODULES, _RECURRENT, LayerInfo, ModelGraph, _out_of_place,
+    _recurrent_info, is_elementwise, is_pass_module, is_weight_module)
 
 
 class _CallOrder:
@@ -26,7 +26,7 @@ class _CallOrder:
         for name, m in self.model.named_modules():
             if any(name.startswith(w + ".") for w in inside):
                 continue
-            if isinstance(m, WEIGHT_TYPES):
+            if is_weight_module(m):
                 inside.append(name)
             elif next(m.children(), None) is not None:
                 continue
@@ -50,7 +50,7 @@ def _read_hooks(model: nn.Module, args: tuple, kwargs: dict, reason: str) -> Mod
     with _CallOrder(model) as order, torch.enable_grad():
         model(*args, **kwargs)
     calls = order.calls
-    weights = [i for i, (_, m, _) in enumerate(calls) if isinstance(m, WEIGHT_TYPES)]
+    weights = [i for i, (_, m, _) in enumerate(calls) if is_weight_module(m)]
     layers, done = [], set()
     for k, i in enumerate(weights):
         name, m, _ = calls[i]
@@ -65,7 +65,7 @@ def _read_hooks(model: nn.Module, args: tuple, kwargs: dict, reason: str) -> Mod
         through, act, feeds, act_name = (), None, "none", None
         for j in range(i + 1, stop):
             _, u, like = calls[j]
-            if isinstance(u, _PASS_MODULES):
+            if is_pass_module(u):
                 through += (type(u).__name__,)
                 continue
             if type(u) in _ACT_MODULES or (like is not None and is_elementwise(u, like)):

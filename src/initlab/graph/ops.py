@@ -11,7 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn import modules as _m
 
-__all__ = ["LayerInfo", "ModelGraph", "WEIGHT_TYPES", "is_elementwise"]
+from initlab.core.layer_kinds import is_norm_like, is_transposed_linear
+
+__all__ = ["LayerInfo", "ModelGraph", "WEIGHT_TYPES", "is_elementwise", "is_weight_module", "is_pass_module",
+           "is_norm_module"]
 
 WEIGHT_TYPES = (nn.Linear, nn.Bilinear, nn.Embedding, nn.EmbeddingBag, _m.conv._ConvNd, nn.MultiheadAttention,
                 _m.rnn.RNNBase, _m.rnn.RNNCellBase)
@@ -22,6 +25,25 @@ _PASS_MODULES = tuple(c for c in (
     _m.pooling._LPPoolNd, _m.dropout._DropoutNd, nn.Identity, nn.Flatten, nn.Unflatten, _m.padding._ConstantPadNd,
     _m.padding._ReflectionPadNd, _m.padding._ReplicationPadNd, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
     nn.ChannelShuffle) if c is not None)
+
+
+_NORMS = tuple(c for c in (_m.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None)) if c)
+
+
+def is_weight_module(m: nn.Module) -> bool:
+    """A weight layer: the torch types of ``WEIGHT_TYPES`` and other libraries' recognized ones (transformers' Conv1D)."""
+    return isinstance(m, WEIGHT_TYPES) or is_transposed_linear(m)
+
+
+def is_norm_module(m: nn.Module) -> bool:
+    """A normalization layer: torch's, or another library's recognized by shape and role (T5LayerNorm, RMSNorm)."""
+    return isinstance(m, _NORMS) or (not isinstance(m, WEIGHT_TYPES) and next(m.children(), None) is None
+                                    and is_norm_like(m))
+
+
+def is_pass_module(m: nn.Module) -> bool:
+    """A module the signal passes through on its way to an activation (norms, pooling, dropout, reshapes)."""
+    return isinstance(m, _PASS_MODULES) or is_norm_module(m)
 
 
 def _functions(namespaces, names) -> set:
@@ -84,6 +106,7 @@ class LayerInfo:
     branch_final: bool = False  # last weight layer of its residual branch
     concat_group: int | None = None  # id of the cat/stack its output goes into
     concat_share: float | None = None  # its share of the concatenated dimension
+    norm: str | None = None  # the norm module its output passes first (conv -> bn), by name; None if none
 
 
 @dataclass(frozen=True)

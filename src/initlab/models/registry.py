@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from initlab.models.external import external_factory, is_external_spec
 from initlab.models.mlp import mlp
 from initlab.models.user import call_factory, load_factory, pick_logits
 from initlab.models.zoo import CNN, ResMLP, ResNet, Transformer, _int, check_in_shape
@@ -95,7 +96,7 @@ class ModelSpec:
 
 
 def is_factory_spec(text: str) -> bool:
-    """``module:factory`` (the user's own model) rather than a zoo spec."""
+    """``module:factory`` (the user's own model) or a library model (``timm:resnet18``) rather than a zoo spec."""
     return isinstance(text, str) and ":" in text and "(" not in text.partition(":")[0]
 
 
@@ -135,10 +136,12 @@ def resolve_model(model: ModelSource) -> ModelSpec | Callable[..., nn.Module]:
     if isinstance(model, ModelSpec):
         return parse_model(model)
     if isinstance(model, str):
+        if is_external_spec(model):
+            return external_factory(model)
         return load_factory(model.strip()) if is_factory_spec(model) else parse_model(model)
     if callable(model) and not isinstance(model, nn.Module):
         return model
-    raise ValueError(f"model must be a zoo spec like 'cnn', a 'module:factory' string or a callable returning an "
+    raise ValueError(f"model must be a zoo spec like 'cnn', a 'module:factory' or 'timm:NAME' string or a callable returning an "
                      f"nn.Module (called once per run), got {type(model).__name__}")
 
 

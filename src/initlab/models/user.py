@@ -239,9 +239,10 @@ def model_inputs(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int], 
 def check_inputs(model: nn.Module, x: torch.Tensor, image_shape: Sequence[int], what: str = "model") -> torch.Tensor:
     """The data side of the user-model check: the input layout the model wants fits the data
     (:func:`model_inputs`), and the model does not take integer token ids (an ``nn.Embedding`` as its
-    first layer: initlab's datasets are images of floats). Returns ``x`` in the model's layout."""
+    first layer: initlab's datasets are images of floats) unless it declares the images it takes
+    (``input_shape``: an adapter such as :class:`initlab.models.external.ImageTokens` makes the tokens). Returns ``x`` in the model's layout."""
     first = next((m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag, *_WEIGHT_LAYERS))), None)
-    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
+    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)) and getattr(model, "input_shape", None) is None:
         raise ValueError(f"{what} takes integer token ids (its first layer is an {type(first).__name__}); initlab's "
                          "datasets are images of floats: give a model whose first layer takes them")
     return model_inputs(model, x, image_shape, what)

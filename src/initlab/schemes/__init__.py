@@ -63,6 +63,7 @@ from initlab.schemes.lsuv import lsuv_
 from initlab.schemes import auto as _auto  # noqa: F401  (registers auto's whole-model initializer)
 from initlab.schemes.identity import delta_orthogonal_, dirac_, eye_, partial_identity_, zero_hadamard_  # noqa: F401  (registers them)
 from initlab.schemes.residual import fixup_rules, gpt2_rules, rezero_rules, skipinit_rules  # noqa: F401  (registers fixup, skipinit, rezero, gpt2)
+from initlab.schemes.presets import TIMM_VIT_MODES  # noqa: F401  (registers hf, timm_vit, torchvision_resnet)
 
 # Private names of the former single module, still read by initlab.core.theory (as_spec) and the tests
 # (_SCHEMES, _ALIASES: the registry's own dicts, so changes through either name are shared).

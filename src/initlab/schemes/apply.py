@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from initlab.core.checks import as_module
 from initlab.schemes.functions import _check_number, declared_fans
-from initlab.schemes.layers import UNSUPPORTED, Target, is_lazy, layer_targets
+from initlab.schemes.layers import UNSUPPORTED, Target, handler_for, is_lazy, layer_targets
 from initlab.schemes.materialize import materialize_for_init
 from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
 from initlab.schemes.registry import Scheme, _init_bias
@@ -51,6 +51,7 @@ class _Plan:
     std_before: float = math.nan
     std_after: float = math.nan
     note: str = ""
+    aliases: tuple[str, ...] = ()  # other names of a tied tensor ("transformer.wte.weight")
 
     @property
     def label(self) -> str:
@@ -64,7 +65,7 @@ def _std(t: Tensor) -> float:
 
 
 def _view(t: Tensor, target: Target) -> Tensor:
-    return t[target.rows[0]:target.rows[1]] if target.rows else t
+    return t.narrow(target.dim, target.rows[0], target.rows[1] - target.rows[0]) if target.rows else t
 
 
 def _options(recurrent: Any, forget_bias: Any) -> tuple[SchemeSpec | Scheme | None, float | None]:
@@ -76,8 +77,17 @@ def _options(recurrent: Any, forget_bias: Any) -> tuple[SchemeSpec | Scheme | No
     return rec, fb
 
 
-def _collect(module: nn.Module) -> list[tuple[str, nn.Module, dict[str, Slot], list[Target]]]:
-    units, seen = [], set()
+def _collect(module: nn.Module) -> tuple[list[tuple[str, nn.Module, dict[str, Slot], list[Target]]], dict[str, list[str]]]:
+    """Every module with tensors to plan, its slots and targets; and the other names of tied tensors.
+
+    A tensor shared by several modules (tied weights) is planned once. Its owner is the first layer of
+    a known type holding it (else the first module), except that an embedding tied to an output projection (GPT-2's ``lm_head.weight`` is
+    ``transformer.wte.weight``) is planned as the projection: its fans are the projection's, so that
+    a fan-based scheme keeps the initial logits O(1) (as an embedding, fan_in = 1, they would be
+    ~sqrt(width) times too large). Rules naming any of its names apply.
+    """
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    named = []
     for mname, m in module.named_modules():
         if is_parametrization_list(m):
             continue  # its original* belong to the owner's parametrized slot
@@ -86,12 +96,31 @@ def _collect(module: nn.Module) -> list[tuple[str, nn.Module, dict[str, Slot], l
                 f"{type(m).__name__} {mname or '(the model)'!r} has uninitialized lazy parameters; "
                 "run one forward pass with a sample input before initialize"
             )
-        slots = {n: s for n, s in module_slots(m).items() if not all(id(p) in seen for p in s.params)}
-        for s in slots.values():  # a tied parameter is initialized once, under its first name
-            seen.update(id(p) for p in s.params)
-        if slots:
-            units.append((mname, m, slots, layer_targets(m, slots)))
-    return units
+        slots = module_slots(m)
+        named.append((mname, m, slots))
+        for n, s in slots.items():
+            for p in s.params:
+                owners.setdefault(id(p), []).append((f"{mname}.{n}" if mname else n, m))
+    chosen: dict[int, str] = {}  # id(param) -> the qualified name it is planned under
+    aliases: dict[str, list[str]] = {}
+    for pid, who in owners.items():
+        pick = who[0]
+        if len(who) > 1:  # a known layer over a raw holder (BERT's cls.predictions.bias is decoder.bias), and
+            known = [w for w in who if handler_for(w[1]) is not None] or who  # a projection over an embedding
+            pick = next((w for w in known if not isinstance(w[1], _EMBEDDINGS)), known[0])
+        chosen[pid] = pick[0]
+        if len(who) > 1:
+            aliases[pick[0]] = [q for q, _ in who if q != pick[0]]
+    units = []
+    for mname, m, slots in named:
+        own = {n: s for n, s in slots.items()
+               if all(chosen.get(id(p)) == (f"{mname}.{n}" if mname else n) for p in s.params)}
+        if own:
+            units.append((mname, m, own, layer_targets(m, own, mname.rpartition(".")[2])))
+    return units, aliases
+
+
+_EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 
 
 @dataclass(frozen=True)
@@ -114,7 +143,7 @@ class _Options:
 def _assign(p: _Plan, ruleset: RuleSet, mro: list[str], done: dict, opts: _Options) -> None:
     """Fill ``p`` by the precedence of :mod:`initlab.schemes.rules`; leave ``how`` None if uncovered."""
     t = p.target
-    e = ruleset.by_name(p.qname)
+    e = next((e for q in (p.qname, *p.aliases) if (e := ruleset.by_name(q)) is not None), None)
     if e is None and t.role != "bias":
         e = ruleset.by_type(mro) or (ruleset.default() if t.star else None)
     if e is not None:
@@ -131,6 +160,11 @@ def _assign(p: _Plan, ruleset: RuleSet, mro: list[str], done: dict, opts: _Optio
         p.text = f"{policy} (bias policy of {w.text})"
     elif t.default is not None:
         p.how, p.rule, p.value, p.text = "default", LAYER_DEFAULT, t.default, f"constant(value={t.default:g})"
+    elif t.default_scheme is not None:
+        p.how, p.rule, p.text = "scheme", LAYER_DEFAULT, t.default_scheme
+        p.scheme, p.params = resolve(t.default_scheme)
+    elif t.keep:
+        p.how, p.rule, p.text = "keep", LAYER_DEFAULT, "kept (the model's own value)"
     if p.how is not None and t.forget and opts.forget_bias is not None:
         p.then = opts.forget_bias if t.forget == "ih" else 0.0
         p.rule, p.text = f"{p.rule} (forget_bias)", f"constant(value={p.then:g})"
@@ -139,13 +173,16 @@ def _assign(p: _Plan, ruleset: RuleSet, mro: list[str], done: dict, opts: _Optio
         p.note = f"padding_idx {t.padding_idx}: row kept at zero"
     if t.role == "other" and p.how is None and type(p.module).__name__ in UNSUPPORTED:
         p.note = UNSUPPORTED[type(p.module).__name__]
+    if t.why and p.how is not None:
+        p.note = "; ".join(x for x in (t.why, p.note) if x)
 
 
 def _plan(module: nn.Module, rules: Any, params: Mapping[str, Any], recurrent: Any,
           forget_bias: Any) -> tuple[list[_Plan], RuleSet]:
     rec_default, fb_default = _options(recurrent, forget_bias)
-    units = _collect(module)
-    ruleset = RuleSet(rules, [f"{mname}.{n}" if mname else n for mname, _, slots, _ in units for n in slots], params)
+    units, aliases = _collect(module)
+    names = [f"{mname}.{n}" if mname else n for mname, _, slots, _ in units for n in slots]
+    ruleset = RuleSet(rules, names + [a for q in names for a in aliases.get(q, ())], params)
     plans: list[_Plan] = []
     for mname, m, slots, targets in units:
         mro = [c.__name__ for c in type(m).__mro__]
@@ -156,11 +193,21 @@ def _plan(module: nn.Module, rules: Any, params: Mapping[str, Any], recurrent: A
             )
         done: dict[tuple[str, str], _Plan] = {}
         for t in targets:
-            p = _Plan(m, f"{mname}.{t.name}" if mname else t.name, slots[t.name], t)
+            qname = f"{mname}.{t.name}" if mname else t.name
+            p = _Plan(m, qname, slots[t.name], t, aliases=tuple(aliases.get(qname, ())))
             _assign(p, ruleset, mro, done, opts)
+            if p.aliases:
+                role = " as the output projection (its fans), so initial logits stay O(1)" if (
+                    t.fans and isinstance(m, nn.Module) and not isinstance(m, _EMBEDDINGS)
+                    and any(isinstance(o, _EMBEDDINGS) for o in _alias_modules(module, p.aliases))) else ""
+                p.note = "; ".join(x for x in (f"tied with {', '.join(p.aliases)}: initialized once{role}", p.note) if x)
             done[(t.name, t.block)] = p
             plans.append(p)
     return plans, ruleset
+
+
+def _alias_modules(module: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
+    return [module.get_submodule(q.rpartition(".")[0]) for q in names]
 
 
 def _by_slot(plans: list[_Plan]) -> dict[int, list[_Plan]]:
@@ -190,7 +237,7 @@ def _draw(plans: list[_Plan], generator: torch.Generator | None, report: bool) -
             if report:  # std before, for every block of this slot, from the untouched value
                 for q in groups[sid]:
                     q.std_before = _std(_view(new[sid], q.target))
-        if p.how is None:
+        if p.how is None or p.how == "keep":
             continue
         t = p.target
         view = _view(new[sid], t)
@@ -244,7 +291,7 @@ def _check_coverage(module: nn.Module, plans: list[_Plan], ruleset: RuleSet, str
         problems.append(f"no rule covers {len(uncovered)} parameter(s), left as they are: {shown}; "
                         "add a rule naming them (qualified name, glob or module type)")
     unused = [] if ruleset.single else ruleset.unused(
-        [p.qname for p in plans], {c.__name__ for m in module.modules() for c in type(m).__mro__})
+        [q for p in plans for q in (p.qname, *p.aliases)], {c.__name__ for m in module.modules() for c in type(m).__mro__})
     if unused:
         problems.append(f"rule(s) {', '.join(map(repr, unused))} matched no parameter or module type")
     if problems and strict:

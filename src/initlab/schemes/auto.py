@@ -13,7 +13,11 @@ drawn N(0, σ²/fan_in) with the layer type's own fans, :mod:`initlab.schemes.la
   attention's softmax, nothing): σ² = 1 (LeCun), bias 0;
 * the last layer of a residual branch: σ² divided by the number of branches adding into its
   stream, so that L branches add ≈ the stream's own variance in total and the sum stays bounded
-  with depth (the 1/L residual scaling of Fixup, Zhang et al. 2019, and T-Fixup);
+  with depth (the 1/L residual scaling of Fixup, Zhang et al. 2019, and T-Fixup); where a norm
+  follows that layer (conv → BatchNorm, as in every torchvision/timm ResNet), the norm would undo a
+  weight scale, so its γ is set to 1/√L instead (the variance-bounded cousin of the zero-γ
+  "zero_init_last" of Goyal et al. 2017, which starts each branch at exactly zero and its last
+  weights with no gradient);
 * Embedding: N(0, 1) rows; RNN/LSTM/GRU: LeCun input weights, orthogonal recurrent blocks and
   forget-gate bias 1 (Jozefowicz et al. 2015); norms: weight 1, bias 0.
 
@@ -34,7 +38,7 @@ from torch import nn
 from initlab.schemes.registry import register_model_initializer
 
 MODES = ("analytic", "empirical")
-_FAN_KINDS = {"Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d",
+_FAN_KINDS = {"Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "Conv1D",
               "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"}
 
 
@@ -141,8 +145,14 @@ def _plan(model: nn.Module, graph, example, params: dict) -> tuple[dict, list[di
             role, s2, b2 = f"linear (feeds {layer.feeds})", 1.0, 0.0
         if layer.branch_final and layer.residual_stream is not None:
             n = max(1, graph.residual_streams.get(layer.residual_stream, 1))
-            s2 /= n
-            role += f", residual branch-final ÷{n}"
+            if layer.norm is not None and _has_scale(model, layer.norm):
+                # a norm after the branch's last layer (conv -> BN) resets its output variance to γ²: the
+                # 1/n goes to γ (γ = 1/√n) instead of to the weights, where the norm would undo it
+                rules[f"{layer.norm}.weight"] = f"constant(value={1 / math.sqrt(n)!r})"
+                role += f", residual branch-final: its norm {layer.norm} γ = 1/√{n}"
+            else:
+                s2 /= n
+                role += f", residual branch-final ÷{n}"
         row.update(role=role, sigma_w2=s2, sigma_b2=b2)
         rules[f"{layer.name}.weight"] = f"variance_scaling(scale={s2!r},mode=fan_in,distribution=normal)"
         if getattr(layer.module, "bias", None) is not None:
@@ -163,6 +173,11 @@ def _plan(model: nn.Module, graph, example, params: dict) -> tuple[dict, list[di
     rules.update({k: v for k, v in defaults.items() if k in present})
     rules["*"] = "lecun_normal"  # any other main weight: variance-preserving for a linear map
     return rules, rows
+
+
+def _has_scale(model: nn.Module, name: str) -> bool:
+    w = getattr(model.get_submodule(name), "weight", None)
+    return isinstance(w, torch.Tensor) and w.dim() == 1
 
 
 def _lsuv(model: nn.Module, graph, example, rows: list[dict], tol: float, max_iters: int) -> None:
@@ -195,7 +210,7 @@ def _lsuv(model: nn.Module, graph, example, rows: list[dict], tol: float, max_it
 
 
 def auto_initialize(model: nn.Module, example, *, generator: torch.Generator | None = None,
-                    report: bool = False, **params):
+                    report: bool = False, strict: bool = False, **params):
     """Initialize ``model`` in place from its own graph (see the module docstring); return it.
 
     With ``report=True`` return ``(model, frame)``: :func:`initlab.schemes.initialize_with_report`'s
@@ -220,7 +235,7 @@ def auto_initialize(model: nn.Module, example, *, generator: torch.Generator | N
         rules, rows = _plan(model, graph, example, p)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*'\*'.* matched no parameter")  # no other main weights
-            _, tensors = initialize_with_report(model, rules, generator=generator)
+            _, tensors = initialize_with_report(model, rules, generator=generator, strict=strict)
         if p["mode"] == "empirical":
             _lsuv(model, graph, example, rows, p["tol"], p["max_iters"])
     finally:
@@ -240,7 +255,7 @@ def _initialize_model(module: nn.Module, rules: Any, params: dict, *, own: dict 
     if own is None:
         raise ValueError("auto initializes a whole model from its graph: call initialize(model, 'auto', "
                          "example=batch), not inside a rules mapping")
-    return auto_initialize(module, example, generator=generator, report=report, **{**own, **params})
+    return auto_initialize(module, example, generator=generator, report=report, strict=strict, **{**own, **params})
 
 
 register_model_initializer("auto", _initialize_model)

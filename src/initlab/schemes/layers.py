@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from initlab.core.layer_kinds import RAW_ROLES, fused_blocks, is_norm_like, is_transposed_linear, raw_role
 from initlab.schemes.functions import fan_in_and_fan_out
 from initlab.schemes.parametrized import Slot
 
@@ -81,6 +82,10 @@ class Target:
     recurrent: bool = False  # hidden-to-hidden weight: the ``recurrent`` option applies
     forget: str | None = None  # "ih" / "hh": an LSTM forget-gate bias block (``forget_bias``)
     padding_idx: int | None = None  # Embedding row kept at zero
+    dim: int = 0  # the axis ``rows`` index: 1 for the column blocks of a transposed (in, out) weight
+    default_scheme: str | None = None  # a scheme spec applied when no rule covers it (raw tokens: trunc_normal)
+    keep: bool = False  # covered by keeping the model's own value (a layer scale)
+    why: str = ""  # how the target was recognized, for the report ("transposed linear (in, out)")
 
     @property
     def label(self) -> str:
@@ -107,10 +112,14 @@ def register_layer(*types: type) -> Callable[[Handler], Handler]:
 
 
 def handler_for(module: nn.Module) -> Handler | None:
-    """The handler of the nearest class in ``type(module).__mro__`` that has one."""
+    """The handler of the nearest class in ``type(module).__mro__`` that has one; for a class of another
+    library, the handler of the layer it is recognized as (:mod:`initlab.core.layer_kinds`)."""
     for cls in type(module).__mro__:
         if cls in _HANDLERS:
             return _HANDLERS[cls]
+    for recognize, handler in _RECOGNIZED:
+        if recognize(module):
+            return handler
     return None
 
 
@@ -119,17 +128,51 @@ def handled_types() -> tuple[type, ...]:
     return tuple(_HANDLERS)
 
 
-def layer_targets(module: nn.Module, slots: dict[str, Slot]) -> list[Target]:
-    """Targets of every tensor in ``slots``: the handler's, then "other" for unclaimed ones."""
+def layer_targets(module: nn.Module, slots: dict[str, Slot], leaf: str = "") -> list[Target]:
+    """Targets of every tensor in ``slots``: the handler's, then "other" for unclaimed ones.
+
+    ``leaf`` is the module's own name in its parent (``"c_attn"``): a fused attention input projection
+    by that name (:data:`initlab.core.layer_kinds.FUSED_QKV_NAMES`, output three times its input) gets
+    q, k and v blocks, each with its own fans, as ``MultiheadAttention.in_proj_weight`` does. An
+    unclaimed raw parameter whose name says its role (``cls_token``, ``pos_embed``, a layer scale
+    ``gamma``) gets that role's default (:data:`initlab.core.layer_kinds.RAW_ROLES`).
+    """
     handler = handler_for(module)
     targets = handler(module, slots) if handler else []
+    targets = _split_fused(targets, leaf)
     claimed = {t.name for t in targets}
     for name, slot in slots.items():
         if name not in claimed:
             shape = slot.shape
             fans = fan_in_and_fan_out(shape) if len(shape) >= 2 else None
-            targets.append(Target(name, "other", fans=fans))
+            role = raw_role(name, slot.read())
+            if role is None:
+                targets.append(Target(name, "other", fans=fans))
+            else:
+                scheme, why = RAW_ROLES[role]
+                targets.append(Target(name, "other", fans=fans, default_scheme=scheme, keep=scheme is None, why=why))
     return targets
+
+
+def _split_fused(targets: list[Target], leaf: str) -> list[Target]:
+    weight = next((t for t in targets if t.name == "weight" and t.role == "weight" and t.fans and not t.rows), None)
+    if weight is None or not leaf:
+        return targets
+    fan_in, fan_out = weight.fans
+    if fused_blocks(leaf, fan_in, fan_out) != 3:
+        return targets
+    e = int(fan_out) // 3
+    out = []
+    for t in targets:
+        if t is weight or (t.name == "bias" and t.role == "bias"):
+            for i, part in enumerate("qkv"):
+                out.append(replace(t, rows=(i * e, (i + 1) * e), block=part, dim=t.dim,
+                                   fans=(fan_in, e) if t is weight else None,
+                                   weight=None if t is weight else ("weight", part),
+                                   why=f"fused q, k, v projection ({leaf}): three blocks"))
+        else:
+            out.append(t)
+    return out
 
 
 # --------------------------------------------------------------------------- handlers
@@ -244,6 +287,30 @@ def _attention(module: nn.Module, slots: dict[str, Slot]) -> list[Target]:
             out.append(Target(f"bias_{part}", "bias", weight=refs.get(part)))
     return out
 
+
+def _transposed_linear(module: nn.Module, slots: dict[str, Slot]) -> list[Target]:
+    # transformers' Conv1D: y = x W + b with W stored (in, out); its blocks are columns
+    if "weight" not in slots:
+        return _weight_bias(slots, None)
+    fan_in, fan_out = slots["weight"].shape
+    return _weight_bias(slots, (fan_in, fan_out), dim=1, why="transposed linear: weight stored (in, out)")
+
+
+def _norm_like(module: nn.Module, slots: dict[str, Slot]) -> list[Target]:
+    # an RMS/layer norm of another library, by its role (1-D scales of one length, "norm" or an epsilon)
+    out = []
+    for name in slots:
+        scale = name in ("weight", "scale", "gamma", "g", "alpha")
+        out.append(Target(name, "weight" if scale else "bias", default=1.0 if scale else 0.0,
+                          weight=None if scale else next(((n, "") for n in slots if n in ("weight", "scale", "gamma")), None),
+                          why=f"norm-like {type(module).__name__}: elementwise scale 1, shift 0"))
+    return out
+
+
+_RECOGNIZED: list[tuple[Callable[[nn.Module], bool], Handler]] = [
+    (is_transposed_linear, _transposed_linear),
+    (is_norm_like, _norm_like),
+]
 
 LAYER_TYPES: tuple[type, ...] = handled_types()
 

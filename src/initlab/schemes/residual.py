@@ -61,7 +61,7 @@ def _tensors(model: nn.Module) -> dict[str, _Tensor]:
     from initlab.schemes.apply import _collect
 
     out: dict[str, _Tensor] = {}
-    for mname, m, _slots, targets in _collect(model):
+    for mname, m, _slots, targets in _collect(model)[0]:
         mro = tuple(c.__name__ for c in type(m).__mro__)
         for t in targets:
             q = f"{mname}.{t.name}" if mname else t.name
@@ -209,6 +209,12 @@ def _gpt2(model: nn.Module, *, std: float = 0.02) -> Rules:
 
 _BUILDERS: dict[str, Callable[..., Rules]] = {"fixup": _fixup, "skipinit": _skipinit, "rezero": _rezero, "gpt2": _gpt2}
 MODEL_SCHEMES = tuple(_BUILDERS)
+
+
+def register_model_rules(name: str, builder: Callable[..., Rules]) -> None:
+    """Make the model-level scheme ``name`` (registered with ``register_scheme(name, model_level=True)``) expand
+    to ``builder(model, **params) -> (rules mapping, note per key)`` in ``initialize`` (family presets use it)."""
+    _BUILDERS[name] = builder
 
 
 def fixup_rules(model: nn.Module, *, base: str = "kaiming_normal", mode: str = "fan_in") -> dict[str, Any]:
