@@ -189,6 +189,21 @@ def test_nn_transformer_attention_is_never_written_on_the_meta_path():
     assert cov.count("never written") == 6
 
 
+class Wrapper(nn.Module):
+    """A model inside an adapter without an init of its own: the inner model's init_weights runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = DoubleInit()
+        self.extra = nn.Linear(2, 2)
+
+
+def test_wrapped_model_runs_the_inner_init():
+    cov = coverage(Wrapper)
+    assert cov.path == ("reset_parameters ×3", "inner.init_weights()")
+    assert by_name(cov)["inner.a.weight"].status == "written twice"
+
+
 def test_cli_coverage():
     runner = CliRunner()
     ok = runner.invoke(app, ["audit", "--coverage", "resnet(blocks=1)", "--input-shape", "3,8,8"])

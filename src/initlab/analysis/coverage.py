@@ -8,7 +8,8 @@ init path runs under a ``TorchDispatchMode`` that sees every aten op writing a t
 1. *layer defaults*: ``reset_parameters()`` of every submodule that has one, in ``modules()``
    order (what FSDP's meta materialization and torch's ``reset_parameters`` contract, RFC #104187, call);
 2. *the model's init*: ``init`` if given (a method name or ``fn(model)``), else the root's
-   ``init_weights()`` (timm, transformers, torchtitan), else its ``reset_parameters()``.
+   ``init_weights()`` (timm, transformers, torchtitan) or, in a wrapper, that of each outermost
+   submodule that has one, else the root's ``reset_parameters()``.
 
 A write is an op that sets elements without reading them (``fill_``, ``zero_``, ``normal_``,
 ``uniform_``, ``copy_``, ``out=`` ops, ...); read-modify ops (``mul_``, ``clamp_``, ``erfinv_``)
@@ -233,6 +234,15 @@ def _init_methods(model: nn.Module, mode: _Writes) -> list[tuple[nn.Module, str,
     return wrapped
 
 
+def _outermost(net: nn.Module, method: str) -> list[tuple[str, nn.Module]]:
+    """Modules with ``method`` that no other such module contains (the root alone when it has it)."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, m in net.named_modules():
+        if callable(getattr(m, method, None)) and not any(n == "" or name.startswith(n + ".") for n, _ in found):
+            found.append((name, m))
+    return found
+
+
 def _meta_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose tensors are meta (no values copied), ties and shared storage kept."""
     memo: dict[int, Any] = {}
@@ -334,13 +344,18 @@ def coverage(model: nn.Module | Callable[[], nn.Module], *, init: str | Callable
             if resets:
                 path.append(f"reset_parameters ×{resets}")
             mode.phase = 1
+            owners = _outermost(net, "init_weights")
             with mode.acting(net):
                 if callable(init):
                     init(net)
                     path.append(f"{getattr(init, '__name__', 'init')}(model)")
-                elif init is not None or callable(getattr(net, "init_weights", None)):
-                    getattr(net, init or "init_weights")()
-                    path.append(f"{init or 'init_weights'}()")
+                elif init is not None:
+                    getattr(net, init)()
+                    path.append(f"{init}()")
+                elif owners:  # the model's, or (in a wrapper) each outermost submodel's
+                    for name, m in owners:
+                        m.init_weights()
+                        path.append(f"{name + '.' if name else ''}init_weights()")
                 elif callable(getattr(net, "reset_parameters", None)):
                     net.reset_parameters()
                     path.append("reset_parameters() of the model")
