@@ -1,4 +1,4 @@
-"""Coverage of a model's own initialization: what its init path never writes, writes twice, or unties.
+"""Coverage of a model's own initialization: what its init path never writes, writes twice, unties or loses.
 
 What it does, as on the meta-device path of large-model training (build on ``meta``, allocate,
 initialize): the model is built (a factory) or copied (a model) on ``meta``, given fresh storage
@@ -26,6 +26,9 @@ running, one *call* per invocation, and recorded per element. An element is
   overwrites is the fault RFC #104187 describes;
 * **tied, disagreeing** when tensors that were one storage in the source model (or that the model
   declares tied: transformers' ``all_tied_weights_keys``, or ``ties=``) end up different.
+* **differs from eager** when it ends up drawn from another distribution than in the model built
+  eagerly (std more than 1.5× apart, another constant): its init lives in ``__init__`` (torchvision's
+  ResNet, ``nn.Transformer``), which the meta-device path does not run.
 
 Example:
     >>> cov = coverage(lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
@@ -53,8 +56,9 @@ from initlab.schemes.materialize import materialize, storage_key
 # ops that set their written argument without reading it (the rest of the in-place ops modify it)
 _SETTERS = {"fill_", "zero_", "normal_", "uniform_", "random_", "bernoulli_", "exponential_", "geometric_",
             "log_normal_", "cauchy_", "copy_", "set_", "full_like", "eye", "randn", "rand", "randperm"}
-STATUSES = ("ok", "never written", "partly written", "written twice", "tied, disagreeing")
-COLUMNS = ("tensor", "kind", "shape", "numel", "unwritten", "twice", "overridden", "nan", "writers", "tied_with", "status")
+STATUSES = ("ok", "never written", "partly written", "written twice", "differs from eager", "tied, disagreeing")
+COLUMNS = ("tensor", "kind", "shape", "numel", "unwritten", "twice", "overridden", "nan", "std", "eager_std", "writers",
+           "tied_with", "status")
 PATHS = ("initlab", "to_empty")
 
 
@@ -73,6 +77,9 @@ class TensorCoverage:
     writers: tuple[str, ...]  # modules whose calls last wrote its elements ("(model)" for the root)
     tied_with: tuple[str, ...] = ()  # other names of the same tensor, or declared tied to it
     tie_ok: bool = True  # tied names hold equal values after the init path
+    std: float = math.nan  # after the init path
+    eager_std: float = math.nan  # of the model built eagerly (NaN when not compared)
+    eager_differs: bool = False  # another distribution than the eager build's (an init in __init__ that is lost)
 
     @property
     def status(self) -> str:
@@ -82,7 +89,9 @@ class TensorCoverage:
             return "never written"
         if self.unwritten:
             return "partly written"
-        return "written twice" if self.twice else "ok"
+        if self.twice:
+            return "written twice"
+        return "differs from eager" if self.eager_differs else "ok"
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ class Coverage:
 
         rows = [{"tensor": t.tensor, "kind": t.kind, "shape": "×".join(map(str, t.shape)) or "scalar", "numel": t.numel,
                  "unwritten": t.unwritten, "twice": t.twice, "overridden": t.overridden, "nan": t.nan,
-                 "writers": ", ".join(t.writers), "tied_with": ", ".join(t.tied_with), "status": t.status}
+                 "std": t.std, "eager_std": t.eager_std, "writers": ", ".join(t.writers), "tied_with": ", ".join(t.tied_with), "status": t.status}
                 for t in self.tensors]
         return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -283,7 +292,7 @@ def _tensor_groups(model: nn.Module) -> tuple[dict[int, list[tuple[str, str, Ten
 
 
 def coverage(model: nn.Module | Callable[[], nn.Module], *, init: str | Callable[[nn.Module], Any] | None = None,
-             ties: Sequence[Sequence[str]] = (), materialize_with: str = "initlab") -> Coverage:
+             ties: Sequence[Sequence[str]] = (), materialize_with: str = "initlab", eager: bool = True) -> Coverage:
     """Run a model's own init path on fresh storage and report what it never writes, writes twice or unties.
 
     Args:
@@ -296,19 +305,29 @@ def coverage(model: nn.Module | Callable[[], nn.Module], *, init: str | Callable
             found in the source model and to transformers' declared ties).
         materialize_with: ``"initlab"`` (keeps ties) or ``"to_empty"`` (``torch.nn.Module.to_empty``,
             which gives each module slot its own tensor: run it to see what plain ``to_empty`` breaks).
+        eager: also compare each tensor with the model built eagerly (the factory called on the CPU,
+            global RNG state restored afterwards; or the given model's current values): a tensor
+            whose distribution differs (std off by more than 1.5×, another constant, a random
+            tensor that was constant) was initialized in ``__init__`` by code the init path does
+            not run. Pass False for a trained model or to skip the second build.
 
     Raises:
         ValueError: ``init`` names no method of the model, or an unknown ``materialize_with``.
         TypeError: ``model`` is neither a module nor a callable returning one.
     """
     as_choice("materialize_with", materialize_with, PATHS)
+    reference = None
     if isinstance(model, nn.Module):
         net = _meta_copy(model)
+        reference = model if eager else None
     elif callable(model):
         with torch.device("meta"):
             net = model()
         if not isinstance(net, nn.Module):
             raise TypeError(f"the model factory returned {type(net).__name__}, not an nn.Module")
+        if eager:
+            with torch.random.fork_rng(devices=[]):
+                reference = model()
     else:
         raise TypeError(f"coverage needs an nn.Module or a factory returning one, got {type(model).__name__}")
     if isinstance(init, str) and not callable(getattr(net, init, None)):  # a value error: the name, not its type
@@ -362,10 +381,12 @@ def coverage(model: nn.Module | Callable[[], nn.Module], *, init: str | Callable
     finally:
         for m, attr, _ in wrapped:
             m.__dict__.pop(attr, None)
-    return Coverage(type(net).__name__, tuple(path), _rows(net, mode, source_groups, ties), materialize_with)
+    ref = {} if reference is None else {n: t.detach() for n, t in [*reference.named_parameters(remove_duplicate=False),
+                                                                    *reference.named_buffers(remove_duplicate=False)]}
+    return Coverage(type(net).__name__, tuple(path), _rows(net, mode, source_groups, ties, ref), materialize_with)
 
 
-def _rows(net: nn.Module, mode: _Writes, source_groups, ties) -> tuple[TensorCoverage, ...]:
+def _rows(net: nn.Module, mode: _Writes, source_groups, ties, ref: dict[str, Tensor]) -> tuple[TensorCoverage, ...]:
     groups, key_of = _tensor_groups(net)
     tie_sets: list[set[str]] = [{n for n, *_ in members} for members in source_groups.values() if len(members) > 1]
     tie_sets += [set(g) for g in _declared_ties(net, ties) if all(n in key_of for n in g)]
@@ -386,10 +407,39 @@ def _rows(net: nn.Module, mode: _Writes, source_groups, ties) -> tuple[TensorCov
         writers = tuple(mode.names[mode.calls[c][0]] or "(model)" for c in torch.unique(last).tolist() if c >= 0)
         nan = int(torch.isnan(t).sum()) if t.is_floating_point() else 0
         unwritten = int((last == -1).sum()) if track is not None else (t.numel() if nan == t.numel() else 0)
+        other = ref.get(name)
         rows.append(TensorCoverage(name, kind, tuple(t.shape), t.numel(), unwritten, int(twice.sum()),
                                    int(overridden.sum()), nan, writers, tuple(names[1:]) + tuple(sorted(partners)),
-                                   tie_ok))
+                                   tie_ok, _std(t), _std(other) if other is not None else math.nan,
+                                   other is not None and _differs(other, t.detach())))
     return tuple(rows)
+
+
+def _std(t: Tensor) -> float:
+    return float(t.detach().double().std()) if t.is_floating_point() and t.numel() > 1 else math.nan
+
+
+def _differs(ref: Tensor, got: Tensor) -> bool:
+    """Whether ``got`` (after the init path) is drawn from another distribution than ``ref`` (the eager build).
+
+    Constant tensors must match exactly; random ones (16 elements or more) differ when their stds
+    are more than 1.5× apart or their means more than half a std; smaller random ones are not judged.
+    """
+    if ref.shape != got.shape or ref.dtype != got.dtype:
+        return True
+    if not ref.is_floating_point():
+        return not torch.equal(ref, got)
+    r, g = ref.double(), got.double()
+    if torch.isnan(g).any() or torch.isnan(r).any():
+        return False  # never written (its own status) or NaN by design
+    if r.numel() < 2:
+        return not torch.equal(r, g)
+    sr, sg = float(r.std()), float(g.std())
+    if sr == 0 or sg == 0:
+        return not torch.equal(r, g)
+    if r.numel() < 16:
+        return False
+    return max(sr / sg, sg / sr) > 1.5 or abs(float(r.mean()) - float(g.mean())) > 0.5 * sr
 
 
 def _same(a: Tensor, b: Tensor) -> bool:

@@ -30,7 +30,8 @@ def audit(
     symmetry: str = typer.Option("exact", help="Unit symmetry check: exact (bit-equal units, fast) | full (with tolerance and "
                                                "max cosine: units² distances per layer) | none."),
     coverage: bool = typer.Option(False, "--coverage", help="Instead: run the model's own init (reset_parameters, "
-                                  "init_weights) on fresh storage and list tensors it never writes, writes twice or unties."),
+                                  "init_weights) on fresh storage and list tensors it never writes, writes twice, unties or draws otherwise "
+                                  "than the eager build (exit status 1 when it finds any)."),
 ):
     """How would each init treat this model? Forward and backward signal per layer, flags and a recommendation."""
     if coverage:
@@ -77,13 +78,14 @@ def _print_coverage(result: Coverage) -> None:
     rows = result.faults
     table = Table(title=escape(f"{result.model}: its own init on fresh storage"),
                   caption=escape("unwritten: elements no init call wrote; twice: elements a later call overwrote "
-                                 "(not a later phase, an enclosing module or a co-owner of a tied tensor)"))
+                                 "(not a later phase, an enclosing module or a co-owner of a tied tensor); std: after "
+                                 "the init path (of the model built eagerly)"))
     for col, just in (("tensor", "left"), ("shape", "right"), ("unwritten", "right"), ("twice", "right"),
-                      ("written by", "left"), ("tied with", "left"), ("status", "left")):
+                      ("std (eager)", "right"), ("written by", "left"), ("tied with", "left"), ("status", "left")):
         table.add_column(col, justify=just)
     for t in rows:
         table.add_row(Text(t.tensor), "×".join(map(str, t.shape)) or "scalar", str(t.unwritten), str(t.twice),
-                      Text(", ".join(t.writers) or "—"), Text(", ".join(t.tied_with)),
+                      f"{sci(t.std)} ({sci(t.eager_std)})", Text(", ".join(t.writers) or "—"), Text(", ".join(t.tied_with)),
                       Text(t.status, style="green" if t.status == "ok" else "red"))
     if rows:
         console.print(table)
