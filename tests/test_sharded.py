@@ -150,4 +150,21 @@ def test_refusals():
         net = nn.Linear(3, 3)
     with pytest.raises(ValueError, match="meta device.*to_empty"):
         initialize_sharded(net, "he", seed=0)
+    with pytest.raises(ValueError, match="'weight' is computed from others"):
+        initialize_sharded(nn.utils.parametrizations.weight_norm(nn.Linear(4, 4)), "he", seed=0)
 
+
+
+def test_transformers_gpt2_is_covered_like_initialize():
+    transformers = pytest.importorskip("transformers")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = transformers.GPT2Config(n_layer=1, n_embd=64, n_head=2, vocab_size=512, n_positions=64,
+                                      bos_token_id=0, eos_token_id=0)
+        a, b = transformers.GPT2LMHeadModel(cfg), transformers.GPT2LMHeadModel(cfg)
+        initialize_sharded(a, "he", seed=0)
+        initialize(b, "he", generator=torch.Generator().manual_seed(0))
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):  # Conv1D weights are (in, out): same fans
+        sa, sb = float(pa.detach().std()), float(pb.detach().std())
+        assert sa == pytest.approx(sb, rel=0.1, abs=1e-6), name
+    assert a.lm_head.weight is a.transformer.wte.weight

@@ -30,7 +30,7 @@ in memory (one at a time) and the redundant draw on every rank.
 
 The values are *not* those of ``initialize(model, generator=torch.Generator().manual_seed(seed))``:
 torch's generator is a sequential stream, which a shard cannot enter in the middle. Whole-model
-schemes that run the model (auto, lsuv) are refused; parametrized weights are too.
+schemes that run the model (auto, lsuv) are refused; parametrized weights (weight_norm, spectral_norm) are too.
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from initlab.core.checks import MAX_INT, as_int
 from initlab.schemes.apply import initialize, needs_example
 from initlab.schemes.materialize import keep_meta, storage_key
+from initlab.schemes.parametrized import module_slots
 
 _MASK = np.uint64(0xFFFFFFFF)
 _RANDOM = {"uniform_", "normal_", "trunc_normal_"}
@@ -371,6 +372,11 @@ def initialize_sharded(model: nn.Module, rules: Any, *, seed: int, recurrent: An
     if needs_example(rules):
         raise ValueError("initialize_sharded draws each shard without running the model; schemes that read the model "
                          "on an example batch (auto, lsuv) need it whole: initialize a materialized copy instead")
+    derived = [f"{n}.{k}" if n else k for n, m in model.named_modules() for k, slot in module_slots(m).items()
+               if slot.kind != "parameter"]
+    if derived:
+        raise ValueError(f"initialize_sharded writes parameters directly, but {derived[0]!r} is computed from others "
+                         "(weight_norm, spectral_norm, a parametrization); initialize that model with initialize instead")
     on_meta = [n for n, p in model.named_parameters() if _local(p)[0].is_meta]
     if on_meta:
         raise ValueError(f"{type(model).__name__} has {len(on_meta)} parameter(s) on the meta device ({on_meta[0]}, ...); "
