@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from initlab.analysis.audit_run import DEFAULT_CANDIDATES, run_audit
+from initlab.analysis.coverage import Coverage, model_coverage
 from initlab.cli.common import OUT_HELP, REPORT_HELP, console, fail, one_line, sci, write_html_report
 
 
@@ -28,8 +29,19 @@ def audit(
     jacobian: bool = typer.Option(False, help="Also take each candidate's input-output Jacobian spectrum (slow on large convnets)."),
     symmetry: str = typer.Option("exact", help="Unit symmetry check: exact (bit-equal units, fast) | full (with tolerance and "
                                                "max cosine: units² distances per layer) | none."),
+    coverage: bool = typer.Option(False, "--coverage", help="Instead: run the model's own init (reset_parameters, "
+                                  "init_weights) on fresh storage and list tensors it never writes, writes twice, unties or draws otherwise "
+                                  "than the eager build (exit status 1 when it finds any)."),
 ):
     """How would each init treat this model? Forward and backward signal per layer, flags and a recommendation."""
+    if coverage:
+        try:
+            with console.status(escape(f"running the own init of {model}…")):
+                result = model_coverage(model, dataset=dataset, input_shape=input_shape, classes=classes)
+        except ValueError as e:
+            fail(str(e))
+        _print_coverage(result)
+        raise typer.Exit(1 if result.faults else 0)
     try:
         with console.status(escape(f"auditing {model}…")) as status:
             def progress(done: int, total: int, scheme: str) -> None:
@@ -59,3 +71,22 @@ def audit(
     console.print(Text(f"recommended: {report.recommended}: {report.reason}"))
     console.print(Text(f"wrote {one_line(str(out_dir))}/: summary.csv audit.csv " + " ".join(p.name for p in run.files)))
     write_html_report(report_html, out_dir)
+
+
+def _print_coverage(result: Coverage) -> None:
+    """The rows with a fault, then the one-line summary."""
+    rows = result.faults
+    table = Table(title=escape(f"{result.model}: its own init on fresh storage"),
+                  caption=escape("unwritten: elements no init call wrote; twice: elements a later call overwrote "
+                                 "(not a later phase, an enclosing module or a co-owner of a tied tensor); std: after "
+                                 "the init path (of the model built eagerly)"))
+    for col, just in (("tensor", "left"), ("shape", "right"), ("unwritten", "right"), ("twice", "right"),
+                      ("std (eager)", "right"), ("written by", "left"), ("tied with", "left"), ("status", "left")):
+        table.add_column(col, justify=just)
+    for t in rows:
+        table.add_row(Text(t.tensor), "×".join(map(str, t.shape)) or "scalar", str(t.unwritten), str(t.twice),
+                      f"{sci(t.std)} ({sci(t.eager_std)})", Text(", ".join(t.writers) or "—"), Text(", ".join(t.tied_with)),
+                      Text(t.status, style="green" if t.status == "ok" else "red"))
+    if rows:
+        console.print(table)
+    console.print(Text(result.summary()), soft_wrap=True)

@@ -22,6 +22,7 @@ from initlab.core.checks import as_module
 from initlab.schemes.functions import _check_number, declared_fans
 from initlab.schemes.infer import infer_targets
 from initlab.schemes.layers import UNSUPPORTED, Target, handler_for, is_lazy, layer_targets
+from initlab.schemes.materialize import materialize_for_init
 from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
 from initlab.schemes.registry import Scheme, _init_bias
 from initlab.schemes.residual import annotate, expand
@@ -322,6 +323,7 @@ def initialize(
     forget_bias: float | None = None,
     strict: bool = False,
     example: Any = None,
+    device: torch.device | str | None = None,
     **params: Any,
 ) -> nn.Module:
     """Initialize every parametrized layer of ``module`` in place by ``rules``; return the module.
@@ -356,6 +358,9 @@ def initialize(
             block is set to 0, so the sum the gate sees is ``forget_bias``).
         strict: raise ValueError instead of warning when a parameter is uncovered or a rule key
             matches nothing.
+        device: where a model with tensors on the ``meta`` device is materialized before it is
+            initialized (default: the generator's device); bit-identical to the same model built
+            there eagerly: see :mod:`initlab.schemes.materialize`.
         **params: scheme parameters, overriding those in a single scheme.
 
     Raises:
@@ -369,6 +374,7 @@ def initialize(
         >>> initialize(nn.LSTM(8, 16), "xavier", recurrent="orthogonal", forget_bias=1.0, generator=g)
     """
     as_module("module", module)
+    module = materialize_for_init(module, generator, device)  # meta tensors get memory first (schemes/materialize)
     rules, params, _ = _model_level(module, rules, params)
     owner = model_initializer(rules)
     if owner is not None:
@@ -455,6 +461,7 @@ def initialize_with_report(
     forget_bias: float | None = None,
     strict: bool = False,
     example: Any = None,
+    device: torch.device | str | None = None,
     **params: Any,
 ):
     """``initialize``, returning ``(module, report)``: one row per tensor or block.
@@ -468,6 +475,7 @@ def initialize_with_report(
     spectral_norm's rescaling, padding rows, forget gates, why a class is unsupported).
     """
     as_module("module", module)
+    module = materialize_for_init(module, generator, device)  # meta tensors get memory first (schemes/materialize)
     rules, params, notes = _model_level(module, rules, params)
     owner = model_initializer(rules)
     if owner is not None:
