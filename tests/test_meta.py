@@ -129,3 +129,14 @@ def test_errors():
     with pytest.raises(ValueError, match="audit runs the model forward.*meta device.*initialize"):
         require_materialized(net, "audit")
     require_materialized(nn.Linear(2, 2), "audit")  # a materialized model passes
+
+
+def test_audit_and_probe_refuse_a_meta_model_in_one_line():
+    import initlab
+
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x = torch.randn(3, 4)
+    for call in (lambda: initlab.audit(model, x), lambda: initlab.probe(model, x)):
+        with pytest.raises(ValueError, match=r"meta device .*initialize\(model, scheme, device=\.\.\.\)"):
+            call()

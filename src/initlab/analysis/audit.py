@@ -51,6 +51,7 @@ from initlab.graph import read_graph
 from initlab.models import arch_text
 from initlab.plots.compare import plt, save_figure
 from initlab.schemes import initialize, needs_example, parse_scheme_list
+from initlab.schemes.materialize import require_materialized
 from initlab.training.memory import available_bytes, format_bytes
 
 DEFAULT_CANDIDATES = ("auto", "he", "xavier", "pytorch_default")
@@ -431,6 +432,7 @@ def audit(model: nn.Module, example, schemes: Sequence[str] | None = None, *,
     candidates = parse_scheme_list(list(schemes) if schemes is not None else list(DEFAULT_CANDIDATES),
                                    allow={OWN_INIT})
     name = name or type(model).__name__
+    require_materialized(model, "audit")
     x = first_tensor(example)
     if symmetry not in SYMMETRY_MODES:
         raise ValueError(f"unknown symmetry mode {symmetry!r}; choose from: {', '.join(SYMMETRY_MODES)}")

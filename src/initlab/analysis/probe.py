@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from initlab.schemes.materialize import require_materialized
+
 __all__ = ["Probe", "probe", "probe_stats", "neuron_symmetry", "layer_symmetry", "effective_rank",
            "RELU_FAMILY", "SATURATING"]
 
@@ -294,6 +296,7 @@ def probe(model: nn.Module, inputs: Tensor, targets: Tensor | None = None, *,
     A NaN or inf loss (an overflowed network) is not an error: gradients are still taken and are
     then NaN/inf.
     """
+    require_materialized(model, "probe")
     params = [p for p in model.parameters() if p.requires_grad]
     with Probe(model, histograms=histograms, bins=bins, symmetry=symmetry) as p:
         with torch.enable_grad():
