@@ -240,3 +240,15 @@ def test_unknown_layer_types_get_fans_inferred_from_one_forward_or_are_named():
     assert float(model[0].weight.detach().std()) == pytest.approx(math.sqrt(2 / 300), rel=0.05)
     assert float(model[2].weight.detach().std()) == pytest.approx(math.sqrt(2 / 200), rel=0.05)
     assert bool((model[0].bias == 0).all())
+
+
+def test_compare_runs_the_honest_protocol_on_a_library_model(tmp_path):
+    """--model timm:NAME: a fresh library model per run (its own init under "none", seeded), trained and
+    evaluated like any zoo model; the two runs of one seed differ only by their init."""
+    result = initlab.compare(inits=["none", "he"], dataset="digits", epochs=1, seeds=1, model="timm:resnet10t(stem_width=8)",
+                             out=tmp_path / "c", probe=False)
+    runs = result.runs.set_index("init")
+    assert set(runs.status) == {"done"}
+    final = result.metrics[result.metrics.epoch == 1].set_index("init")
+    assert final.test_acc.between(0, 1).all() and final.test_loss.notna().all()
+    assert final.loc["none", "test_loss"] != final.loc["he", "test_loss"]
