@@ -252,3 +252,15 @@ def test_compare_runs_the_honest_protocol_on_a_library_model(tmp_path):
     final = result.metrics[result.metrics.epoch == 1].set_index("init")
     assert final.test_acc.between(0, 1).all() and final.test_loss.notna().all()
     assert final.loc["none", "test_loss"] != final.loc["he", "test_loss"]
+
+
+def test_audit_says_why_a_flag_is_out_of_reach_of_a_scalar_init():
+    convnext, example = build("timm:convnext_atto")
+    report = initlab.audit(convnext, example, ["he"])
+    assert any("layer scale" in n and "by design" in n for n in report.notes)
+    resnet, example = build("torchvision:resnet18")
+    for m in resnet.modules():  # torchvision's zero_init_residual
+        if type(m).__name__ == "BasicBlock":
+            nn.init.zeros_(m.bn2.weight)
+    notes = initlab.audit(resnet, example, ["none"]).notes
+    assert any("zero_init_last" in n for n in notes)

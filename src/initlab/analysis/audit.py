@@ -45,7 +45,7 @@ from torch import nn
 from initlab.analysis.jacobian import jacobian_spectrum
 from initlab.analysis.probe import RELU_FAMILY, SATURATING, SYMMETRY_MODES, probe
 from initlab.core import theory
-from initlab.core.layer_kinds import is_transposed_linear
+from initlab.core.layer_kinds import is_transposed_linear, raw_role
 from initlab.core.display import html_of
 from initlab.graph import read_graph
 from initlab.models import arch_text
@@ -148,6 +148,7 @@ class AuditReport:
     recommended: str | None
     reason: str
     profile: pd.DataFrame = field(repr=False, default=None)  # all probe rows, with a ``scheme`` column
+    notes: tuple[str, ...] = ()  # what in the model puts a flag out of reach of any scalar init, and why
 
     def __repr__(self) -> str:
         return (f"<AuditReport: {self.model_name} under {len(self.candidates)} schemes "
@@ -492,7 +493,45 @@ def audit(model: nn.Module, example, schemes: Sequence[str] | None = None, *,
         progress(len(candidates), len(candidates), "")
     recommended, reason = _recommend(results)
     profile = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return AuditReport(name, results, recommended, reason, profile)
+    return AuditReport(name, results, recommended, reason, profile, model_notes(model, results))
+
+
+LAYER_SCALE_SMALL = 1e-3  # a layer scale below this keeps its branch (and its gradient) ~off at init
+
+
+def model_notes(model: nn.Module, results: Mapping[str, SchemeAudit]) -> tuple[str, ...]:
+    """Why some flags are out of reach of any scalar init on this model (shown under the audit's table).
+
+    * layer scales (timm LayerScale, ConvNeXt's ``gamma``) kept small by the model multiply each residual
+      branch: the gradient reaching the branch's weights is that small too, under every init;
+    * norm scales the model's own init set to zero (``zero_init_last``): those branches start at 0 and their
+      last layers get no gradient (a gradient ratio of inf is then by design);
+    * BatchNorm after the convs: a layer's weight gradient scales as 1/‖W‖ (the norm removes the weight's
+      scale) and grows with the positions it sees, so a first/last gradient ratio far from 1 comes from the
+      architecture (many positions at the stem, few at the last block), not from the init's scale.
+    """
+    notes = []
+    scales = [(n, float(p.detach().abs().max())) for n, p in model.named_parameters()
+              if p.dim() == 1 and raw_role(n.rpartition(".")[2], p) == "layer scale" and p.numel()]
+    small = [n for n, v in scales if v < LAYER_SCALE_SMALL]
+    if small:
+        notes.append(f"{len(small)} layer scale(s) (e.g. {small[0]} = {dict(scales)[small[0]]:.1g}) are kept at the model's "
+                     "own small value: each multiplies its residual branch, so the gradient reaching the branch's "
+                     "weights is that small under every init (a large gradient ratio is by design)")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    zeros = [m for m in norms if isinstance(m.weight, torch.Tensor) and not m.weight.is_meta
+             and bool((m.weight == 0).all())]
+    if zeros:
+        notes.append(f"the model's own init sets {len(zeros)} norm scale(s) to 0 (zero_init_last): those branches start "
+                     "at 0 and their last layers get no gradient at init (a gradient ratio of inf under 'none' is by "
+                     "design); other candidates reset them to 1")
+    grad_flags = any(a.error is None and ("grad exploding" in " ".join(a.flags) or "grad vanishing" in " ".join(a.flags))
+                     for a in results.values())
+    if norms and grad_flags:
+        notes.append("BatchNorm follows the convolutions: a layer's weight gradient scales as 1/‖W‖ and grows with the "
+                     "positions it sees, so a first/last gradient ratio far from 1 comes from the architecture (many "
+                     "positions at the stem, few at the last block), not from the scale an init draws")
+    return tuple(notes)
 
 
 def check_mlp_memory(sizes: Sequence[int], batch: int) -> int:

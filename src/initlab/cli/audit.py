@@ -69,6 +69,8 @@ def audit(
                       Text(r.flags or "healthy", style="green" if not r.flags else "yellow"))
     console.print(table)
     console.print(Text(f"recommended: {report.recommended}: {report.reason}"))
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="dim"))
     console.print(Text(f"wrote {one_line(str(out_dir))}/: summary.csv audit.csv " + " ".join(p.name for p in run.files)))
     write_html_report(report_html, out_dir)
 
