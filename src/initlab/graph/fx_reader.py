@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torch.fx as fx
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
@@ -184,6 +185,10 @@ def _read_traced(model: nn.Module, args: tuple, kwargs: dict) -> ModelGraph:
     return _FxReader(model, graph, tracer.values).read()
 
 
+_NORM_FUNCTIONS = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm} | (
+    {F.rms_norm} if hasattr(F, "rms_norm") else set())
+
+
 class _Composite:
     """An elementwise function read from the graph as a run of ops from one entry (x * sigmoid(x))."""
 
@@ -320,6 +325,17 @@ class _FxReader:
             return operator.methodcaller(_ACT_METHODS[n.target]), name, known
         return _Composite(self.root, s, nodes, name), name, known
 
+    def _norm_of(self, n: fx.Node) -> str | None:
+        """The module name of a norm node: a norm module, or a functional norm (timm's BatchNormAct2d calls
+        F.batch_norm in its forward) whose weight is a module's attribute."""
+        if n.op == "call_module":
+            return n.target if is_norm_module(self._module(n)) else None
+        if n.op == "call_function" and n.target in _NORM_FUNCTIONS:
+            for a in (*n.args, *n.kwargs.values()):
+                if isinstance(a, fx.Node) and a.op == "get_attr" and a.target.endswith(".weight"):
+                    return a.target.rpartition(".")[0]
+        return None
+
     def _walk(self, start: fx.Node) -> dict[str, Any]:
         """Follow ``start``'s output through pass-through ops, adds and concats up to weight layers."""
         act = nonelem = out_through = norm = None
@@ -341,9 +357,8 @@ class _FxReader:
                 if kind == "struct":
                     stack.append((u, through, after, branch))
                 elif kind in ("pass", "add", "cat"):
-                    if (norm is None and not after and kind == "pass" and u.op == "call_module"
-                            and "add" not in through and "cat" not in through and is_norm_module(self._module(u))):
-                        norm = u.target
+                    if norm is None and not after and kind == "pass" and "add" not in through and "cat" not in through:
+                        norm = self._norm_of(u)
                     into_stream = u in self.stream_input and self.stream_input[u] is not n
                     stack.append((u, through + ((self._label(u) if kind == "pass" else kind),), after,
                                   branch or into_stream))
