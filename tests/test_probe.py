@@ -160,3 +160,21 @@ def test_initlab_probe_is_callable_and_still_a_module():
     b = module.probe(model, x, y)
     pd.testing.assert_frame_equal(a, b)
     assert module.neuron_symmetry is initlab.neuron_symmetry
+
+
+def test_distinct_rows_counts_bit_equal_units_like_neuron_symmetry_without_tolerance():
+    from initlab.analysis.probe import distinct_rows
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(50, 30, generator=g)
+    assert distinct_rows(w)["distinct_units"] == 50
+    assert distinct_rows(torch.zeros(50, 30))["distinct_units"] == 1
+    w[7] = w[3]
+    w[9] = w[3]
+    assert distinct_rows(w)["distinct_units"] == 48
+    assert distinct_rows(w, bias=torch.arange(50.0))["distinct_units"] == 50  # the bias tells them apart
+    w[0, 0] = float("nan")
+    assert math.isnan(distinct_rows(w)["distinct_units"])
+    big = torch.full((4, 3), 3e38)
+    big[1] = -3e38  # finite, but their projections overflow: decided on the rows themselves
+    assert distinct_rows(big)["distinct_units"] == 2
