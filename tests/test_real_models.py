@@ -264,3 +264,20 @@ def test_audit_says_why_a_flag_is_out_of_reach_of_a_scalar_init():
             nn.init.zeros_(m.bn2.weight)
     notes = initlab.audit(resnet, example, ["none"]).notes
     assert any("zero_init_last" in n for n in notes)
+
+
+@pytest.mark.parametrize("name,n_proj", [("hf:gpt2", 4), ("hf:llama", 4), ("hf:bert", 4), ("timm:vit_tiny", 24)])
+def test_megatron_scales_the_residual_projections_by_one_over_sqrt_2L(name, n_proj):
+    from initlab.schemes.presets import residual_projections
+
+    model, _ = build(name)
+    finals = residual_projections(model)
+    assert len(finals) == n_proj
+    layers = n_proj // 2
+    initlab.initialize(model, "megatron(std=0.02)", generator=torch.Generator().manual_seed(0), strict=True)
+    params = dict(model.named_parameters())
+    for key in finals:
+        w = params[key].detach()
+        assert float(w.std()) == pytest.approx(0.02 / math.sqrt(2 * layers), rel=6 / math.sqrt(2 * w.numel()))
+    other = next(p for n, p in params.items() if p.dim() == 2 and n not in finals)
+    assert float(other.detach().std()) == pytest.approx(0.02, rel=6 / math.sqrt(2 * other.numel()))

@@ -12,6 +12,12 @@
   Xavier uniform Linear weights (the fused qkv as one matrix), MLP biases N(0, 1e-6²), LeCun normal
   convs, the head zero; ``jax_nlhb`` as jax with the head bias −log C; ``moco``: Xavier uniform with
   q, k, v as three matrices.
+* ``megatron(std=0.02, scaled=True)``: Megatron-LM's ``init_method_normal`` / ``scaled_init_method_normal``:
+  every weight N(0, std²), biases 0, norms 1 and 0, and with ``scaled`` each residual branch's output
+  projection N(0, (std/√(2L))²) for L layers. The projections come from ``ResidualInfo`` or, for library
+  transformers, their names (``RESIDUAL_PROJECTIONS``: GPT-2's ``attn.c_proj``/``mlp.c_proj``, Llama's
+  ``o_proj``/``down_proj``, ViT's ``attn.proj``/``mlp.fc2``, T5's ``o``/``wo``, BERT's ``output.dense``),
+  L from the config (``n_layer``, ``num_hidden_layers``, ``num_layers``) or half their count.
 * ``torchvision_resnet(zero_init_residual=False)``: torchvision's ResNet: convs Kaiming normal with
   fan_out (gain √2), BatchNorm 1 and 0, the classifier torch's default; ``zero_init_residual=True``
   zeroes the last BN γ of every residual block (``bn3`` of a Bottleneck, ``bn2`` of a BasicBlock).
@@ -28,9 +34,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from initlab.core.layer_kinds import is_transposed_linear
 from initlab.schemes.functions import kaiming_normal_, normal_
 from initlab.schemes.registry import register_scheme
 from initlab.schemes.residual import Rules, register_model_rules
+from initlab.schemes.structure import residual_info
 
 TIMM_VIT_MODES = ("default", "jax", "jax_nlhb", "moco")
 
@@ -118,6 +126,46 @@ def _timm_vit(model: nn.Module, *, mode: str = "default") -> Rules:
     return _present(model, rules), notes
 
 
+# leaf-name patterns of the residual branches' output projections in library transformers
+RESIDUAL_PROJECTIONS = ("attn.c_proj", "mlp.c_proj", "self_attn.o_proj", "mlp.down_proj", "attn.proj", "mlp.fc2",
+                        "SelfAttention.o", "EncDecAttention.o", "DenseReluDense.wo", "output.dense", "self_attn.out_proj", "mlp.dense_4h_to_h", "attention.dense")
+
+
+def residual_projections(model: nn.Module) -> list[str]:
+    """Qualified weight names of the residual branches' output projections: from ``ResidualInfo`` when the model
+    has one, else by the names of ``RESIDUAL_PROJECTIONS`` (BERT's ``intermediate`` is never one)."""
+    info = residual_info(model)
+    if info is not None and info.branches:
+        return [f"{layer}.weight" for layer in info.branch_final]
+    out = []
+    for name, m in model.named_modules():
+        if (isinstance(m, nn.Linear) or is_transposed_linear(m)) and name.endswith(RESIDUAL_PROJECTIONS):
+            out.append(f"{name}.weight")
+    return out
+
+
+def _megatron(model: nn.Module, *, std: float = 0.02, scaled: bool = True) -> Rules:
+    std = _positive("megatron", "std", std)
+    if not isinstance(scaled, bool):
+        raise ValueError(f"megatron parameter scaled must be true or false, got {scaled!r}")
+    rules: dict[str, Any] = {"*": f"normal(std={std!r})", "Embedding": f"normal(std={std!r})",
+                             "Conv1D": f"normal(std={std!r})"}
+    notes = {"*": f"megatron: init_method_normal N(0, {std:g}²)"}
+    if scaled:
+        finals = residual_projections(model)
+        if not finals:
+            raise ValueError(f"megatron(scaled=true) needs the residual projections: {type(model).__name__} has no "
+                             "ResidualInfo and no layer named like one of initlab.schemes.presets.RESIDUAL_PROJECTIONS; "
+                             "use megatron(scaled=false) or name them in a rules mapping")
+        cfg = _config(model)
+        layers = next((int(v) for k in ("n_layer", "num_hidden_layers", "num_layers")
+                       if isinstance(v := getattr(cfg, k, None), int) and v > 0), max(1, len(finals) // 2))
+        proj = f"normal(std={std / math.sqrt(2 * layers)!r})"
+        for key in finals:
+            rules[key], notes[key] = proj, f"megatron: scaled_init_method_normal, std {std:g}/√(2·{layers})"
+    return _present(model, rules), notes
+
+
 def _torchvision_resnet(model: nn.Module, *, zero_init_residual: bool = False) -> Rules:
     if not isinstance(zero_init_residual, bool):
         raise ValueError(f"torchvision_resnet parameter zero_init_residual must be true or false, got {zero_init_residual!r}")
@@ -145,6 +193,7 @@ def _positive(scheme: str, name: str, v: Any) -> float:
 register_model_rules("hf", _hf)
 register_model_rules("timm_vit", _timm_vit)
 register_model_rules("torchvision_resnet", _torchvision_resnet)
+register_model_rules("megatron", _megatron)
 
 
 @register_scheme("hf", model_level=True)
@@ -166,6 +215,16 @@ def timm_vit_(weight: Tensor, *, generator: torch.Generator | None = None, mode:
     if mode not in TIMM_VIT_MODES:
         raise ValueError(f"unknown timm_vit mode {mode!r}; choose from: {', '.join(TIMM_VIT_MODES)}")
     return normal_(weight, std=0.02, generator=generator)
+
+
+@register_scheme("megatron", model_level=True)
+def megatron_(weight: Tensor, *, generator: torch.Generator | None = None, std: float = 0.02,
+              scaled: bool = True) -> Tensor:
+    """Megatron-LM's init: N(0, std²) weights, residual output projections N(0, (std/√(2L))²) with ``scaled``.
+
+    A model-level scheme (see the module docstring); called on one tensor it draws N(0, std²).
+    """
+    return normal_(weight, std=_positive("megatron", "std", std), generator=generator)
 
 
 @register_scheme("torchvision_resnet", model_level=True)
