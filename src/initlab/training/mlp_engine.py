@@ -262,6 +262,29 @@ class BatchedPopulation:
             res.step_losses = np.concatenate(chunks[k]) if chunks[k] else np.zeros(0)
         return results
 
+    def stepper(self, x_train: torch.Tensor, y_train: torch.Tensor) -> Callable[[], None]:
+        """A function that takes one optimizer step of every model as :meth:`train` takes it (the
+        gather of each model's batch, then the step), on fixed batches: model k's batch is rows
+        k·B … k·B+B−1 of ``x_train`` (modulo its length). What :mod:`initlab.training.choice` times;
+        it moves this population's parameters, so use it on a population built for the purpose."""
+        cfg, dev = self.config, self.device
+        x_train, y_train = x_train.to(dev), y_train.to(dev)
+        kk, n = len(self.index), x_train.shape[0]
+        idx = torch.arange(kk * min(cfg.batch_size, n), device=dev) % n  # no generator: no RNG stream is touched
+        state = self._new_state()
+        alive = torch.ones(kk, dtype=torch.bool, device=dev)
+        losses = torch.empty(kk, device=dev)
+        count = [0]
+
+        @torch.no_grad()
+        def step() -> None:
+            count[0] += 1
+            xb = x_train.index_select(0, idx).view(kk, -1, *x_train.shape[1:])
+            yb = y_train.index_select(0, idx).view(kk, -1)
+            self._step(xb, yb, alive, count[0], state, losses)
+
+        return step
+
 
 class Population(BatchedPopulation):
     """K MLPs of one layout, parameters stacked on a leading model axis, trained together.

@@ -221,11 +221,15 @@ class _Group:
             self.reporter.note(f"run {describe(c.params)} was taken over by another worker; its result here is dropped")
 
     def train(self) -> None:
-        from initlab.experiments.compare import choose_engine
+        from initlab.experiments.compare import engine_note, select_engine
 
-        kind, why = choose_engine(self.cs, self.data, self.pb)
-        if why is not None:
-            self.reporter.note(f"the batched engine cannot train {self.cs.arch} ({why}); training runs one at a time")
+        # engine "auto" times the engines on this chunk's shapes (initlab.training.choice); the choice
+        # is recorded per run (the store's engine column)
+        choice = select_engine(self.cs, self.data, self.pb, len(self.claimed), len(self.claimed))
+        note = engine_note(self.cs, choice)
+        if note is not None:
+            self.reporter.note(note)
+        kind = choice.engine
         if kind == "single":
             return self._train_single()
         if kind == "mlp":
