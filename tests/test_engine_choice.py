@@ -17,7 +17,7 @@ import initlab.experiments.compare as compare_mod
 from initlab.cli import app
 from initlab.data import load_dataset
 from initlab.experiments.compare import CompareSpec, ProbeBatch, engine_note, plan_compare, prepare_data, run_compare, select_engine
-from initlab.training.choice import Candidate, EngineChoice, choose, engine_candidates
+from initlab.training.choice import Candidate, EngineChoice, choose, engine_candidates, intra_op_threads, thread_label
 from initlab.training.loop import TrainConfig
 
 
@@ -75,6 +75,31 @@ def test_chooser_never_picks_an_engine_measured_slower_and_keeps_the_best_round(
     assert choose([clock.engine("x", 0.01), clock.engine("y", 0.01)], clock=clock).engine == "x"
 
 
+def test_a_thread_setting_is_a_candidate_of_its_own_and_is_restored():
+    clock, seen = FakeClock(), []
+    before = torch.get_num_threads()
+
+    def engine(name, threads, cost):
+        def build():
+            def step():
+                seen.append((name, torch.get_num_threads()))
+                clock.now += cost
+            return step
+        return Candidate(thread_label("mlp", threads), build, 4, threads=threads, engine="mlp")
+
+    c = choose([engine("default", None, 0.02), engine("one", 1, 0.01)], clock=clock)
+    assert (c.engine, c.threads, c.label) == ("mlp", 1, "mlp/1t")
+    assert dict(c.rates) == pytest.approx({"mlp": 200.0, "mlp/1t": 400.0})
+    assert c.to_dict()["threads"] == 1 and c.text().startswith("mlp/1t (measured fastest")
+    assert {t for name, t in seen if name == "one"} == {1} and {t for name, t in seen if name == "default"} == {before}
+    assert torch.get_num_threads() == before
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with intra_op_threads(None):
+        assert torch.get_num_threads() == before
+
+
 def test_a_failing_candidate_is_left_out_with_its_reason():
     clock = FakeClock()
 
@@ -83,7 +108,7 @@ def test_a_failing_candidate_is_left_out_with_its_reason():
 
     c = choose([Candidate("func", broken, 12), clock.engine("single", 0.01)], clock=clock)
     assert c.engine == "single" and c.failed == (("func", "RuntimeError: out of memory"),)
-    assert c.to_dict() == {"engine": "single", "reason": "measured fastest", "rates": {"single": 100.0},
+    assert c.to_dict() == {"engine": "single", "threads": None, "reason": "measured fastest", "rates": {"single": 100.0},
                            "failed": {"func": "RuntimeError: out of memory"}}
     with pytest.raises(ValueError, match="no engine could take a training step: func: RuntimeError"):
         choose([Candidate("func", broken)], clock=clock)
@@ -149,8 +174,11 @@ def test_auto_measures_and_records_the_choice_in_config_and_result(digits_data, 
     cfg = json.loads((tmp_path / "o" / "config.json").read_text())
     choice = cfg["engine_choice"]
     assert cfg["engine"] == "auto" and choice["engine"] in ("mlp", "func", "single")
-    assert set(choice["rates"]) == {"mlp", "func", "single"} and min(choice["rates"].values()) > 0
-    assert choice["rates"][choice["engine"]] == max(choice["rates"].values())  # never one measured slower
+    # each engine with torch's threads and, where that is more than one, with one thread
+    labels = {"mlp", "func", "single"} | ({"mlp/1t", "func/1t", "single/1t"} if torch.get_num_threads() > 1 else set())
+    assert set(choice["rates"]) == labels and min(choice["rates"].values()) > 0
+    label = thread_label(choice["engine"], choice["threads"])
+    assert choice["rates"][label] == max(choice["rates"].values())  # never one measured slower
     assert res.engine == choice
     # the numbers are those of the forced engines, up to float32 summation order (tests/test_engine.py)
     for engine in ("batched", "single"):

@@ -60,7 +60,7 @@ from initlab.training.loop import (
     resolve_device,
     train_model,
 )
-from initlab.training.choice import EngineChoice, choose, engine_candidates
+from initlab.training.choice import EngineChoice, choose, engine_candidates, intra_op_threads
 from initlab.training.memory import available_bytes, format_bytes
 
 SEED_INITS = ("zero", "random", "xavier", "he")  # the four schemes of the seed notebook
@@ -464,12 +464,17 @@ class ProbeBatch:
         self.enabled = spec.probe
         idx = example_batch(data, spec.probe_size)
         self.x, self.y = data.x_train[idx], data.y_train[idx]
+        # probe statistics are reductions whose float32 sums depend on the thread count: they are
+        # taken with the threads the comparison started with, whatever count the engine choice
+        # trains with (select_engine), so probe.csv does not depend on that choice
+        self.threads = torch.get_num_threads()
 
     def record(self, run: Run, epoch: int, model: torch.nn.Module) -> None:
         if self.enabled:
             from initlab.analysis.probe import probe_stats
 
-            run.probe[epoch] = probe_stats(model, self.x, self.y)
+            with intra_op_threads(self.threads):
+                run.probe[epoch] = probe_stats(model, self.x, self.y)
 
 
 def _start(run: Run, model: torch.nn.Module, pb: ProbeBatch, reporter: Reporter) -> bool:
@@ -548,14 +553,19 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
     """The engine that trains ``runs`` runs of ``spec`` in groups of ``group_size``, and why.
 
     ``engine="single"`` or ``"batched"`` is forced (the batched engine :func:`choose_engine` names, or
-    the single loop where none can train the model). ``"auto"`` times every engine that can train
-    the model (:mod:`initlab.training.choice`: the MLP engine, the ``torch.func`` engine, the single
-    loop) for a few steps on the real shapes: throwaway models of ``spec`` (built under a forked
-    torch RNG, so no global or per-run random stream moves), a group of ``min(group_size, runs)``
-    of them, batches of ``data``'s training set. The fastest per model-step trains; all engines
-    give the same numbers up to float32 summation order, so the choice changes the time, not the
-    results. With fewer than :data:`MEASURE_MIN_MODEL_STEPS` optimizer steps in all, auto does
-    not measure and takes the batched engine.
+    the single loop where none can train the model), with torch's thread setting. ``"auto"`` times
+    every engine that can train the model (:mod:`initlab.training.choice`: the MLP engine, the
+    ``torch.func`` engine, the single loop) for a few steps on the real shapes: throwaway models of
+    ``spec`` (built under a forked torch RNG, so no global or per-run random stream moves), a group
+    of ``min(group_size, runs)`` of them, batches of ``data``'s training set. On a CPU with more
+    than one intra-op thread each engine is also timed with one thread: on a shared machine
+    small ops wait for descheduled OpenMP threads (measured 7× slower with 2 threads than with 1
+    under a load of 4 on 2 cores, docs/performance.md). The fastest per model-step trains, with its
+    thread setting (``EngineChoice.threads``, applied by the caller with ``intra_op_threads``); all
+    engines and thread counts give the same numbers up to float32 summation order, so the choice
+    changes the time, not the results beyond that. With fewer than
+    :data:`MEASURE_MIN_MODEL_STEPS` optimizer steps in all, auto does not measure and takes the
+    batched engine.
     """
     kind, why = choose_engine(spec, data, pb)
     if spec.engine == "single":
@@ -573,14 +583,15 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
                                   f"a measurement (< {MEASURE_MIN_MODEL_STEPS})")
     kinds = ["mlp", "func", "single"] if kind == "mlp" else ["func", "single"]
     device = data.x_train.device
+    threads = (None, 1) if device.type == "cpu" and torch.get_num_threads() > 1 else (None,)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = new_model(spec, data, spec.first_seed).to(device)
         models = [model] + [copy.deepcopy(model) for _ in range(max(1, min(group_size, runs)) - 1)]
-        choice = choose(engine_candidates(kinds, models, data, spec.train))
+        choice = choose(engine_candidates(kinds, models, data, spec.train, threads))
     conv = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
     del models, model
     if choice.engine == "single":
-        slower = " and ".join(k for k in kinds if k != "single" and choice.rate(k) is not None)
+        slower = " and ".join(k for k in kinds if k != "single" and choice.best_rate(k) is not None)
         if not slower:
             return dataclasses.replace(choice, reason="the batched engines failed in the trial steps: "
                                                       + "; ".join(f"{k}: {e}" for k, e in choice.failed))
@@ -593,11 +604,13 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
 def engine_note(spec: CompareSpec, choice: EngineChoice) -> str | None:
     """The reporter's one line about the engine: a measured choice with its rates, or why the runs
     train one at a time although ``spec`` did not ask for that; None otherwise."""
+    threads = "" if choice.threads is None else f" with {choice.threads} intra-op thread" + \
+        ("s" if choice.threads > 1 else "")
     if choice.engine == "single" and spec.engine != "single":
         rates = f" ({choice.rates_text()})" if choice.measured else ""
-        return f"{choice.reason}{rates}; training runs one at a time"
+        return f"{choice.reason}{rates}; training runs one at a time{threads}"
     if choice.measured:
-        return f"engine {choice.engine}: measured fastest on {spec.arch} ({choice.rates_text()})"
+        return f"engine {choice.engine}{threads}: measured fastest on {spec.arch} ({choice.rates_text()})"
     return None
 
 
@@ -741,7 +754,9 @@ class ComparePlan:
         return [f"runs: {self.runs} × {self.steps_per_run} optimizer steps; {at_once} trained at once",
                 f"memory: ~{format_bytes(self.memory['total'])} (models training at once "
                 f"{format_bytes(self.memory['group'])}, results {format_bytes(self.memory['results'])})",
-                f"engine: {self.engine.engine} — {self.engine.reason}"
+                f"engine: {self.engine.engine}"
+                + ("" if self.engine.threads is None else f" with {self.engine.threads} intra-op thread(s)")
+                + f" — {self.engine.reason}"
                 + (f"; measured {self.engine.rates_text()}" if self.engine.measured else "")
                 + "".join(f"; {name} failed: {why}" for name, why in self.engine.failed)]
 
@@ -808,10 +823,11 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     if note is not None:
         reporter.note(note)
     try:
-        if choice.engine != "single":
-            _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"], choice.engine)
-        else:
-            _train_single(spec, data, schemes, device, book, reporter, pb)
+        with intra_op_threads(choice.threads):
+            if choice.engine != "single":
+                _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"], choice.engine)
+            else:
+                _train_single(spec, data, schemes, device, book, reporter, pb)
     except KeyboardInterrupt as e:
         book.interrupt()
         result = _result(spec, book, out_dir, t0, chance, complete=False, choice=choice)

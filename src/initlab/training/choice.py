@@ -19,13 +19,18 @@ of memory, an op vmap cannot batch) is left out, with its reason.
 
 :func:`engine_candidates` makes the candidates for the real engines: throwaway populations (the
 engines copy the models' tensors, so the models given are not modified) stepping on fixed slices
-of the training set, without any generator, so no run's random stream is touched.
+of the training set, without any generator, so no run's random stream is touched. Each engine can
+also be timed with another intra-op thread count (``threads``): on a CPU shared with other
+processes, torch's OpenMP threads wait for each other at every small op, and one thread can be
+several times faster than two (docs/performance.md); the winner's setting is
+``EngineChoice.threads``, which the caller applies with :func:`intra_op_threads` while it trains.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +48,33 @@ KINDS = ("mlp", "func", "single")  # the hand-written MLP engine, the torch.func
 class Candidate:
     """One engine to time: ``build()`` returns a function that takes one optimizer step of ``models`` models."""
 
-    name: str  # "mlp" | "func" | "single" (any label in tests)
+    name: str  # the label rates are recorded under: "mlp", "func", "single", "mlp/1t" (one thread)
     build: Callable[[], Callable[[], None]]
     models: int = 1  # models one step advances (K for a population, 1 for the single loop)
     sync: Callable[[], None] | None = None  # waits for queued device work (CUDA) before the clock is read
+    threads: int | None = None  # torch intra-op threads while it runs; None: as set
+    engine: str = ""  # the engine it runs (default: name)
+
+    @property
+    def kind(self) -> str:
+        return self.engine or self.name
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the duration (None: unchanged), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def thread_label(engine: str, threads: int | None) -> str:
+    return engine if threads is None else f"{engine}/{threads}t"
 
 
 @dataclass(frozen=True)
@@ -57,13 +85,24 @@ class EngineChoice:
     reason: str = ""  # one line: "measured fastest", "forced: engine='single'", a fallback's cause
     rates: tuple[tuple[str, float], ...] = ()  # (candidate, model-steps per second), candidate order
     failed: tuple[tuple[str, str], ...] = ()  # candidates that could not run, with the first line of the error
+    threads: int | None = None  # intra-op threads to train with (intra_op_threads); None: torch's setting
 
     @property
     def measured(self) -> bool:
         return bool(self.rates)
 
+    @property
+    def label(self) -> str:
+        """The winner's label among the rates: ``mlp`` or ``mlp/1t``."""
+        return thread_label(self.engine, self.threads)
+
     def rate(self, name: str) -> float | None:
         return dict(self.rates).get(name)
+
+    def best_rate(self, engine: str) -> float | None:
+        """The best rate measured for ``engine`` with any thread setting."""
+        rates = [r for name, r in self.rates if name.split("/")[0] == engine]
+        return max(rates) if rates else None
 
     def rates_text(self) -> str:
         """``func 812, single 640 model-steps/s`` (fastest first), or "" when nothing was measured."""
@@ -75,11 +114,11 @@ class EngineChoice:
     def text(self) -> str:
         """The choice in one line, for plans and notes."""
         extra = "; ".join(t for t in (self.reason, self.rates_text()) if t)
-        return f"{self.engine} ({extra})" if extra else self.engine
+        return f"{self.label} ({extra})" if extra else self.label
 
     def to_dict(self) -> dict:
-        """What config.json records: engine, reason, rates by candidate, failures."""
-        return {"engine": self.engine, "reason": self.reason,
+        """What config.json records: engine, threads (None: torch's setting), reason, rates by candidate, failures."""
+        return {"engine": self.engine, "threads": self.threads, "reason": self.reason,
                 "rates": {name: round(rate, 2) for name, rate in self.rates},
                 "failed": dict(self.failed)}
 
@@ -109,11 +148,12 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
     failed: dict[str, str] = {}
     for c in candidates:
         try:
-            fn = c.build()
-            for _ in range(warmup):
-                fn()
-            if c.sync is not None:
-                c.sync()
+            with intra_op_threads(c.threads):
+                fn = c.build()
+                for _ in range(warmup):
+                    fn()
+                if c.sync is not None:
+                    c.sync()
             steps[c.name] = fn
         except Exception as e:  # noqa: BLE001 - a candidate that cannot run is left out, with its reason
             failed[c.name] = _first_line(e)
@@ -123,7 +163,9 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
             if c.name not in steps:
                 continue
             try:
-                best[c.name] = max(best.get(c.name, 0.0), _round_rate(steps[c.name], c, min_steps, min_seconds, clock))
+                with intra_op_threads(c.threads):
+                    rate = _round_rate(steps[c.name], c, min_steps, min_seconds, clock)
+                best[c.name] = max(best.get(c.name, 0.0), rate)
             except Exception as e:  # noqa: BLE001 - as above
                 failed[c.name] = _first_line(e)
                 del steps[c.name]
@@ -133,8 +175,9 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
                          + "; ".join(f"{name}: {why}" for name, why in failed.items()))
     order = [c.name for c in candidates if c.name in best]
     winner = max(order, key=lambda name: (best[name], -order.index(name)))
-    return EngineChoice(winner, "measured fastest", tuple((name, best[name]) for name in order),
-                        tuple(failed.items()))
+    chosen = next(c for c in candidates if c.name == winner)
+    return EngineChoice(chosen.kind, "measured fastest", tuple((name, best[name]) for name in order),
+                        tuple(failed.items()), chosen.threads)
 
 
 def _round_rate(step: Callable[[], None], c: Candidate, min_steps: int, min_seconds: float,
@@ -153,7 +196,7 @@ def _round_rate(step: Callable[[], None], c: Candidate, min_steps: int, min_seco
 
 
 def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: Dataset,
-                      config: TrainConfig) -> list[Candidate]:
+                      config: TrainConfig, threads: Sequence[int | None] = (None,)) -> list[Candidate]:
     """Candidates for the real engines, stepping copies of ``models`` on fixed batches of ``data``.
 
     ``mlp`` and ``func`` train all ``models`` as one population (the group's real size K), as
@@ -168,6 +211,8 @@ def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: D
         models: the group's models (or copies of one of them) on the data's device; not modified.
         data: the training data the group trains on, on the same device.
         config: the group's training config (batch size, optimizer).
+        threads: intra-op thread settings to time each engine with (None: torch's setting);
+            every engine × setting is one candidate, labelled :func:`thread_label`.
     """
     bad = [k for k in kinds if k not in KINDS]
     if bad:
@@ -188,4 +233,5 @@ def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: D
     builders = {"mlp": lambda: Population(models, config, seeds, device).stepper(x, y),
                 "func": lambda: FuncPopulation(models, config, seeds, device).stepper(x, y),
                 "single": single}
-    return [Candidate(k, builders[k], 1 if k == "single" else len(models), sync) for k in kinds]
+    return [Candidate(thread_label(k, t), builders[k], 1 if k == "single" else len(models), sync, t, k)
+            for t in threads for k in kinds]

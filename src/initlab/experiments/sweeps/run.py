@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from initlab.core.display import html_of
+from initlab.training.choice import intra_op_threads
 from initlab.training.loop import TrainConfig
 from initlab.experiments.progress import bars, show_progress
 from initlab.experiments.sweeps.plan import SweepPlan, compare_spec, make_plan
@@ -229,7 +230,10 @@ class _Group:
         note = engine_note(self.cs, choice)
         if note is not None:
             self.reporter.note(note)
-        kind = choice.engine
+        with intra_op_threads(choice.threads):  # the thread count auto measured fastest (None: unchanged)
+            self._train_kind(choice.engine)
+
+    def _train_kind(self, kind: str) -> None:
         if kind == "single":
             return self._train_single()
         if kind == "mlp":
