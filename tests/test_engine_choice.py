@@ -159,6 +159,7 @@ def test_forced_engines_are_not_measured(digits_data, monkeypatch):
 
 def test_auto_measures_and_records_the_choice_in_config_and_result(digits_data, tmp_path, monkeypatch):
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_MODEL_STEPS", 1)
+    monkeypatch.setattr(compare_mod, "MEASURE_MIN_SECONDS", 0.0)
     spec = CompareSpec(inits=("he", "xavier"), dataset="digits", hidden=(16,), probe=False, train=TrainConfig(epochs=1))
     assert spec.engine == "auto"
     d, pb = _prepared(spec, digits_data)
@@ -192,8 +193,9 @@ def test_conv_fallback_trains_one_at_a_time_and_says_why(digits_data, monkeypatc
     """Where the func engine is measured slower than the single loop (convolutions on a CPU), the
     single loop trains and the plan and the note say why."""
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_MODEL_STEPS", 1)
+    monkeypatch.setattr(compare_mod, "MEASURE_MIN_SECONDS", 0.0)
     measured = EngineChoice("single", "measured fastest", (("func", 80.0), ("single", 120.0)))
-    monkeypatch.setattr(compare_mod, "choose", lambda candidates: measured)
+    monkeypatch.setattr(compare_mod, "choose", lambda candidates, **kw: measured)
     spec = CompareSpec(inits=("he", "xavier"), dataset="digits", model="cnn(depth=2,channels=4)", probe=False,
                        train=TrainConfig(epochs=1))
     d, pb = _prepared(spec, digits_data)
@@ -215,6 +217,7 @@ def test_conv_fallback_trains_one_at_a_time_and_says_why(digits_data, monkeypatc
 
 def test_dry_run_prints_the_engine_and_rates_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_MODEL_STEPS", 1)
+    monkeypatch.setattr(compare_mod, "MEASURE_MIN_SECONDS", 0.0)
     out = tmp_path / "o"
     r = CliRunner().invoke(app, ["compare", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "--dry-run",
                                  "--out", str(out)])
@@ -241,6 +244,7 @@ def test_a_sweep_with_engine_auto_measures_each_group_and_records_the_engine(dig
     from initlab.experiments.sweeps import SweepReporter, SweepSpec, run_sweep
 
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_MODEL_STEPS", 1)
+    monkeypatch.setattr(compare_mod, "MEASURE_MIN_SECONDS", 0.0)
     notes = []
 
     class Notes(SweepReporter):
@@ -255,3 +259,22 @@ def test_a_sweep_with_engine_auto_measures_each_group_and_records_the_engine(dig
     forced = run_sweep(SweepSpec(grid, engine="single"), tmp_path / "t.db", data=digits_data)
     assert set(forced.runs["engine"]) == {"single"}
     np.testing.assert_allclose(res.runs["final_test_acc"], forced.runs["final_test_acc"], rtol=1e-4)
+
+
+def test_a_candidate_far_slower_in_warm_up_is_not_timed_in_rounds():
+    clock, calls = FakeClock(), []
+    c = choose([clock.engine("slow", 0.5, calls=calls), clock.engine("fast", 0.01, calls=calls)], clock=clock,
+               warmup=2, rounds=3, min_steps=2, min_seconds=0.0)
+    assert c.engine == "fast" and c.rate("slow") == pytest.approx(2.0)  # its last warm-up step's rate
+    assert calls.count("slow") == 2 and calls.count("fast") == 2 + 3 * 2
+
+
+def test_little_work_stops_the_measurement_after_the_first_candidate():
+    clock, calls = FakeClock(), []
+    cands = [clock.engine("mlp", 0.01, models=10, calls=calls), clock.engine("single", 0.0005, calls=calls)]
+    c = choose(cands, clock=clock, work=1000, min_work_seconds=2.0)  # 1000 model-steps at 1000/s: 1 s
+    assert c.engine == "mlp" and calls == ["mlp", "mlp"] and c.rates == (("mlp", pytest.approx(1000.0)),)
+    assert c.reason == "not measured further: ~1 s of training at mlp's rate (under 2 s)"
+    calls.clear()
+    assert choose(cands, clock=clock, work=10_000, min_work_seconds=2.0).engine == "single"  # 10 s: measured
+    assert "single" in calls

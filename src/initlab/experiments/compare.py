@@ -73,6 +73,9 @@ ENGINES = ("batched", "single", "auto")
 # more than a few hundred steps of a small model take; below it auto trains with the batched
 # engine, as "batched" does. (12 runs × 2 epochs of digits are 552 steps: measured.)
 MEASURE_MIN_MODEL_STEPS = 500
+# ... and only when the first engine's warm-up rate says the training takes at least this many seconds
+# (the whole measurement takes ~1-3 s on a 2-core CPU; a shorter training cannot repay it)
+MEASURE_MIN_SECONDS = 2.0
 BUNDLED = ("digits",)  # datasets that ship with a dependency: --data-dir has no effect on them
 # Fields of CompareSpec that change how a comparison is computed but not its results (the engines
 # agree up to float32 summation order, tests/test_engine.py): a resumed comparison may change them.
@@ -587,7 +590,8 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = new_model(spec, data, spec.first_seed).to(device)
         models = [model] + [copy.deepcopy(model) for _ in range(max(1, min(group_size, runs)) - 1)]
-        choice = choose(engine_candidates(kinds, models, data, spec.train, threads))
+        choice = choose(engine_candidates(kinds, models, data, spec.train, threads), work=total,
+                        min_work_seconds=MEASURE_MIN_SECONDS)
     conv = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
     del models, model
     if choice.engine == "single":

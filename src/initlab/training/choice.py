@@ -13,7 +13,10 @@ Protocol (:func:`choose`): every candidate is built and warmed up (``warmup`` st
 costs: vmap tracing, oneDNN primitive creation, the allocator's first pages), then timed in
 ``rounds`` rounds that alternate between the candidates, so load from other processes hits each of
 them alike; a round lasts at least ``min_steps`` steps and ``min_seconds``. A candidate's rate is
-its best round, in model-steps per second (steps × models per step / seconds). The highest rate
+its best round, in model-steps per second (steps × models per step / seconds). A candidate whose
+last warm-up step was more than ``prune`` (3) times slower than the fastest one's is not timed
+further: that step is its rate. When the work to do (``work`` model-steps) would take under
+``min_work_seconds`` at the first candidate's warm-up rate, nothing else is measured. The highest rate
 wins: a candidate measured slower is never chosen. A candidate that fails to build or to step (out
 of memory, an op vmap cannot batch) is left out, with its reason.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -129,7 +133,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2, min_steps: int = 2,
-           min_seconds: float = 0.05, clock: Callable[[], float] = time.perf_counter) -> EngineChoice:
+           min_seconds: float = 0.05, prune: float = 3.0, work: float | None = None,
+           min_work_seconds: float = 2.0, clock: Callable[[], float] = time.perf_counter) -> EngineChoice:
     """Time every candidate (module docstring) and return the fastest, with every rate measured.
 
     Args:
@@ -137,6 +142,12 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
         rounds: alternating timed rounds; a candidate's rate is its best round.
         warmup: untimed steps per candidate after building it.
         min_steps, min_seconds: a round lasts at least this many steps and seconds.
+        prune: a candidate whose last warm-up step ran more than ``prune`` times slower than the
+            fastest one's is not timed in rounds (its rate is that step's): under load a
+            two-thread candidate can be 100× slower, and timing it would cost more than training.
+        work: model-steps the choice will train (runs × steps). When the first candidate's warm-up
+            rate would do them in under ``min_work_seconds``, the others are not measured: the
+            measurement would cost more than any engine could save. None: always measure all.
         clock: seconds as a float (tests pass a fake clock that fake steps advance).
 
     Raises:
@@ -146,18 +157,33 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
         raise ValueError("no engine to choose from; give at least one candidate")
     steps: dict[str, Callable[[], None]] = {}
     failed: dict[str, str] = {}
+    warm: dict[str, float] = {}  # rate of each candidate's last warm-up step (the first ones pay first-call costs)
     for c in candidates:
         try:
             with intra_op_threads(c.threads):
                 fn = c.build()
-                for _ in range(warmup):
+                for i in range(warmup):
+                    if i == warmup - 1:
+                        t0 = clock()
                     fn()
-                if c.sync is not None:
-                    c.sync()
+                    if c.sync is not None:
+                        c.sync()
+                if warmup:
+                    elapsed = clock() - t0
+                    warm[c.name] = c.models / elapsed if elapsed > 0 else math.inf
             steps[c.name] = fn
         except Exception as e:  # noqa: BLE001 - a candidate that cannot run is left out, with its reason
             failed[c.name] = _first_line(e)
+        if work is not None and c.name in warm and len(steps) == 1 and work / warm[c.name] < min_work_seconds:
+            return EngineChoice(c.kind, f"not measured further: ~{work / warm[c.name]:.2g} s of training at "
+                                        f"{c.name}'s rate (under {min_work_seconds:g} s)",
+                                ((c.name, warm[c.name]),), tuple(failed.items()), c.threads)
     best: dict[str, float] = {}
+    fastest_warm = max((warm[name] for name in steps if name in warm), default=0.0)
+    for name in list(steps):
+        if name in warm and warm[name] * prune < fastest_warm:
+            best[name] = warm[name]
+            del steps[name]
     for _ in range(max(1, rounds)):
         for c in candidates:
             if c.name not in steps:
