@@ -16,7 +16,15 @@ from typer.testing import CliRunner
 import initlab.experiments.compare as compare_mod
 from initlab.cli import app
 from initlab.data import load_dataset
-from initlab.experiments.compare import CompareSpec, ProbeBatch, engine_note, plan_compare, prepare_data, run_compare, select_engine
+from initlab.experiments.compare import (
+    CompareSpec,
+    ProbeBatch,
+    engine_note,
+    plan_compare,
+    prepare_data,
+    run_compare,
+    select_engine,
+)
 from initlab.training.choice import Candidate, EngineChoice, choose, engine_candidates, intra_op_threads, thread_label
 from initlab.training.loop import TrainConfig
 
@@ -129,7 +137,7 @@ def _prepared(spec, data):
 @pytest.mark.parametrize("model,kinds", [(None, {"mlp", "func", "single"}), ("cnn(depth=2,channels=4)", {"func", "single"})])
 def test_real_candidates_step_without_touching_the_models_or_the_rng(digits_data, model, kinds):
     spec = CompareSpec(inits=("he",), dataset="digits", model=model, hidden=(32,) if model is None else (128,))
-    d, pb = _prepared(spec, digits_data)
+    d, _ = _prepared(spec, digits_data)
     models = [compare_mod.new_model(spec, d, s) for s in range(3)]
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
     rng = torch.get_rng_state()

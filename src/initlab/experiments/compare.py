@@ -755,14 +755,13 @@ class ComparePlan:
     def lines(self) -> list[str]:
         """The plan in words, one line per item, for ``initlab compare --dry-run``."""
         at_once = 1 if self.engine.engine == "single" else min(self.group_size, self.runs)
-        return [f"runs: {self.runs} × {self.steps_per_run} optimizer steps; {at_once} trained at once",
-                f"memory: ~{format_bytes(self.memory['total'])} (models training at once "
-                f"{format_bytes(self.memory['group'])}, results {format_bytes(self.memory['results'])})",
-                f"engine: {self.engine.engine}"
-                + ("" if self.engine.threads is None else f" with {self.engine.threads} intra-op thread(s)")
-                + f" — {self.engine.reason}"
-                + (f"; measured {self.engine.rates_text()}" if self.engine.measured else "")
-                + "".join(f"; {name} failed: {why}" for name, why in self.engine.failed)]
+        e = self.engine
+        engine = (f"engine: {e.engine}" + ("" if e.threads is None else f" with {e.threads} intra-op thread(s)")
+                  + f" — {e.reason}" + (f"; measured {e.rates_text()}" if e.measured else "")
+                  + "".join(f"; {name} failed: {why}" for name, why in e.failed))
+        memory = (f"memory: ~{format_bytes(self.memory['total'])} (models training at once "
+                  f"{format_bytes(self.memory['group'])}, results {format_bytes(self.memory['results'])})")
+        return [f"runs: {self.runs} × {self.steps_per_run} optimizer steps; {at_once} trained at once", memory, engine]
 
 
 def plan_compare(spec: CompareSpec, data: Dataset | None = None) -> ComparePlan:
