@@ -286,3 +286,14 @@ def test_little_work_stops_the_measurement_after_the_first_candidate():
     calls.clear()
     assert choose(cands, clock=clock, work=10_000, min_work_seconds=2.0).engine == "single"  # 10 s: measured
     assert "single" in calls
+
+
+def test_thread_settings_of_one_engine_share_its_population(digits_data):
+    spec = CompareSpec(inits=("he",), dataset="digits", hidden=(8,))
+    d, _ = _prepared(spec, digits_data)
+    cands = engine_candidates(["mlp", "single"], [compare_mod.new_model(spec, d, 0)] * 2, d, TrainConfig(),
+                              threads=(None, 1))
+    assert [(c.name, c.kind, c.threads, c.models) for c in cands] == [
+        ("mlp", "mlp", None, 2), ("single", "single", None, 1), ("mlp/1t", "mlp", 1, 2), ("single/1t", "single", 1, 1)]
+    assert cands[0].build() is cands[2].build() and cands[1].build() is cands[3].build()
+    assert cands[0].build() is not cands[1].build()

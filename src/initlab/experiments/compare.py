@@ -76,6 +76,10 @@ MEASURE_MIN_MODEL_STEPS = 500
 # ... and only when the first engine's warm-up rate says the training takes at least this many seconds
 # (the whole measurement takes ~1-3 s on a 2-core CPU; a shorter training cannot repay it)
 MEASURE_MIN_SECONDS = 2.0
+# the batched engines are timed on at most this many models (the group's size if smaller): the
+# measurement holds one population per engine at once, and per-model rates change little beyond
+# K ≈ 8-16 (docs/performance.md: 0.39 s/model-epoch at K = 8, 0.36 at 16, 0.30 at 64)
+MEASURE_MAX_MODELS = 16
 BUNDLED = ("digits",)  # datasets that ship with a dependency: --data-dir has no effect on them
 # Fields of CompareSpec that change how a comparison is computed but not its results (the engines
 # agree up to float32 summation order, tests/test_engine.py): a resumed comparison may change them.
@@ -560,7 +564,7 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
     every engine that can train the model (:mod:`initlab.training.choice`: the MLP engine, the
     ``torch.func`` engine, the single loop) for a few steps on the real shapes: throwaway models of
     ``spec`` (built under a forked torch RNG, so no global or per-run random stream moves), a group
-    of ``min(group_size, runs)`` of them, batches of ``data``'s training set. On a CPU with more
+    of ``min(group_size, runs, MEASURE_MAX_MODELS)`` of them, batches of ``data``'s training set. On a CPU with more
     than one intra-op thread each engine is also timed with one thread: on a shared machine
     small ops wait for descheduled OpenMP threads (measured 7× slower with 2 threads than with 1
     under a load of 4 on 2 cores, docs/performance.md). The fastest per model-step trains, with its
@@ -589,7 +593,8 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
     threads = (None, 1) if device.type == "cpu" and torch.get_num_threads() > 1 else (None,)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = new_model(spec, data, spec.first_seed).to(device)
-        models = [model] + [copy.deepcopy(model) for _ in range(max(1, min(group_size, runs)) - 1)]
+        k = max(1, min(group_size, runs, MEASURE_MAX_MODELS))
+        models = [model] + [copy.deepcopy(model) for _ in range(k - 1)]
         choice = choose(engine_candidates(kinds, models, data, spec.train, threads), work=total,
                         min_work_seconds=MEASURE_MIN_SECONDS)
     conv = any(isinstance(m, CONVOLUTIONS) for m in model.modules())

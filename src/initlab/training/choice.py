@@ -259,5 +259,16 @@ def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: D
     builders = {"mlp": lambda: Population(models, config, seeds, device).stepper(x, y),
                 "func": lambda: FuncPopulation(models, config, seeds, device).stepper(x, y),
                 "single": single}
-    return [Candidate(thread_label(k, t), builders[k], 1 if k == "single" else len(models), sync, t, k)
+    # one population per engine, shared by its thread settings: memory is that of the engines, not
+    # of engines × settings (the shared population's parameters move under both; it is thrown away)
+    built: dict[str, Callable[[], None]] = {}
+
+    def build(kind: str) -> Callable[[], Callable[[], None]]:
+        def once() -> Callable[[], None]:
+            if kind not in built:
+                built[kind] = builders[kind]()
+            return built[kind]
+        return once
+
+    return [Candidate(thread_label(k, t), build(k), 1 if k == "single" else len(models), sync, t, k)
             for t in threads for k in kinds]
