@@ -297,3 +297,13 @@ def test_thread_settings_of_one_engine_share_its_population(digits_data):
         ("mlp", "mlp", None, 2), ("single", "single", None, 1), ("mlp/1t", "mlp", 1, 2), ("single/1t", "single", 1, 1)]
     assert cands[0].build() is cands[2].build() and cands[1].build() is cands[3].build()
     assert cands[0].build() is not cands[1].build()
+
+
+def test_the_note_names_a_real_choice_only():
+    spec = CompareSpec(inits=("he",), dataset="digits")
+    two = EngineChoice("mlp", "measured fastest", (("mlp", 900.0), ("single", 300.0)))
+    assert engine_note(spec, two) == "engine mlp: measured fastest on 128 relu MLP (mlp 900, single 300 model-steps/s)"
+    threads = EngineChoice("mlp", "measured fastest", (("mlp", 9.0), ("mlp/1t", 90.0)), threads=1)
+    assert engine_note(spec, threads).startswith("engine mlp with 1 intra-op thread: measured fastest")
+    one = EngineChoice("mlp", "not measured further: ~0.3 s of training at mlp's rate (under 2 s)", (("mlp", 900.0),))
+    assert engine_note(spec, one) is None and engine_note(spec, EngineChoice("mlp", "forced: engine='batched'")) is None

@@ -611,15 +611,16 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
 
 
 def engine_note(spec: CompareSpec, choice: EngineChoice) -> str | None:
-    """The reporter's one line about the engine: a measured choice with its rates, or why the runs
-    train one at a time although ``spec`` did not ask for that; None otherwise."""
+    """The reporter's one line about the engine: a choice among engines measured against each other,
+    with their rates, or why the runs train one at a time although ``spec`` did not ask for that;
+    None otherwise (a forced engine, or a measurement stopped after the first engine)."""
     threads = "" if choice.threads is None else f" with {choice.threads} intra-op thread" + \
         ("s" if choice.threads > 1 else "")
     if choice.engine == "single" and spec.engine != "single":
         rates = f" ({choice.rates_text()})" if choice.measured else ""
         return f"{choice.reason}{rates}; training runs one at a time{threads}"
-    if choice.measured:
-        return f"engine {choice.engine}{threads}: measured fastest on {spec.arch} ({choice.rates_text()})"
+    if len(choice.rates) > 1:  # engines measured against each other (not a measurement stopped after one)
+        return f"engine {choice.engine}{threads}: {choice.reason} on {spec.arch} ({choice.rates_text()})"
     return None
 
 
