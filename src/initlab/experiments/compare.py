@@ -762,7 +762,8 @@ class ComparePlan:
         """The plan in words, one line per item, for ``initlab compare --dry-run``."""
         at_once = 1 if self.engine.engine == "single" else min(self.group_size, self.runs)
         e = self.engine
-        engine = (f"engine: {e.engine}" + ("" if e.threads is None else f" with {e.threads} intra-op thread(s)")
+        engine = (f"engine: {e.engine}" + ("" if e.threads is None else
+                                           f" with {e.threads} intra-op thread{'s' if e.threads > 1 else ''}")
                   + f" — {e.reason}" + (f"; measured {e.rates_text()}" if e.measured else "")
                   + "".join(f"; {name} failed: {why}" for name, why in e.failed))
         memory = (f"memory: ~{format_bytes(self.memory['total'])} (models training at once "
