@@ -1,7 +1,7 @@
 """Training throughput of a small CNN: the single loop vs the torch.func population engine, against peak.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_func_engine.py [--models 12] [--steps 40] [--rounds 3]
-[--batch 64] [--size 28] [--threads N] [--malloc tuned|default] [--channels-last]``.
+[--batch 64] [--size 28] [--threads N] [--malloc tuned|default] [--channels-last] [--device cuda]``.
 
 Model: conv 1→16 (3×3, pad 1), ReLU, maxpool 2 → conv 16→32, ReLU, maxpool 2 → conv 32→32, ReLU →
 global average pool → Linear 32→10, on synthetic ``size``×``size`` inputs (N, 1, size, size), SGD
@@ -13,7 +13,8 @@ gather, no evaluation). Rounds alternate the paths so that load from other proce
 the best and the median round are reported. Reported: model-steps per second, the speedup, and
 GFLOP/s, with the FLOPs of one model step (forward and backward) counted by
 ``torch.utils.flop_counter.FlopCounterMode``. Peak figures from the same run: a 2048³ sgemm and a
-large 3×3 conv2d forward (64×64×56×56).
+large 3×3 conv2d forward (64×64×56×56). With ``--device cuda`` models, data and the peaks run on the
+GPU and every timing waits for the queue (``torch.cuda.synchronize``); the columns are the same.
 """
 from __future__ import annotations
 
@@ -60,28 +61,42 @@ def tune_malloc() -> bool:
                 and libc.mallopt(m_top_pad, 256 << 20))
 
 
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so the clock measures it (a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def machine_info() -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    gpu = f"; GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""
     load = os.getloadavg()
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}; "
             f"python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def rate(fn, seconds: float = 1.0) -> float:
-    """Calls of ``fn`` per second (after 2 warm-up calls)."""
+    """Calls of ``fn`` per second (after 2 warm-up calls; GPU work waited for)."""
     fn(), fn()
+    sync()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         fn()
         reps += 1
+        if reps % 10 == 0:
+            sync()
+    sync()
     return reps / (time.perf_counter() - t0)
 
 
 def peaks() -> tuple[float, float]:
     """GFLOP/s of a 2048³ sgemm and of a 3×3 conv2d forward, batch 64, 64→64 channels, 56×56."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a, b = torch.randn(2048, 2048, device=DEVICE), torch.randn(2048, 2048, device=DEVICE)
     mm = 2 * 2048 ** 3 * rate(lambda: a @ b) / 1e9
-    x, w = torch.randn(64, 64, 56, 56), torch.randn(64, 64, 3, 3)
+    x, w = torch.randn(64, 64, 56, 56, device=DEVICE), torch.randn(64, 64, 3, 3, device=DEVICE)
     conv = 2 * 64 * 64 * 64 * 9 * 56 * 56 * rate(lambda: nn.functional.conv2d(x, w, padding=1)) / 1e9
     return mm, conv
 
@@ -108,7 +123,13 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last (both paths)")
     ap.add_argument("--malloc", choices=["default", "tuned"], default="tuned",
                     help="tuned: glibc keeps freed memory (see tune_malloc); default: glibc as configured")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (models, data and peaks on it)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":  # plain float32, as on the CPU (torch's defaults, stated)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     tuned = args.malloc == "tuned" and tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,23 +138,23 @@ def main() -> None:
     cl = torch.channels_last if args.channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(0)
     n = args.steps * bsz
-    x = torch.randn(n, 1, side, side, generator=g).contiguous(memory_format=cl)
-    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.randn(n, 1, side, side, generator=g).contiguous(memory_format=cl).to(DEVICE)
+    y = torch.randint(0, 10, (n,), generator=g).to(DEVICE)
     data = Dataset("synthetic", x, y, x[:bsz], y[:bsz], 10, (side, side))
     cfg = TrainConfig(epochs=1, batch_size=bsz, lr=0.01, momentum=args.momentum, optimizer=args.optimizer)
 
     def models():
-        return [small_cnn(s).to(memory_format=cl) for s in range(k)]
+        return [small_cnn(s).to(DEVICE, memory_format=cl) for s in range(k)]
 
     flops = step_flops(bsz, side)
     warm = Dataset("warm", x[: 4 * bsz], y[: 4 * bsz], x[:bsz], y[:bsz], 10, (side, side))
-    train_model(small_cnn(0).to(memory_format=cl), warm, cfg, seed=0)
+    train_model(small_cnn(0).to(DEVICE, memory_format=cl), warm, cfg, seed=0)
     train_func_population(models(), warm, cfg, list(range(k)), max_models=k)
 
     # the step alone (no data gather, no evaluation, no per-epoch bookkeeping)
     pop = FuncPopulation(models(), cfg, list(range(k)))
     xb, yb = x[: k * bsz].view(k, bsz, 1, side, side), y[: k * bsz].view(k, bsz)
-    alive, out = torch.ones(k, dtype=torch.bool), torch.empty(k)
+    alive, out = torch.ones(k, dtype=torch.bool, device=DEVICE), torch.empty(k, device=DEVICE)
     n_state = 2 if args.optimizer == "adam" else (1 if args.momentum else 0)
     state = [{name: torch.zeros_like(p) for name, p in pop.params.items()} for _ in range(n_state)]
     steps = [0]
@@ -146,13 +167,17 @@ def main() -> None:
     single, batched, step_only = [], [], []
     for _ in range(args.rounds):
         ms = models()
+        sync()
         t0 = time.perf_counter()
         for s, m in enumerate(ms):
             train_model(m, data, cfg, seed=s)
+        sync()
         single.append(k * args.steps / (time.perf_counter() - t0))
         ms = models()
+        sync()
         t0 = time.perf_counter()
         train_func_population(ms, data, cfg, list(range(k)), max_models=k)
+        sync()
         batched.append(k * args.steps / (time.perf_counter() - t0))
         step_only.append(k * rate(one_step, 1.0))
 

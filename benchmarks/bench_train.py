@@ -1,10 +1,13 @@
 """Training throughput: the seed's pipeline vs the single-model loop vs the batched engine, against sgemm.
 
-Run: ``PYTHONPATH=src python benchmarks/bench_train.py [--dataset fashion-mnist] [--steps 300]``.
+Run: ``PYTHONPATH=src python benchmarks/bench_train.py [--dataset fashion-mnist] [--steps 300] [--device cuda]``.
 Every path trains the seed's 784-128-10 ReLU MLP (SGD lr 0.01, batch 64) on the same data in this
 one process; each is timed over ``--steps`` optimizer steps (after a warm-up) and converted to
 model-epochs per second (one epoch = ceil(n_train / 64) steps). Evaluation is not timed here; the
-end-to-end ``initlab compare`` figure in docs/performance.md includes it.
+end-to-end ``initlab compare`` figure in docs/performance.md includes it. With ``--device cuda`` every
+path, the sgemm peaks included, runs on the GPU (the seed pipeline's DataLoader still batches on the
+CPU and copies each batch over, as the notebook would), timed with ``torch.cuda.synchronize``
+around each measurement; the columns and ratios are the same.
 
 FLOP count per step of one model, batch B, layers 784→128→10 (only what training must compute):
 forward 2B(784·128 + 128·10); backward: weight grads 2B(784·128 + 128·10) plus the input grad of
@@ -38,22 +41,35 @@ def flops_per_step(batch=B, sizes=(IN, HID, OUT)):
     return 2 * fwd + input_grads
 
 
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def sync():
+    """Wait for queued GPU work, so the clock measures it (a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def machine_info():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    gpu = f"; GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""
     load = os.getloadavg()
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}; "
             f"python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def sgemm(m, k, n, seconds=1.0):
-    """GFLOP/s of torch.mm on (m,k)@(k,n) float32."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    """GFLOP/s of torch.mm on (m,k)@(k,n) float32 on DEVICE (TF32 off: plain float32, as training runs)."""
+    a, b = torch.randn(m, k, device=DEVICE), torch.randn(k, n, device=DEVICE)
     for _ in range(3):
         a @ b
+    sync()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
+        for _ in range(10):
+            a @ b
+        sync()
+        reps += 10
     return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 
 
@@ -73,34 +89,41 @@ class SeedDataset(torch.utils.data.Dataset):
 
 def time_seed_pipeline(images, labels, steps):
     loader = torch.utils.data.DataLoader(SeedDataset(images, labels), batch_size=B, shuffle=True)
-    model = nn.Sequential(nn.Linear(IN, HID), nn.ReLU(), nn.Linear(HID, OUT))
+    model = nn.Sequential(nn.Linear(IN, HID), nn.ReLU(), nn.Linear(HID, OUT)).to(DEVICE)
     crit, opt = nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01)
     it = iter(loader)
     t0 = None
     for s in range(steps + 10):
         if s == 10:
+            sync()
             t0 = time.perf_counter()
         inputs, targets = next(it)
+        inputs, targets = inputs.to(DEVICE), targets.to(DEVICE)
         loss = crit(model(inputs.view(inputs.shape[0], -1)), targets)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    sync()
     return (time.perf_counter() - t0) / steps
 
 
 def subset(data, n_train, n_test=64):
+    """The first ``n_train`` training examples (and ``n_test`` test ones), on DEVICE."""
     return type(data)(name=data.name, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train],
                       x_test=data.x_test[:n_test], y_test=data.y_test[:n_test], num_classes=data.num_classes,
-                      image_shape=data.image_shape)
+                      image_shape=data.image_shape).to(DEVICE)
 
 
 def time_single(data, steps):
     spec = CompareSpec(dataset=data.name, hidden=(HID,))
     part = subset(data, steps * B)
-    train_model(build_model(spec, part, parse_scheme("he"), 0, "cpu"), subset(data, 10 * B), TrainConfig(epochs=1), seed=0)
-    model = build_model(spec, part, parse_scheme("he"), 0, "cpu")
+    train_model(build_model(spec, part, parse_scheme("he"), 0, DEVICE), subset(data, 10 * B), TrainConfig(epochs=1),
+                seed=0)
+    model = build_model(spec, part, parse_scheme("he"), 0, DEVICE)
+    sync()
     t0 = time.perf_counter()
     train_model(model, part, TrainConfig(epochs=1), seed=0)
+    sync()
     return (time.perf_counter() - t0) / steps
 
 
@@ -108,11 +131,13 @@ def time_engine(data, k, steps, inits=("zero", "random", "xavier", "he")):
     spec = CompareSpec(dataset=data.name, hidden=(HID,))
     part = subset(data, steps * B)
     runs = [(inits[i % len(inits)], i // len(inits)) for i in range(k)]
-    models = [build_model(spec, part, parse_scheme(i), s, "cpu") for i, s in runs]
+    models = [build_model(spec, part, parse_scheme(i), s, DEVICE) for i, s in runs]
     Population(models, TrainConfig(epochs=1), [s for _, s in runs]).train(subset(data, 10 * B))  # warm-up
     pop = Population(models, TrainConfig(epochs=1), [s for _, s in runs])
+    sync()
     t0 = time.perf_counter()
     pop.train(part)
+    sync()
     return (time.perf_counter() - t0) / steps
 
 
@@ -123,7 +148,12 @@ def main():
     ap.add_argument("--seed-steps", type=int, default=200, help="timed steps of the seed pipeline (slow)")
     ap.add_argument("--ks", default="1,2,4,8,16,32,64", help="population sizes for the scaling table")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (every path and the sgemm peaks on it)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # float32 as on the CPU (torch's default, stated)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(machine_info())
@@ -164,7 +194,9 @@ def main():
         per_model_epoch = t_step * steps_per_epoch / k
         gflops = f_step * k / t_step / 1e9
         print(f"{k:3d} {t_step * 1e3:8.2f} {per_model_epoch:14.3f} {1 / per_model_epoch:15.2f} {gflops:8.1f} {gflops / roof:8.0%}")
-    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; {machine_info()}")
+    gpu = (f"; peak GPU memory {torch.cuda.max_memory_allocated(DEVICE) / 2**20:.0f} MiB" if DEVICE.type == "cuda"
+           else "")
+    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB{gpu}; {machine_info()}")
 
 
 if __name__ == "__main__":

@@ -157,3 +157,28 @@ def test_module_materializes_a_plain_mlp(small):
         torch.testing.assert_close(out(x), m(x))
     with pytest.raises(ValueError, match="out of range"):
         pop.module(3)
+
+
+def test_skipping_the_masks_while_all_models_live_changes_no_bit(small, monkeypatch):
+    """On a CPU the step skips its torch.where masks while every model is alive (masks_needed):
+    the weights after a few steps equal, bit for bit, those of the always-masking step."""
+    import initlab.training.mlp_engine as engine
+
+    spec = CompareSpec(dataset="digits", hidden=(32, 16))
+    models = [build_model(spec, small, parse_scheme(i), s, "cpu") for i, s in (("he", 0), ("xavier", 1), ("random", 2))]
+    for cfg in (TrainConfig(epochs=1, lr=0.1), TrainConfig(epochs=1, lr=0.1, momentum=0.9)):
+        assert engine.masks_needed(torch.ones(3, dtype=torch.bool)) is False
+        skipped = Population(models, cfg, [0, 1, 2])
+        step = skipped.stepper(small.x_train, small.y_train)
+        for _ in range(5):
+            step()
+        with monkeypatch.context() as m:
+            m.setattr(engine, "masks_needed", lambda alive: True)
+            masked = Population(models, cfg, [0, 1, 2])
+            step = masked.stepper(small.x_train, small.y_train)
+            for _ in range(5):
+                step()
+        for k in range(3):
+            a, b = skipped.module(k).state_dict(), masked.module(k).state_dict()
+            assert all(torch.equal(a[name], b[name]) for name in a)
+        assert not torch.equal(skipped.module(0).fc1.weight, models[0].fc1.weight)  # it did train

@@ -26,7 +26,15 @@ from initlab.cli.common import (
 )
 from initlab.core.activations import ACTIVATIONS
 from initlab.data import load_dataset
-from initlab.experiments.compare import CompareSpec, check_memory, check_resume, prepare_data, resumable, run_compare
+from initlab.experiments.compare import (
+    CompareSpec,
+    check_memory,
+    check_resume,
+    plan_compare,
+    prepare_data,
+    resumable,
+    run_compare,
+)
 from initlab.experiments.progress import RichReporter, bars
 from initlab.experiments.sweeps.record import compare_sweep, record_compare
 from initlab.models import arch_text
@@ -80,7 +88,8 @@ def compare(
     batch_size: int = typer.Option(64, help="Minibatch size."),
     normalize: str = typer.Option("seed", help="seed: (x-0.5)/0.5 | standardize | none"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    engine: str = typer.Option("batched", help="batched: train groups of runs at once | single: one run at a time"),
+    engine: str = typer.Option("auto", help="auto: the engine measured fastest on these shapes (a few steps of "
+                               "each) | batched: train groups of runs at once | single: one run at a time"),
     probe: bool = typer.Option(True, help="Record per-layer statistics (dead units, symmetry, gradients) every epoch."),
     diverge_loss: float = typer.Option(1000.0, help="A run diverges when its end-of-epoch test loss exceeds "
                                                     "DIVERGE_LOSS × ln(classes) (or any loss/activation is NaN/inf); inf: no bound."),
@@ -88,6 +97,8 @@ def compare(
     overwrite: bool = typer.Option(False, help="Replace the earlier result in --out (its files only)."),
     report_html: bool = typer.Option(False, "--report", help=REPORT_HELP),
     resume: bool = typer.Option(False, help="Continue the unfinished runs of an interrupted compare in --out (same options)."),
+    dry_run: bool = typer.Option(False, help="Print the plan (runs, memory, the engine and its measured rates); "
+                                 "train nothing, write nothing."),
     store: Optional[str] = typer.Option(None, "--store", help="Also commit the finished runs to this SQLite run store "
                                         "(as `initlab sweep` would name them; see `initlab runs`)."),
     tensorboard: Optional[str] = typer.Option(None, "--tensorboard", help="Also export TensorBoard runs to this folder after "
@@ -112,6 +123,13 @@ def compare(
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer,
                               diverge_loss=diverge_loss),
         )
+        if dry_run:
+            with console.status(escape(f"loading {dataset}, timing the engines…")):
+                plan = plan_compare(spec)
+            for line in [f"{dataset}, {spec.arch}"] + plan.lines():
+                console.print(Text(line))
+            console.print(Text("dry run: nothing trained, nothing written"))
+            return
         resume = resumable(out, resume)
         check_out_dir(out, "compare", overwrite=overwrite, resume=resume)
         if resume:

@@ -3,14 +3,16 @@
 ``compare`` trains one freshly built and initialized model per (init, seed), every init of a seed
 on the same batch order, evaluates on the test split after every epoch, records divergence (where
 and why, :data:`initlab.training.loop.DIVERGE_LOSS`) instead of crashing, and (with ``out``) writes results
-to disk as they are known, every run with its status (:mod:`initlab.experiments.runbook`). By default runs
-train together in the batched engine (:mod:`initlab.training.mlp_engine`), one memory-sized group at a time,
-which gives the same numbers as training them one at a time (``engine="single"``) up to float32
-summation order, several times faster. An interrupted comparison (Ctrl-C, SIGTERM, ``kill -9``)
+to disk as they are known, every run with its status (:mod:`initlab.experiments.runbook`). Runs train
+together in a batched engine (:mod:`initlab.training.mlp_engine`, :mod:`initlab.training.func_engine`),
+one memory-sized group at a time, or one at a time (``engine="single"``); by default (``"auto"``)
+whichever is measured fastest on the comparison's shapes (:func:`select_engine`). All give the same
+numbers up to float32 summation order. An interrupted comparison (Ctrl-C, SIGTERM, ``kill -9``)
 continues with ``resume=True``: finished runs are kept, the others rerun from their start.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import platform
@@ -58,10 +60,26 @@ from initlab.training.loop import (
     resolve_device,
     train_model,
 )
+from initlab.training.choice import EngineChoice, choose, engine_candidates, intra_op_threads
 from initlab.training.memory import available_bytes, format_bytes
 
 SEED_INITS = ("zero", "random", "xavier", "he")  # the four schemes of the seed notebook
-ENGINES = ("batched", "single")  # batched: initlab.training.mlp_engine, a group of runs at once; single: train_model per run
+# batched: a group of runs as one computation (initlab.training.mlp_engine for initlab's MLPs, func_engine for
+# other vmappable models); single: train_model per run; auto: whichever of those is measured fastest on the
+# group's shapes (select_engine, initlab.training.choice)
+ENGINES = ("batched", "single", "auto")
+# auto measures only when the runs have at least this many optimizer steps in all (runs × epochs ×
+# steps per epoch): measuring costs ~0.1-1 s per candidate (building, warm-up, three timed rounds),
+# more than a few hundred steps of a small model take; below it auto trains with the batched
+# engine, as "batched" does. (12 runs × 2 epochs of digits are 552 steps: measured.)
+MEASURE_MIN_MODEL_STEPS = 500
+# ... and only when the first engine's warm-up rate says the training takes at least this many seconds
+# (the whole measurement takes ~1-3 s on a 2-core CPU; a shorter training cannot repay it)
+MEASURE_MIN_SECONDS = 2.0
+# the batched engines are timed on at most this many models (the group's size if smaller): the
+# measurement holds one population per engine at once, and per-model rates change little beyond
+# K ≈ 8-16 (docs/performance.md: 0.39 s/model-epoch at K = 8, 0.36 at 16, 0.30 at 64)
+MEASURE_MAX_MODELS = 16
 BUNDLED = ("digits",)  # datasets that ship with a dependency: --data-dir has no effect on them
 # Fields of CompareSpec that change how a comparison is computed but not its results (the engines
 # agree up to float32 summation order, tests/test_engine.py): a resumed comparison may change them.
@@ -82,7 +100,7 @@ class CompareSpec:
     first_seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "auto"  # auto | cpu | cuda
-    engine: str = "batched"  # batched: groups of runs as one computation | single: one train_model per run
+    engine: str = "auto"  # auto: the engine measured fastest | batched: groups of runs as one computation | single
     probe: bool = True  # per-layer statistics (initlab.analysis.probe) at init and after every epoch, every run
     probe_size: int = 256  # examples in the fixed probe batch (same for all runs and epochs)
     # None: the MLP of hidden/activation. A zoo spec ("resnet(blocks=20,norm=none)"), the user's
@@ -200,6 +218,7 @@ class CompareResult:
     runs: pd.DataFrame | None = None
     chance: dict = field(default_factory=dict)  # majority-class rate, threshold, test size
     complete: bool = True
+    engine: dict | None = None  # the engine that trained the runs and why (EngineChoice.to_dict)
 
     def __repr__(self) -> str:
         s = self.spec
@@ -452,12 +471,17 @@ class ProbeBatch:
         self.enabled = spec.probe
         idx = example_batch(data, spec.probe_size)
         self.x, self.y = data.x_train[idx], data.y_train[idx]
+        # probe statistics are reductions whose float32 sums depend on the thread count: they are
+        # taken with the threads the comparison started with, whatever count the engine choice
+        # trains with (select_engine), so probe.csv does not depend on that choice
+        self.threads = torch.get_num_threads()
 
     def record(self, run: Run, epoch: int, model: torch.nn.Module) -> None:
         if self.enabled:
             from initlab.analysis.probe import probe_stats
 
-            run.probe[epoch] = probe_stats(model, self.x, self.y)
+            with intra_op_threads(self.threads):
+                run.probe[epoch] = probe_stats(model, self.x, self.y)
 
 
 def _start(run: Run, model: torch.nn.Module, pb: ProbeBatch, reporter: Reporter) -> bool:
@@ -508,11 +532,13 @@ def _train_single(spec, data, schemes, device, book, reporter, pb):
 
 
 def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str, str | None]:
-    """Which engine trains ``spec``'s runs: ("mlp" | "func" | "single", why not batched or None).
+    """Which batched engine can train ``spec``'s runs: ("mlp" | "func" | "single", why not batched or None).
 
     ``initlab.models.mlp`` networks (the default, or a zoo ``mlp``) take the hand-written MLP engine
-    (:mod:`initlab.training.mlp_engine`, fastest); any other model the ``torch.func`` engine
-    (:mod:`initlab.training.func_engine`) if it can be vmapped, otherwise the single loop, with the reason.
+    (:mod:`initlab.training.mlp_engine`); any other model the ``torch.func`` engine
+    (:mod:`initlab.training.func_engine`) if it can be vmapped, otherwise the single loop, with the
+    reason. ``engine="single"`` gives ("single", None). This is what ``engine="batched"`` trains
+    with; ``"auto"`` measures it against the others (:func:`select_engine`).
     """
     if spec.engine == "single":
         return "single", None
@@ -528,6 +554,78 @@ def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str
 
     why = vmap_problem(model, pb.x[:4], pb.y[:4])
     return ("func", None) if why is None else ("single", why)
+
+
+def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: int, runs: int) -> EngineChoice:
+    """The engine that trains ``runs`` runs of ``spec`` in groups of ``group_size``, and why.
+
+    ``engine="single"`` or ``"batched"`` is forced (the batched engine :func:`choose_engine` names, or
+    the single loop where none can train the model), with torch's thread setting. ``"auto"`` times
+    every engine that can train the model (:mod:`initlab.training.choice`: the MLP engine, the
+    ``torch.func`` engine, the single loop) for a few steps on the real shapes: throwaway models of
+    ``spec`` (built under a forked torch RNG, so no global or per-run random stream moves), a group
+    of ``min(group_size, runs, MEASURE_MAX_MODELS)`` of them, batches of ``data``'s training set. On a CPU with more
+    than one intra-op thread each engine is also timed with one thread: on a shared machine
+    small ops wait for descheduled OpenMP threads (measured 7× slower with 2 threads than with 1
+    under a load of 4 on 2 cores, docs/performance.md). The fastest per model-step trains, with its
+    thread setting (``EngineChoice.threads``, applied by the caller with ``intra_op_threads``); all
+    engines and thread counts give the same numbers up to float32 summation order, so the choice
+    changes the time, not the results beyond that. With fewer than
+    :data:`MEASURE_MIN_MODEL_STEPS` optimizer steps in all, auto does not measure and takes the
+    batched engine.
+    """
+    kind, why = choose_engine(spec, data, pb)
+    if spec.engine == "single":
+        return EngineChoice("single", "forced: engine='single'")
+    if why is not None:
+        return EngineChoice("single", f"the batched engine cannot train {spec.arch} ({why})")
+    if spec.engine == "batched":
+        return EngineChoice(kind, "forced: engine='batched'")
+    n_train = int(data.x_train.shape[0])
+    total = runs * spec.train.epochs * -(-n_train // spec.train.batch_size)
+    if runs == 0:
+        return EngineChoice(kind, "not measured: no run left to train")
+    if total < MEASURE_MIN_MODEL_STEPS:
+        return EngineChoice(kind, f"not measured: {total} optimizer steps in all are too few to repay "
+                                  f"a measurement (< {MEASURE_MIN_MODEL_STEPS})")
+    kinds = ["mlp", "func", "single"] if kind == "mlp" else ["func", "single"]
+    device = data.x_train.device
+    threads = (None, 1) if device.type == "cpu" and torch.get_num_threads() > 1 else (None,)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = new_model(spec, data, spec.first_seed).to(device)
+        k = max(1, min(group_size, runs, MEASURE_MAX_MODELS))
+        models = [model] + [copy.deepcopy(model) for _ in range(k - 1)]
+        choice = choose(engine_candidates(kinds, models, data, spec.train, threads), work=total,
+                        min_work_seconds=MEASURE_MIN_SECONDS)
+    conv = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
+    del models, model
+    if choice.engine == "single":
+        slower = " and ".join(k for k in kinds if k != "single" and choice.best_rate(k) is not None)
+        if not slower:
+            return dataclasses.replace(choice, reason="the batched engines failed in the trial steps: "
+                                                      + "; ".join(f"{k}: {e}" for k, e in choice.failed))
+        cause = (" (batching K convolutions gives one grouped convolution, no faster per FLOP on a CPU)"
+                 if device.type == "cpu" and conv else "")
+        return dataclasses.replace(choice, reason=f"the {slower} engine measured slower than the single loop{cause}")
+    return choice
+
+
+def engine_note(spec: CompareSpec, choice: EngineChoice) -> str | None:
+    """The reporter's one line about the engine: a choice among engines measured against each other,
+    with their rates, or why the runs train one at a time although ``spec`` did not ask for that;
+    None otherwise (a forced engine, or a measurement stopped after the first engine)."""
+    threads = "" if choice.threads is None else f" with {choice.threads} intra-op thread" + \
+        ("s" if choice.threads > 1 else "")
+    if choice.engine == "single" and spec.engine != "single":
+        rates = f" ({choice.rates_text()})" if choice.measured else ""
+        return f"{choice.reason}{rates}; training runs one at a time{threads}"
+    if len(choice.rates) > 1:  # engines measured against each other (not a measurement stopped after one)
+        return f"engine {choice.engine}{threads}: {choice.reason} on {spec.arch} ({choice.rates_text()})"
+    return None
+
+
+CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+                torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
 
 
 def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, kind="mlp"):
@@ -579,10 +677,10 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
         book.write(steps=True, probe=True)  # steps.csv whole again, in run order
 
 
-def _config_record(spec: CompareSpec, data: Dataset, device) -> dict:
+def _config_record(spec: CompareSpec, data: Dataset, device, choice: EngineChoice) -> dict:
     return {**spec.to_dict(), "resolved_device": str(device), "torch": torch.__version__,
             "python": platform.python_version(), "train_size": int(data.x_train.shape[0]),
-            "test_size": int(data.x_test.shape[0])}
+            "test_size": int(data.x_test.shape[0]), "engine_choice": choice.to_dict()}
 
 
 def resumable(out: str | Path | None, resume: bool) -> bool:
@@ -609,18 +707,19 @@ def check_resume(out: str | Path, spec: CompareSpec) -> None:
                          "rerun with the same options, or use --overwrite or another --out")
 
 
-def _result(spec, book, out_dir, t0, chance, complete) -> CompareResult:
+def _result(spec, book, out_dir, t0, chance, complete, choice: EngineChoice) -> CompareResult:
     metrics, runs = book.metrics(), book.runs_frame()
     summary = summarize(metrics, spec.inits, runs=runs, chance=chance["threshold"])
     return CompareResult(spec, metrics, book.steps_frame(), summary, out_dir, time.perf_counter() - t0,
-                         book.probe_frame(), runs, chance, complete)
+                         book.probe_frame(), runs, chance, complete, choice.to_dict())
 
 
 def write_result(result: CompareResult, folder: Path) -> None:
     """Write a finished ``result`` that was computed without a folder into the claimed ``folder``, as
     ``run_compare`` would have (config.json, the CSVs, summary.json, plots): what a notebook renders."""
     store.atomic_write_json(folder / "config.json", {**result.spec.to_dict(),
-                                                     "test_size": result.chance.get("test_size")})
+                                                     "test_size": result.chance.get("test_size"),
+                                                     **({"engine_choice": result.engine} if result.engine else {})})
     for name, frame in (("metrics.csv", result.metrics), ("runs.csv", result.runs), ("steps.csv", result.steps),
                         ("probe.csv", result.probe)):
         if frame is not None:
@@ -649,6 +748,44 @@ def write_summary(result: CompareResult) -> None:
         plot_probe(result, d)
 
 
+@dataclass(frozen=True)
+class ComparePlan:
+    """What :func:`run_compare` would do with a spec, found without training or writing anything."""
+
+    runs: int  # inits × seeds
+    steps_per_run: int  # optimizer steps of one run: epochs × steps per epoch
+    group_size: int  # runs one batched group holds (memory-bound); 1 for the single loop
+    memory: dict  # estimate_memory's bytes: per_model, group, results, total
+    engine: EngineChoice  # the engine and why (measured rates with engine "auto")
+
+    def lines(self) -> list[str]:
+        """The plan in words, one line per item, for ``initlab compare --dry-run``."""
+        at_once = 1 if self.engine.engine == "single" else min(self.group_size, self.runs)
+        e = self.engine
+        engine = (f"engine: {e.engine}" + ("" if e.threads is None else
+                                           f" with {e.threads} intra-op thread{'s' if e.threads > 1 else ''}")
+                  + f" — {e.reason}" + (f"; measured {e.rates_text()}" if e.measured else "")
+                  + "".join(f"; {name} failed: {why}" for name, why in e.failed))
+        memory = (f"memory: ~{format_bytes(self.memory['total'])} (models training at once "
+                  f"{format_bytes(self.memory['group'])}, results {format_bytes(self.memory['results'])})")
+        return [f"runs: {self.runs} × {self.steps_per_run} optimizer steps; {at_once} trained at once", memory, engine]
+
+
+def plan_compare(spec: CompareSpec, data: Dataset | None = None) -> ComparePlan:
+    """The plan of ``spec``: runs, group size, memory (refused as :func:`check_memory` refuses it) and the
+    engine, chosen as :func:`run_compare` chooses it (with ``engine="auto"``: measured on the real
+    shapes, a few seconds at most). ``data``: the dataset as loaded (default: loaded here)."""
+    device = resolve_device(spec.device)
+    if data is None:
+        data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
+    est = check_memory(spec, data, device)
+    shaped = prepare_data(spec, data).to(device)
+    runs = len(spec.inits) * spec.seeds
+    choice = select_engine(spec, shaped, ProbeBatch(spec, shaped), est["group_size"], runs)
+    steps = spec.train.epochs * -(-int(shaped.x_train.shape[0]) // spec.train.batch_size)
+    return ComparePlan(runs, steps, est["group_size"], est, choice)
+
+
 def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: Reporter | None = None,
                 data: Dataset | None = None, overwrite: bool = False, resume: bool = False) -> CompareResult:
     """Run the comparison described by ``spec``; see :func:`compare` for the keyword form.
@@ -675,10 +812,15 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     chance = {**chance_level(data.y_test), "classes": data.num_classes}
     book = RunBook(spec.inits, spec.run_seeds, out_dir, chance["threshold"])
     try:
+        if out_dir is not None and resume:
+            book.load()
+    except OSError as e:
+        raise store.write_error(e) from None
+    pb = ProbeBatch(spec, data)
+    choice = select_engine(spec, data, pb, est["group_size"], len(book.pending()))
+    try:
         if out_dir is not None:
-            store.atomic_write_json(out_dir / "config.json", _config_record(spec, data, device))
-            if resume:
-                book.load()
+            store.atomic_write_json(out_dir / "config.json", _config_record(spec, data, device, choice))
             book.write(steps=True, probe=True)
     except OSError as e:
         raise store.write_error(e) from None
@@ -687,18 +829,18 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     for run in book:
         if run.finished:
             reporter.run_skipped(run.init, run.seed, run.status)
-    pb = ProbeBatch(spec, data)
-    kind, why = choose_engine(spec, data, pb)
-    if why is not None:
-        reporter.note(f"the batched engine cannot train {spec.arch} ({why}); training runs one at a time")
+    note = engine_note(spec, choice)
+    if note is not None:
+        reporter.note(note)
     try:
-        if kind != "single":
-            _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"], kind)
-        else:
-            _train_single(spec, data, schemes, device, book, reporter, pb)
+        with intra_op_threads(choice.threads):
+            if choice.engine != "single":
+                _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"], choice.engine)
+            else:
+                _train_single(spec, data, schemes, device, book, reporter, pb)
     except KeyboardInterrupt as e:
         book.interrupt()
-        result = _result(spec, book, out_dir, t0, chance, complete=False)
+        result = _result(spec, book, out_dir, t0, chance, complete=False, choice=choice)
         if out_dir is not None:
             book.write(steps=True, probe=True)
             write_summary(result)
@@ -706,7 +848,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
         raise
     except OSError as e:
         raise store.write_error(e) from None
-    result = _result(spec, book, out_dir, t0, chance, complete=True)
+    result = _result(spec, book, out_dir, t0, chance, complete=True, choice=choice)
     if out_dir is not None:
         try:
             write_summary(result)
@@ -733,7 +875,7 @@ def compare(
     normalize: str = "seed",
     first_seed: int = 0,
     reporter: Reporter | None = None,
-    engine: str = "batched",
+    engine: str = "auto",
     probe: bool = True,
     diverge_loss: float = TrainConfig.diverge_loss,
     overwrite: bool = False,
@@ -745,9 +887,10 @@ def compare(
 
     ``inits``: one scheme (``"he"``), a comma-separated string (``"he,normal(std=0.05)"``), or a
     sequence of strings, ``SchemeSpec``s or their dicts. ``hidden``: ``"64,64"`` or a sequence.
-    ``engine="batched"`` trains groups of runs together (:mod:`initlab.training.mlp_engine`); ``"single"``
-    trains them one after another with :func:`initlab.training.loop.train_model`. Both give the same
-    results up to float32 summation order. ``diverge_loss``: see :data:`initlab.training.loop.DIVERGE_LOSS`.
+    ``engine="auto"`` trains with whichever engine is measured fastest on the comparison's shapes
+    (:func:`select_engine`); ``"batched"`` trains groups of runs together (:mod:`initlab.training.mlp_engine`,
+    :mod:`initlab.training.func_engine`); ``"single"`` trains them one after another with
+    :func:`initlab.training.loop.train_model`. All give the same results up to float32 summation order. ``diverge_loss``: see :data:`initlab.training.loop.DIVERGE_LOSS`.
     ``overwrite``/``resume``: reuse an earlier result folder (:func:`initlab.store.check_out_dir`).
     ``model``: a zoo spec (``"resnet(blocks=20,norm=none)"``), ``"module:factory"`` or a callable
     returning an ``nn.Module`` (called per run, with ``in_shape``/``num_classes`` if it asks),

@@ -248,6 +248,17 @@ def close_evaluation(result: RunResult, row: dict, test_loss: float, test_acc: f
     return False
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer step of ``model`` on the batch ``(x, y)`` (mean cross-entropy); returns the
+    step's loss, detached, on the device. The single loop's step: :func:`train_model` takes it,
+    :mod:`initlab.training.choice` times it."""
+    loss = nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 EpochCallback = Callable[[dict], None]
 StepsCallback = Callable[[np.ndarray, int], None]  # (the epoch's per-step losses, index of its first step)
 
@@ -283,11 +294,7 @@ def train_model(
         idx_batches = batches(epoch_permutation(n, data_gen), config.batch_size)
         losses = torch.empty(len(idx_batches), device=device)
         for i, idx in enumerate(idx_batches):
-            loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses[i] = loss.detach()
+            losses[i] = train_step(model, opt, data.x_train[idx], data.y_train[idx])
         losses_np = losses.cpu().double().numpy()
         step_chunks.append(losses_np)
         row = close_epoch(result, epoch, losses_np, step0)

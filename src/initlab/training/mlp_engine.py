@@ -136,14 +136,30 @@ def config_key(config: TrainConfig) -> tuple:
 
 
 def _act_backward(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor,
-                  live: torch.Tensor) -> torch.Tensor:
-    """dL/dpre from dL/dout for the named activation (torch's backward formulas), 0 where not ``live``."""
+                  live: torch.Tensor | None) -> torch.Tensor:
+    """dL/dpre from dL/dout for the named activation (torch's backward formulas), 0 where not ``live``
+    (``live`` None: every model is live, nothing to mask)."""
     if name == "relu":
         # autograd's own ReLU backward kernel instead of where((out > 0) & live, ...): fewer bool
         # temporaries (isolated ~100 vs ~400 µs at K=12, 64×128; within noise end to end)
         g = torch.ops.aten.threshold_backward(g, out, 0)
-        return torch.where(live, g, 0.0)
-    return torch.where(live, _act_grad(name, g, pre, out), 0.0)
+    else:
+        g = _act_grad(name, g, pre, out)
+    return g if live is None else torch.where(live, g, 0.0)
+
+
+def _mask(live: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the models that are not ``live`` zeroed; ``t`` itself when ``live`` is None."""
+    return t if live is None else torch.where(live, t, 0.0)
+
+
+def masks_needed(alive: torch.Tensor) -> bool:
+    """Whether a step must zero frozen models' values (their NaN/inf would reach the weights through
+    0·NaN). On a CPU asking costs nothing (no queue to wait for), and while every model is alive
+    — nearly always — the step skips its three largest ``torch.where`` passes; the values are
+    the same bit for bit (``where`` with an all-true mask copies). On a GPU asking would wait for
+    the queue every step, so it always masks."""
+    return alive.device.type != "cpu" or not bool(alive.all())
 
 
 def _act_grad(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -262,6 +278,29 @@ class BatchedPopulation:
             res.step_losses = np.concatenate(chunks[k]) if chunks[k] else np.zeros(0)
         return results
 
+    def stepper(self, x_train: torch.Tensor, y_train: torch.Tensor) -> Callable[[], None]:
+        """A function that takes one optimizer step of every model as :meth:`train` takes it (the
+        gather of each model's batch, then the step), on fixed batches: model k's batch is rows
+        k·B … k·B+B−1 of ``x_train`` (modulo its length). What :mod:`initlab.training.choice` times;
+        it moves this population's parameters, so use it on a population built for the purpose."""
+        cfg, dev = self.config, self.device
+        x_train, y_train = x_train.to(dev), y_train.to(dev)
+        kk, n = len(self.index), x_train.shape[0]
+        idx = torch.arange(kk * min(cfg.batch_size, n), device=dev) % n  # no generator: no RNG stream is touched
+        state = self._new_state()
+        alive = torch.ones(kk, dtype=torch.bool, device=dev)
+        losses = torch.empty(kk, device=dev)
+        count = [0]
+
+        @torch.no_grad()
+        def step() -> None:
+            count[0] += 1
+            xb = x_train.index_select(0, idx).view(kk, -1, *x_train.shape[1:])
+            yb = y_train.index_select(0, idx).view(kk, -1)
+            self._step(xb, yb, alive, count[0], state, losses)
+
+        return step
+
 
 class Population(BatchedPopulation):
     """K MLPs of one layout, parameters stacked on a leading model axis, trained together.
@@ -375,17 +414,17 @@ class Population(BatchedPopulation):
         loss = (lse - picked).squeeze(2).mean(1)  # mean cross-entropy per model, (K,)
         losses_out.copy_(torch.where(alive, loss, math.nan))
         alive = alive & torch.isfinite(loss)
-        live = alive.view(-1, 1, 1)
+        live = alive.view(-1, 1, 1) if masks_needed(alive) else None
         # dL/dlogits of the mean cross-entropy: (softmax - onehot) / B; zeroed for frozen models
         g = torch.exp(logits - lse)
         g.scatter_add_(2, y.unsqueeze(2), torch.full_like(picked, -1.0))
-        g = torch.where(live, g / bsz, 0.0)
+        g = _mask(live, g / bsz)
         if not state and self.config.optimizer == "sgd":
             self._sgd_fused(g, inputs, pres, live, alive)
             return alive
         grads = []
         for i in range(len(self.weights) - 1, -1, -1):
-            h = inputs[i] if i == 0 else torch.where(live, inputs[i], 0.0)
+            h = inputs[i] if i == 0 else _mask(live, inputs[i])
             gw = torch.bmm(g.transpose(1, 2), h)
             grads.append((gw, None if self.biases[i] is None else g.sum(1)))
             if i > 0:
@@ -406,7 +445,7 @@ class Population(BatchedPopulation):
         """
         neg_lr = torch.where(alive, -self.lr, 0.0).float().view(-1, 1, 1)
         for i in range(len(self.weights) - 1, -1, -1):
-            h = inputs[i] if i == 0 else torch.where(live, inputs[i], 0.0)
+            h = inputs[i] if i == 0 else _mask(live, inputs[i])
             if i > 0:
                 gh = torch.bmm(g, self.weights[i])
             gs = g * neg_lr

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from initlab.core.display import html_of
+from initlab.training.choice import intra_op_threads
 from initlab.training.loop import TrainConfig
 from initlab.experiments.progress import bars, show_progress
 from initlab.experiments.sweeps.plan import SweepPlan, compare_spec, make_plan
@@ -221,11 +222,18 @@ class _Group:
             self.reporter.note(f"run {describe(c.params)} was taken over by another worker; its result here is dropped")
 
     def train(self) -> None:
-        from initlab.experiments.compare import choose_engine
+        from initlab.experiments.compare import engine_note, select_engine
 
-        kind, why = choose_engine(self.cs, self.data, self.pb)
-        if why is not None:
-            self.reporter.note(f"the batched engine cannot train {self.cs.arch} ({why}); training runs one at a time")
+        # engine "auto" times the engines on this chunk's shapes (initlab.training.choice); the choice
+        # is recorded per run (the store's engine column)
+        choice = select_engine(self.cs, self.data, self.pb, len(self.claimed), len(self.claimed))
+        note = engine_note(self.cs, choice)
+        if note is not None:
+            self.reporter.note(note)
+        with intra_op_threads(choice.threads):  # the thread count auto measured fastest (None: unchanged)
+            self._train_kind(choice.engine)
+
+    def _train_kind(self, kind: str) -> None:
         if kind == "single":
             return self._train_single()
         if kind == "mlp":
