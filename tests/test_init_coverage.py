@@ -191,7 +191,7 @@ def test_nn_transformer_attention_is_never_written_on_the_meta_path():
     # MultiheadAttention has only the private _reset_parameters, which its __init__ calls; nn.Transformer's
     # xavier_uniform_ over every matrix is in its __init__ too
     cov = coverage(lambda: nn.Transformer(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
-                                          dim_feedforward=32))
+                                          dim_feedforward=32, batch_first=True))
     never = {t.tensor.rsplit(".", 1)[-1] for t in cov.faults if t.status == "never written"}
     assert never == {"in_proj_weight", "in_proj_bias"} and cov.count("never written") == 6
     assert cov.count("differs from eager") > 0
