@@ -6,6 +6,7 @@ step in milliseconds. Whichever engine is chosen, results must equal the forced 
 engine tests' tolerances (tests/test_engine.py: rtol 1e-4 on losses).
 """
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -168,6 +169,7 @@ def test_forced_engines_are_not_measured(digits_data, monkeypatch):
 def test_auto_measures_and_records_the_choice_in_config_and_result(digits_data, tmp_path, monkeypatch):
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_MODEL_STEPS", 1)
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(compare_mod, "MEASURE_BUDGET", math.inf)  # measure every candidate however short
     spec = CompareSpec(inits=("he", "xavier"), dataset="digits", hidden=(16,), probe=False, train=TrainConfig(epochs=1))
     assert spec.engine == "auto"
     d, pb = _prepared(spec, digits_data)
@@ -202,6 +204,7 @@ def test_conv_fallback_trains_one_at_a_time_and_says_why(digits_data, monkeypatc
     single loop trains and the plan and the note say why."""
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_MODEL_STEPS", 1)
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(compare_mod, "MEASURE_BUDGET", math.inf)  # measure every candidate however short
     measured = EngineChoice("single", "measured fastest", (("func", 80.0), ("single", 120.0)))
     monkeypatch.setattr(compare_mod, "choose", lambda candidates, **kw: measured)
     spec = CompareSpec(inits=("he", "xavier"), dataset="digits", model="cnn(depth=2,channels=4)", probe=False,
@@ -226,6 +229,7 @@ def test_conv_fallback_trains_one_at_a_time_and_says_why(digits_data, monkeypatc
 def test_dry_run_prints_the_engine_and_rates_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_MODEL_STEPS", 1)
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(compare_mod, "MEASURE_BUDGET", math.inf)  # measure every candidate however short
     out = tmp_path / "o"
     r = CliRunner().invoke(app, ["compare", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "--dry-run",
                                  "--out", str(out)])
@@ -253,6 +257,7 @@ def test_a_sweep_with_engine_auto_measures_each_group_and_records_the_engine(dig
 
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_MODEL_STEPS", 1)
     monkeypatch.setattr(compare_mod, "MEASURE_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(compare_mod, "MEASURE_BUDGET", math.inf)  # measure every candidate however short
     notes = []
 
     class Notes(SweepReporter):
@@ -307,3 +312,19 @@ def test_the_note_names_a_real_choice_only():
     assert engine_note(spec, threads).startswith("engine mlp with 1 intra-op thread: measured fastest")
     one = EngineChoice("mlp", "not measured further: ~0.3 s of training at mlp's rate (under 2 s)", (("mlp", 900.0),))
     assert engine_note(spec, one) is None and engine_note(spec, EngineChoice("mlp", "forced: engine='batched'")) is None
+
+
+def test_the_measurement_stops_at_its_budget_of_the_projected_training():
+    """Timed steps are thrown away, so the measurement may take only `budget` of the training the first
+    candidate's warm-up projects: 300 model-steps at 100/s is 3 s, 5% of it 0.15 s, and the first warm-up
+    alone takes 0.2 s, so the second candidate is not measured and says why."""
+    clock, calls = FakeClock(), []
+    cands = [clock.engine("mlp", 0.1, models=10, calls=calls), clock.engine("single", 0.0005, calls=calls)]
+    c = choose(cands, clock=clock, work=300, min_work_seconds=2.0, budget=0.05)
+    assert c.engine == "mlp" and "single" not in calls
+    assert dict(c.failed)["single"].startswith("not measured: the measurement budget (5%")
+    assert "within the budget" in c.reason
+    # a long training affords the full measurement: the faster engine is found
+    calls.clear()
+    c = choose(cands, clock=clock, work=100_000, min_work_seconds=2.0, budget=0.05)
+    assert c.engine == "single" and c.reason == "measured fastest"

@@ -80,6 +80,9 @@ MEASURE_MIN_SECONDS = 2.0
 # measurement holds one population per engine at once, and per-model rates change little beyond
 # K ≈ 8-16 (docs/performance.md: 0.39 s/model-epoch at K = 8, 0.36 at 16, 0.30 at 64)
 MEASURE_MAX_MODELS = 16
+# the measurement stops once it has taken this fraction of the projected training time (its steps are
+# thrown away): on a short comparison the first, batched engine trains; a long one is measured in full
+MEASURE_BUDGET = 0.05
 BUNDLED = ("digits",)  # datasets that ship with a dependency: --data-dir has no effect on them
 # Fields of CompareSpec that change how a comparison is computed but not its results (the engines
 # agree up to float32 summation order, tests/test_engine.py): a resumed comparison may change them.
@@ -596,7 +599,7 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
         k = max(1, min(group_size, runs, MEASURE_MAX_MODELS))
         models = [model] + [copy.deepcopy(model) for _ in range(k - 1)]
         choice = choose(engine_candidates(kinds, models, data, spec.train, threads), work=total,
-                        min_work_seconds=MEASURE_MIN_SECONDS)
+                        min_work_seconds=MEASURE_MIN_SECONDS, budget=MEASURE_BUDGET)
     conv = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
     del models, model
     if choice.engine == "single":

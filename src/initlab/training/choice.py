@@ -134,7 +134,8 @@ def _first_line(e: BaseException) -> str:
 
 def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2, min_steps: int = 2,
            min_seconds: float = 0.05, prune: float = 3.0, work: float | None = None,
-           min_work_seconds: float = 2.0, clock: Callable[[], float] = time.perf_counter) -> EngineChoice:
+           min_work_seconds: float = 2.0, budget: float = 0.05,
+           clock: Callable[[], float] = time.perf_counter) -> EngineChoice:
     """Time every candidate (module docstring) and return the fastest, with every rate measured.
 
     Args:
@@ -148,6 +149,10 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
         work: model-steps the choice will train (runs × steps). When the first candidate's warm-up
             rate would do them in under ``min_work_seconds``, the others are not measured: the
             measurement would cost more than any engine could save. None: always measure all.
+        budget: with ``work``, the measurement stops once it has taken this fraction of the training time
+            the first candidate's warm-up rate projects (the steps it times are thrown away, so a longer
+            measurement could cost more than the best engine saves); candidates not reached are listed
+            as not measured, and the choice is among those measured (by warm-up rate if no round ran).
         clock: seconds as a float (tests pass a fake clock that fake steps advance).
 
     Raises:
@@ -158,7 +163,15 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
     steps: dict[str, Callable[[], None]] = {}
     failed: dict[str, str] = {}
     warm: dict[str, float] = {}  # rate of each candidate's last warm-up step (the first ones pay first-call costs)
+    start, allowed = clock(), math.inf
+
+    def spent() -> bool:
+        return clock() - start > allowed
+
     for c in candidates:
+        if steps and spent():
+            failed[c.name] = f"not measured: the measurement budget ({budget:.0%} of the projected training) was spent"
+            continue
         try:
             with intra_op_threads(c.threads):
                 fn = c.build()
@@ -174,10 +187,12 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
             steps[c.name] = fn
         except Exception as e:  # noqa: BLE001 - a candidate that cannot run is left out, with its reason
             failed[c.name] = _first_line(e)
-        if work is not None and c.name in warm and len(steps) == 1 and work / warm[c.name] < min_work_seconds:
-            return EngineChoice(c.kind, f"not measured further: ~{work / warm[c.name]:.2g} s of training at "
-                                        f"{c.name}'s rate (under {min_work_seconds:g} s)",
-                                ((c.name, warm[c.name]),), tuple(failed.items()), c.threads)
+        if work is not None and c.name in warm and len(steps) == 1:
+            if work / warm[c.name] < min_work_seconds:
+                return EngineChoice(c.kind, f"not measured further: ~{work / warm[c.name]:.2g} s of training at "
+                                            f"{c.name}'s rate (under {min_work_seconds:g} s)",
+                                    ((c.name, warm[c.name]),), tuple(failed.items()), c.threads)
+            allowed = budget * work / warm[c.name]
     best: dict[str, float] = {}
     fastest_warm = max((warm[name] for name in steps if name in warm), default=0.0)
     for name in list(steps):
@@ -187,6 +202,9 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
     for _ in range(max(1, rounds)):
         for c in candidates:
             if c.name not in steps:
+                continue
+            if spent():  # out of budget: a candidate without a timed round keeps its warm-up rate
+                best.setdefault(c.name, warm.get(c.name, 0.0))
                 continue
             try:
                 with intra_op_threads(c.threads):
@@ -202,7 +220,8 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
     order = [c.name for c in candidates if c.name in best]
     winner = max(order, key=lambda name: (best[name], -order.index(name)))
     chosen = next(c for c in candidates if c.name == winner)
-    return EngineChoice(chosen.kind, "measured fastest", tuple((name, best[name]) for name in order),
+    why = "measured fastest" if not spent() else f"measured fastest within the budget ({budget:.0%} of the projected training)"
+    return EngineChoice(chosen.kind, why, tuple((name, best[name]) for name in order),
                         tuple(failed.items()), chosen.threads)
 
 
