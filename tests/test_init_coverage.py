@@ -14,6 +14,7 @@ import initlab
 from initlab.analysis.coverage import Coverage, coverage
 from initlab.cli import app
 from initlab.models import make_model
+from initlab.models.external import library_lm
 
 
 class Untouched(nn.Module):
@@ -160,18 +161,17 @@ def test_timm_resnet18_has_no_faults():
 
 
 def test_gpt2_tiny_has_no_faults():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16,
-                                      bos_token_id=0, eos_token_id=0)
-        cov = coverage(lambda: transformers.GPT2LMHeadModel(cfg))
+        sizes = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16)
+        cov = coverage(lambda: library_lm("gpt2", **sizes))
         rows = by_name(cov)
         assert cov.faults == ()
         # GPT-2's scaled c_proj: the block's init overrides the Conv1D's own
         assert rows["transformer.h.0.attn.c_proj.weight"].writers == ("transformer.h.0.attn",)
         assert rows["transformer.wte.weight"].tied_with == ("lm_head.weight",)
-        built = transformers.GPT2LMHeadModel(cfg)  # an instance: the init flags of its first init are ignored
+        built = library_lm("gpt2", **sizes)  # an instance: the init flags of its first init are ignored
         assert coverage(built).faults == ()
 
 

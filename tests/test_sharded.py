@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from initlab import initialize
+from initlab.models.external import library_lm
 from initlab.schemes.sharded import initialize_sharded, philox4x32, uniforms
 
 SEED = 11
@@ -156,12 +157,11 @@ def test_refusals():
 
 
 def test_transformers_gpt2_is_covered_like_initialize():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cfg = transformers.GPT2Config(n_layer=1, n_embd=64, n_head=2, vocab_size=512, n_positions=64,
-                                      bos_token_id=0, eos_token_id=0)
-        a, b = transformers.GPT2LMHeadModel(cfg), transformers.GPT2LMHeadModel(cfg)
+        sizes = dict(n_layer=1, n_embd=64, n_head=2, vocab_size=512, n_positions=64)
+        a, b = library_lm("gpt2", **sizes), library_lm("gpt2", **sizes)
         initialize_sharded(a, "he", seed=0)
         initialize(b, "he", generator=torch.Generator().manual_seed(0))
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):  # Conv1D weights are (in, out): same fans

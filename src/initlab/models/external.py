@@ -192,18 +192,27 @@ def external_factory(text: str) -> Callable[..., nn.Module]:
     return factory
 
 
+LM_HEADS = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "llama": "LlamaForCausalLM",
+            "t5": "T5ForConditionalGeneration"}
+
+
+def library_lm(family: str, **fields) -> nn.Module:
+    """A small Hugging Face language model of ``family`` (``HF_FAMILIES``) with its language-model head, from
+    a config (random weights, nothing downloaded): the family's small sizes, a vocabulary of 1000, and
+    ``fields`` over both; special token ids outside the vocabulary are set to 0."""
+    tf = _import("hf")
+    if family not in LM_HEADS:
+        raise ValueError(f"unknown Hugging Face family {family!r}; choose from: {', '.join(LM_HEADS)}")
+    config_name, _, small = HF_FAMILIES[family]
+    config = getattr(tf, config_name)(**{**small, "vocab_size": 1000, **fields})
+    for token in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+        if getattr(config, token, None) is not None and getattr(config, token) >= config.vocab_size:
+            setattr(config, token, 0)
+    return getattr(tf, LM_HEADS[family])(config)
+
+
 def _lm(family: str, **fields) -> Callable[[int], nn.Module]:
-    def build(size: int = 64) -> nn.Module:
-        tf = _import("hf")
-        config_name, _, small = HF_FAMILIES[family]
-        head = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "llama": "LlamaForCausalLM",
-                "t5": "T5ForConditionalGeneration"}[family]
-        config = getattr(tf, config_name)(**{**small, "vocab_size": 1000, **fields})
-        for token in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
-            if getattr(config, token, None) is not None and getattr(config, token) >= 1000:
-                setattr(config, token, 0)
-        return getattr(tf, head)(config)
-    return build
+    return lambda size=64: library_lm(family, **fields)
 
 
 def _image_model(library: str, name: str, fixed: bool = False, **params) -> Callable[[int], nn.Module]:
