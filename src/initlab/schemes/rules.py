@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from initlab.schemes.functions import _check_number
+from initlab.schemes.functions import check_number
 from initlab.schemes.registry import Scheme
 from initlab.schemes.specs import SchemeSpec, as_spec, parse_scheme
 
@@ -84,7 +84,7 @@ class Rule:
         if self.recurrent is not None:
             object.__setattr__(self, "recurrent", _spec(self.recurrent, "recurrent"))
         if self.forget_bias is not None:
-            object.__setattr__(self, "forget_bias", _check_number("forget_bias", self.forget_bias))
+            object.__setattr__(self, "forget_bias", check_number("forget_bias", self.forget_bias))
 
     def to_dict(self) -> dict[str, Any]:
         """``{"scheme": {...}, "recurrent": {...} | None, "forget_bias": float | None}``, JSON-ready.

@@ -14,8 +14,7 @@ from typing import Any, Collection, Iterable, Mapping
 
 import torch
 
-from initlab.schemes.auto import check_auto_params
-from initlab.schemes.registry import Scheme, _init_bias, get_scheme
+from initlab.schemes.registry import Scheme, init_bias, get_scheme
 
 
 def _format_value(value: Any) -> str:
@@ -138,15 +137,14 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
     """
     spec = parse_scheme(scheme) if isinstance(scheme, str) else (
         scheme if isinstance(scheme, SchemeSpec) else SchemeSpec.from_dict(scheme))
-    if spec.name == "auto":  # a whole-model scheme: its parameters are checked, nothing is drawn
-
-        try:
-            check_auto_params(**spec.params)
-        except TypeError:
-            raise ValueError(f"unknown parameter for auto in {str(spec)!r}; choose from: mode, max_sigma_b2, "
-                             "target_q, tol, max_iters") from None
-        return spec
     sch, params = as_spec(spec)
+    if sch.check is not None:  # a whole-model scheme without a per-tensor meaning: check, draw nothing
+        try:
+            sch.check(**params)
+        except TypeError:
+            raise ValueError(f"unknown parameter for {sch.name} in {str(spec)!r}; choose from: "
+                             f"{', '.join(sch.params)}") from None
+        return spec
     first = None
     # a Linear weight first; a scheme only for convolutions (dirac, delta_orthogonal) gets a 3×3 one
     for shape in ((4, 4), (4, 4, 3, 3)):
@@ -154,7 +152,7 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
         weight, bias = torch.empty(*shape), torch.empty(shape[0])
         try:
             sch.fn(weight, generator=generator, **sch.resolve_params(params))
-            _init_bias(sch.bias, bias, weight, generator)
+            init_bias(sch.bias, bias, weight, generator)
             return spec
         except ValueError as e:
             first = first or e
