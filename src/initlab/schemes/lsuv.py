@@ -51,9 +51,9 @@ from torch.nn.modules.conv import _ConvNd
 
 from initlab.graph import split_example
 from initlab.schemes.apply import plan_and_draw, report_frame, tensor_std
-from initlab.schemes.registry import Scheme, get_scheme, register_scheme
+from initlab.schemes.registry import Scheme, register_scheme
 from initlab.schemes.rules import as_rule, is_single
-from initlab.schemes.specs import SchemeSpec, as_spec, check_scheme, parse_scheme
+from initlab.schemes.specs import SchemeSpec, as_spec, check_tensor_scheme
 
 LSUV_TYPES = (nn.Linear, nn.Bilinear, _ConvNd)  # output linear in the weight: rescaling W rescales it
 LAYER_COLUMNS = ("layer", "module_type", "calls", "iterations", "std_before", "std_after", "within_tol",
@@ -79,16 +79,8 @@ def check_lsuv_params(target_std: float = 1.0, tol: float = 0.1, max_iters: int 
         raise ValueError(f"lsuv parameter max_iters must be an integer from 1 to 1000, got {max_iters!r}")
     if not isinstance(mean_correction, bool):
         raise ValueError(f"lsuv parameter mean_correction must be true or false, got {mean_correction!r}")
-    if not isinstance(pre_init, str):
-        raise ValueError(f"lsuv parameter pre_init must be a scheme name or spec text, got {pre_init!r}")
-    if pre_init.strip() not in KEEP_NAMES:
-        try:
-            spec = parse_scheme(pre_init)
-            if get_scheme(spec.name).needs_example:
-                raise ValueError(f"{spec.name} is a whole-model scheme; use a per-tensor scheme or 'none'")
-            check_scheme(spec)
-        except ValueError as err:
-            raise ValueError(f"lsuv parameter pre_init={pre_init!r}: {err}") from None
+    if not isinstance(pre_init, str) or pre_init.strip() not in KEEP_NAMES:
+        check_tensor_scheme(pre_init, "lsuv parameter pre_init", "a per-tensor scheme or 'none'")
     return dict(target_std=float(target_std), tol=float(tol), max_iters=max_iters,
                 mean_correction=mean_correction, pre_init=pre_init.strip())
 

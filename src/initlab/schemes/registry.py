@@ -6,7 +6,6 @@ and default parameters. The built-in schemes are registered at the bottom of thi
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import warnings

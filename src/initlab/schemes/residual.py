@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from initlab.schemes.functions import MODES, check_choice, normal_
-from initlab.schemes.registry import get_scheme, register_scheme
+from initlab.schemes.registry import register_scheme
 from initlab.schemes.rules import Rule, RuleSet, as_rule, is_single
-from initlab.schemes.specs import SchemeSpec, as_spec, check_scheme, parse_scheme
+from initlab.schemes.specs import SchemeSpec, as_spec, check_tensor_scheme
 from initlab.schemes.structure import residual_info
 from initlab.schemes.units import collect_units
 
@@ -104,16 +104,7 @@ def _value(tensors: dict[str, _Tensor], module: str, scheme: str) -> str:
 
 def _check_base(scheme: str, base: Any) -> str:
     """``base`` as canonical spec text of a per-tensor scheme (one-line ValueError otherwise)."""
-    if not isinstance(base, str):
-        raise ValueError(f"{scheme} parameter base must be a scheme name or spec text, got {base!r}")
-    try:
-        spec = parse_scheme(base)
-        if get_scheme(spec.name).whole_model:
-            raise ValueError(f"{spec.name} is a whole-model scheme; use a per-tensor scheme such as 'he'")
-        check_scheme(spec)
-    except ValueError as err:
-        raise ValueError(f"{scheme} parameter base={base!r}: {err}") from None
-    return str(spec)
+    return str(check_tensor_scheme(base, f"{scheme} parameter base", "a per-tensor scheme such as 'he'"))
 
 
 def _check_std(std: Any) -> float:

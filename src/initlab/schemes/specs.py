@@ -14,7 +14,7 @@ from typing import Any, Collection, Iterable, Mapping
 
 import torch
 
-from initlab.schemes.registry import Scheme, init_bias, get_scheme
+from initlab.schemes.registry import Scheme, get_scheme, init_bias
 
 
 def _format_value(value: Any) -> str:
@@ -157,6 +157,21 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
         except ValueError as e:
             first = first or e
     raise first
+
+
+def check_tensor_scheme(value: Any, what: str, suggestion: str) -> SchemeSpec:
+    """The per-tensor scheme that a whole-model scheme's parameter names (lsuv's ``pre_init``, fixup's
+    ``base``), checked: one-line ValueError starting with ``what`` (``"lsuv parameter pre_init"``) for
+    text that is not a scheme, a whole-model scheme (``suggestion`` says what to use instead), or bad values."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a scheme name or spec text, got {value!r}")
+    try:
+        spec = parse_scheme(value)
+        if get_scheme(spec.name).whole_model:
+            raise ValueError(f"{spec.name} is a whole-model scheme; use {suggestion}")
+        return check_scheme(spec)
+    except ValueError as err:
+        raise ValueError(f"{what}={value!r}: {err}") from None
 
 
 # --------------------------------------------------------------------------- lists of schemes
