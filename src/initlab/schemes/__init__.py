@@ -21,8 +21,6 @@ Layers, smallest first (one module each):
   :mod:`~initlab.schemes.residual` (fixup, skipinit, rezero, gpt2), :mod:`~initlab.schemes.presets`.
 """
 
-from initlab.schemes.apply import REPORT_COLUMNS, initialize, initialize_with_report, needs_example
-from initlab.schemes.auto import auto_initialize  # registers auto
 from initlab.schemes.functions import (
     DISTRIBUTIONS,
     MODES,
@@ -46,10 +44,6 @@ from initlab.schemes.functions import (
     xavier_uniform_,
     zeros_,
 )
-from initlab.schemes.identity import delta_orthogonal_, dirac_, eye_, partial_identity_, zero_hadamard_  # noqa: F401  (registers them)
-from initlab.schemes.layers import LAYER_TYPES, UNSUPPORTED, Target, handled_types, register_layer
-from initlab.schemes.lsuv import lsuv_  # registers lsuv
-from initlab.schemes.presets import TIMM_VIT_MODES  # noqa: F401  (registers hf, timm_vit, torchvision_resnet)
 from initlab.schemes.registry import (
     BIAS_POLICIES,
     Scheme,
@@ -58,8 +52,6 @@ from initlab.schemes.registry import (
     list_schemes,
     register_scheme,
 )
-from initlab.schemes.residual import fixup_rules, gpt2_rules, rezero_rules, skipinit_rules  # noqa: F401  (registers fixup, skipinit, rezero, gpt2)
-from initlab.schemes.rules import Rule
 from initlab.schemes.specs import (
     SchemeSpec,
     as_spec,
@@ -68,7 +60,15 @@ from initlab.schemes.specs import (
     parse_scheme_list,
     split_top_level,
 )
+from initlab.schemes.layers import LAYER_TYPES, UNSUPPORTED, Target, handled_types, register_layer
+from initlab.schemes.rules import Rule
+from initlab.schemes.apply import REPORT_COLUMNS, initialize, initialize_with_report, needs_example
 from initlab.schemes.variance import predicted_variances, weight_variance
+from initlab.schemes.lsuv import lsuv_  # registers lsuv
+from initlab.schemes.auto import auto_initialize  # registers auto
+from initlab.schemes.identity import delta_orthogonal_, dirac_, eye_, partial_identity_, zero_hadamard_  # noqa: F401  (registers them)
+from initlab.schemes.residual import fixup_rules, gpt2_rules, rezero_rules, skipinit_rules  # noqa: F401  (registers fixup, skipinit, rezero, gpt2)
+from initlab.schemes.presets import TIMM_VIT_MODES  # noqa: F401  (registers hf, timm_vit, torchvision_resnet)
 
 __all__ = [
     "BIAS_POLICIES",

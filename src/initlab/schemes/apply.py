@@ -26,7 +26,7 @@ from initlab.schemes.materialize import materialize_for_init
 from initlab.schemes.parametrized import Slot
 from initlab.schemes.registry import Scheme, init_bias
 from initlab.schemes.residual import annotate, expand
-from initlab.schemes.rules import Rule, RuleSet, _spec, as_rule, is_single, resolve, scheme_text
+from initlab.schemes.rules import Rule, RuleSet, as_rule, is_single, resolve, scheme_text, scheme_value
 from initlab.schemes.specs import SchemeSpec, as_spec
 from initlab.schemes.units import EMBEDDINGS, collect_units
 
@@ -71,7 +71,7 @@ def _view(t: Tensor, target: Target) -> Tensor:
 
 
 def _options(recurrent: Any, forget_bias: Any) -> tuple[SchemeSpec | Scheme | None, float | None]:
-    rec = _spec(recurrent, "recurrent") if recurrent is not None else None
+    rec = scheme_value(recurrent, "recurrent") if recurrent is not None else None
     if rec is not None and resolve(rec)[0].whole_model:
         raise ValueError(f"recurrent={scheme_text(rec)!r} initializes whole models, "
                          "not hidden-to-hidden weights; use a per-tensor scheme such as 'orthogonal'")

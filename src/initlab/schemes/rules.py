@@ -51,7 +51,8 @@ _GLOB = re.compile(r"[*?\[]")
 _META = re.compile(r"\[[^\]]*\]|[*?]")
 
 
-def _spec(value: Any, what: str) -> SchemeSpec | Scheme:
+def scheme_value(value: Any, what: str) -> SchemeSpec | Scheme:
+    """A rule's scheme value (name or spec text, SchemeSpec, dict, Scheme) as a spec; ``what`` names it in errors."""
     if isinstance(value, (SchemeSpec, Scheme)):
         return value
     if isinstance(value, str):
@@ -80,9 +81,9 @@ class Rule:
     forget_bias: float | None = None  # LSTM forget gate: bias_ih[f] = this, bias_hh[f] = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scheme", _spec(self.scheme, "rule scheme"))
+        object.__setattr__(self, "scheme", scheme_value(self.scheme, "rule scheme"))
         if self.recurrent is not None:
-            object.__setattr__(self, "recurrent", _spec(self.recurrent, "recurrent"))
+            object.__setattr__(self, "recurrent", scheme_value(self.recurrent, "recurrent"))
         if self.forget_bias is not None:
             object.__setattr__(self, "forget_bias", check_number("forget_bias", self.forget_bias))
 
@@ -111,7 +112,7 @@ def as_rule(value: Any) -> Rule:
         return value
     if isinstance(value, Mapping) and "scheme" in value:
         return Rule.from_dict(value)
-    return Rule(_spec(value, "rule value"))
+    return Rule(scheme_value(value, "rule value"))
 
 
 def _spec_dict(spec: SchemeSpec | Scheme) -> dict[str, Any]:
