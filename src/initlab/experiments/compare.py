@@ -17,8 +17,9 @@ import dataclasses
 import math
 import platform
 import time
+import types
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from initlab.core.checks import is_integer
 from initlab.core.display import html_of
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
 from initlab.experiments.progress import RichReporter, bars, show_progress
-from initlab.experiments.runbook import Run, RunBook
+from initlab.experiments.runbook import NA, STEP_COLUMNS, Run, RunBook, read_metrics, read_probe, read_steps
 from initlab.models import (
     arch_text,
     check_activation,
@@ -206,18 +207,58 @@ class Reporter:
         warnings.warn(message, stacklevel=3)
 
 
+class Deferred:
+    """A frame not read yet: ``read(path)`` gives it (a :class:`CompareResult`'s rows in its folder)."""
+
+    def __init__(self, read: Callable[[Path], Any], path: Path):
+        self.read, self.path = read, path
+
+    def __call__(self):
+        return self.read(self.path)
+
+
+class LazyFrame:
+    """A :class:`CompareResult` field that may be given as a :class:`Deferred`: read when first asked,
+    then kept like any attribute (a dataclass field with a descriptor; ``default`` as a field default)."""
+
+    def __init__(self, default: Any = dataclasses.MISSING):
+        self.default = default
+
+    def __set_name__(self, owner, name):
+        self.slot = f"_{name}_value"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            if self.default is dataclasses.MISSING:
+                raise AttributeError(self.slot)  # a dataclass field without default
+            return self.default
+        value = obj.__dict__[self.slot]
+        if isinstance(value, Deferred):
+            value = obj.__dict__[self.slot] = value()
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class CompareResult:
     """``metrics``: one row per run per epoch; ``steps``: per-step train loss; ``summary``: per init;
-    ``runs``: one row per run with its status; ``complete``: False after an interruption."""
+    ``runs``: one row per run with its status; ``complete``: False after an interruption.
+
+    A comparison run with an output folder keeps its runs' rows there, not in memory (memory stays
+    bounded for many seeds): ``steps`` and ``probe`` are read from the folder's CSVs when first asked
+    (``metrics`` at once, for the summary), with the same columns, types and values as a comparison
+    without a folder returns; without a folder every frame is in memory.
+    """
 
     spec: CompareSpec
-    metrics: pd.DataFrame
-    steps: pd.DataFrame
+    metrics: pd.DataFrame = LazyFrame()
+    steps: pd.DataFrame = LazyFrame()
     summary: pd.DataFrame
     out: Path | None = None
     seconds: float = 0.0
-    probe: pd.DataFrame | None = None  # per run, epoch (0 = at init) and layer: initlab.analysis.probe.probe_stats
+    probe: pd.DataFrame | None = LazyFrame(None)  # per run, epoch (0 = at init) and layer: probe_stats rows
     runs: pd.DataFrame | None = None
     chance: dict = field(default_factory=dict)  # majority-class rate, threshold, test size
     complete: bool = True
@@ -711,10 +752,17 @@ def check_resume(out: str | Path, spec: CompareSpec) -> None:
 
 
 def _result(spec, book, out_dir, t0, chance, complete, choice: EngineChoice) -> CompareResult:
-    metrics, runs = book.metrics(), book.runs_frame()
+    """The result of ``book``; with a folder (its files up to date) the rows are read from there:
+    metrics.csv now (the summary needs it), steps.csv and probe.csv when asked."""
+    runs = book.runs_frame()
+    if out_dir is None:
+        metrics, steps, probe = book.metrics(), book.steps_frame(), book.probe_frame()
+    else:
+        metrics = read_metrics(out_dir / "metrics.csv")
+        steps, probe = Deferred(read_steps, out_dir / "steps.csv"), Deferred(read_probe, out_dir / "probe.csv")
     summary = summarize(metrics, spec.inits, runs=runs, chance=chance["threshold"])
-    return CompareResult(spec, metrics, book.steps_frame(), summary, out_dir, time.perf_counter() - t0,
-                         book.probe_frame(), runs, chance, complete, choice.to_dict())
+    return CompareResult(spec, metrics, steps, summary, out_dir, time.perf_counter() - t0,
+                         probe, runs, chance, complete, choice.to_dict())
 
 
 def write_result(result: CompareResult, folder: Path) -> None:
@@ -747,8 +795,48 @@ def write_summary(result: CompareResult) -> None:
         "runs": result.runs.astype(object).where(result.runs.notna(), None).to_dict(orient="records"),
     })
     if len(result.metrics):
-        plot_compare(result, d)
-        plot_probe(result, d)
+        view = plot_view(result)
+        plot_compare(view, d)
+        plot_probe(view, d)
+
+
+def plot_view(result: CompareResult):
+    """What the plots read of ``result``: its frames, except that rows still in the folder are read
+    for the plots alone (not kept in ``result``), steps.csv reduced as it streams by
+    (:func:`steps_for_plot`): a comparison of many seeds never holds all its step losses."""
+    steps, probe = result.__dict__.get("_steps_value"), result.__dict__.get("_probe_value")
+    if not isinstance(steps, Deferred) and not isinstance(probe, Deferred):
+        return result
+    return types.SimpleNamespace(spec=result.spec, metrics=result.metrics,
+                                 steps=steps_for_plot(steps.path) if isinstance(steps, Deferred) else steps,
+                                 probe=probe() if isinstance(probe, Deferred) else probe)
+
+
+PLOT_CHUNK_ROWS = 1 << 18  # steps.csv rows read at a time for the plot (~20 MB of pandas frame)
+
+
+def steps_for_plot(path: Path) -> pd.DataFrame:
+    """steps.csv reduced to what ``steps.png`` draws, read in chunks: per init and step the mean of the
+    finite positive losses over seeds (one row, seed -1), and each run's first inf/NaN steps. Memory
+    grows with inits × steps of one run, not with seeds."""
+    sums, bad = None, []
+    try:
+        parts = pd.read_csv(path, chunksize=PLOT_CHUNK_ROWS, dtype={"init": str}, **NA)
+        for part in parts:
+            loss = part["train_loss"].to_numpy(dtype=float)
+            ok = np.isfinite(loss) & (loss > 0)
+            g = part[ok].groupby(["init", "step"], sort=False)["train_loss"].agg(["sum", "count"])
+            sums = g if sums is None else sums.add(g, fill_value=0)
+            if (~np.isfinite(loss)).any():
+                bad.append(part[~np.isfinite(loss)].groupby(["init", "seed"], sort=False).head(1))
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        pass
+    frames = bad
+    if sums is not None and len(sums):
+        mean = (sums["sum"] / sums["count"]).rename("train_loss").reset_index()
+        mean.insert(1, "seed", -1)
+        frames = [mean[STEP_COLUMNS], *bad]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=STEP_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -843,9 +931,10 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
                 _train_single(spec, data, schemes, device, book, reporter, pb)
     except KeyboardInterrupt as e:
         book.interrupt()
-        result = _result(spec, book, out_dir, t0, chance, complete=False, choice=choice)
         if out_dir is not None:
             book.write(steps=True, probe=True)
+        result = _result(spec, book, out_dir, t0, chance, complete=False, choice=choice)
+        if out_dir is not None:
             write_summary(result)
         e.result = result
         raise
