@@ -424,6 +424,14 @@ def summarize(metrics: pd.DataFrame, inits: Sequence[str], *, runs: pd.DataFrame
 STEP_ROW_BYTES = 64  # one per-step loss in memory and in the steps frame written to disk
 EPOCH_ROW_BYTES = 600  # one metrics row (a dict) plus its share of the frames built from it
 PROBE_ROW_BYTES = 400  # one probe_stats row of one layer
+# what the book keeps of a finished run whose rows are in the result folder: its Run, its file positions,
+# its runs.csv row (measured 1.3 KB with tracemalloc over 20000 runs)
+RUN_BYTES = 2048
+# at most this many models train at once (one chunk), whatever fits the engine's memory budget: beyond
+# K ≈ 64 a chunk trains no faster per model (docs/performance.md: 0.30 s/model-epoch at K = 64; digits,
+# 1600 runs: 19 s with chunks of 128, 33 s with one of 1580), so larger chunks only cost memory, and
+# the peak stops growing with seeds from CHUNK_MAX_MODELS runs on
+CHUNK_MAX_MODELS = 128
 
 
 def model_footprint(spec: CompareSpec, data: Dataset) -> dict:
@@ -436,13 +444,19 @@ def model_footprint(spec: CompareSpec, data: Dataset) -> dict:
 
 
 def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
-    """Bytes a comparison will hold at once: one engine group of models, and the result tables.
+    """Bytes a comparison will hold at once: the data, one chunk of models in training, the results.
 
-    The engine part is ``engine.bytes_per_model`` (parameters, gradients, optimizer state and
-    activations) times the group size (``engine.default_max_models``; 1 for ``single``); the
-    results part counts per-step losses, metrics rows and probe rows of every run, which stay in
-    memory to be returned. Data already loaded is not counted. Other models (``spec.model``) are
-    sized by :func:`model_footprint`: parameters × (2 + optimizer state), the training batch's
+    The chunk (``group``) is ``engine.bytes_per_model`` (parameters, gradients, optimizer state and
+    activations) times the chunk size: as many runs as fit the engine's memory budget
+    (``engine.default_max_models``), at most :data:`CHUNK_MAX_MODELS`, 1 for ``single``; runs train
+    one chunk after another, so it does not grow with seeds. ``results``: per-step losses, metrics
+    rows and probe rows of every run, kept in memory to be returned without a result folder;
+    ``results_on_disk``: with a folder, where finished runs' rows live in the folder only:
+    ``per_run`` bytes per run (bookkeeping, plus its metrics rows and probe rows read back at the end
+    for the summary and plots) and the rows of one chunk's runs in training. ``data``: the dataset
+    as loaded (already allocated when the estimate is checked, so not in ``total``). ``total`` /
+    ``total_on_disk``: chunk plus results, what is still to allocate. Other models (``spec.model``)
+    are sized by :func:`model_footprint`: parameters × (2 + optimizer state), the training batch's
     activations twice (forward values and backward temporaries), an evaluation chunk's largest layer.
     """
     from initlab.training.mlp_engine import MLPLayout, bytes_per_model, default_max_models
@@ -470,22 +484,33 @@ def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
         shared = min(12 * train.eval_batch_size * fp["act_max"], EVAL_BYTES)
         fits = max(1, (DEFAULT_MEMORY_BUDGET - shared) // per_model)
         layers = fp["layers"]  # probe rows per run-epoch: one per leaf module call
-    group = 1 if spec.engine == "single" else min(runs, fits)
+    group = 1 if spec.engine == "single" else min(runs, fits, CHUNK_MAX_MODELS)
     if spec.model is not None:
         per_model_single = per_model + shared  # one model alone still evaluates
     else:
         shared, per_model_single = 0, per_model
     steps_per_epoch = -(-n_train // spec.train.batch_size)
-    results = runs * spec.train.epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES)
-    if spec.probe:
-        results += runs * (spec.train.epochs + 1) * layers * PROBE_ROW_BYTES
-    return {"per_model": per_model_single, "group": group * per_model + shared, "group_size": group,
-            "results": results, "total": group * per_model + shared + results}
+    epochs = spec.train.epochs
+    probe_rows = (epochs + 1) * layers * PROBE_ROW_BYTES if spec.probe else 0
+    training = epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES) + probe_rows  # one run's rows
+    results = runs * training
+    per_run = RUN_BYTES + epochs * EPOCH_ROW_BYTES + probe_rows
+    # the chunk in training holds its rows; the plot of steps.csv holds a mean per init and step
+    on_disk = runs * per_run + group * training + len(spec.inits) * epochs * steps_per_epoch * STEP_ROW_BYTES
+    data_bytes = sum(t.numel() * t.element_size() for t in (data.x_train, data.y_train, data.x_test, data.y_test))
+    chunk = group * per_model + shared
+    return {"per_model": per_model_single, "group": chunk, "group_size": group, "results": results,
+            "total": chunk + results, "results_on_disk": on_disk, "per_run": per_run,
+            "total_on_disk": chunk + on_disk, "data": data_bytes}
 
 
-def check_memory(spec: CompareSpec, data: Dataset, device: torch.device) -> dict:
-    """Refuse (one-line ValueError, with the estimate) a comparison that cannot fit in free memory."""
+def check_memory(spec: CompareSpec, data: Dataset, device: torch.device, *, on_disk: bool = False) -> dict:
+    """Refuse (one-line ValueError, with the estimate) a comparison that cannot fit in free memory.
+
+    ``on_disk``: the comparison writes a result folder (finished runs' rows leave memory)."""
     est = estimate_memory(spec, data)
+    if on_disk and "results_on_disk" in est:
+        est = {**est, "results": est["results_on_disk"], "total": est["total_on_disk"]}
     free = available_bytes(device)
     if free is None:
         return est
@@ -845,9 +870,10 @@ class ComparePlan:
 
     runs: int  # inits × seeds
     steps_per_run: int  # optimizer steps of one run: epochs × steps per epoch
-    group_size: int  # runs one batched group holds (memory-bound); 1 for the single loop
-    memory: dict  # estimate_memory's bytes: per_model, group, results, total
+    group_size: int  # runs one batched chunk holds (memory-bound, at most CHUNK_MAX_MODELS); 1 for the single loop
+    memory: dict  # estimate_memory's bytes as check_memory returns them: per_model, group, results, total, data
     engine: EngineChoice  # the engine and why (measured rates with engine "auto")
+    on_disk: bool = True  # with a result folder (the CLI always writes one): finished runs' rows leave memory
 
     def lines(self) -> list[str]:
         """The plan in words, one line per item, for ``initlab compare --dry-run``."""
@@ -857,24 +883,31 @@ class ComparePlan:
                                            f" with {e.threads} intra-op thread{'s' if e.threads > 1 else ''}")
                   + f" — {e.reason}" + (f"; measured {e.rates_text()}" if e.measured else "")
                   + "".join(f"; {name} failed: {why}" for name, why in e.failed))
-        memory = (f"memory: ~{format_bytes(self.memory['total'])} (models training at once "
-                  f"{format_bytes(self.memory['group'])}, results {format_bytes(self.memory['results'])})")
+        m = self.memory
+        chunk = m["group"] if at_once == self.group_size else m["per_model"]  # "auto" chose the single loop
+        peak = m.get("data", 0) + chunk + m["results"]
+        rows = (f"{format_bytes(m['per_run'])} per run, rows of finished runs in the folder"
+                if self.on_disk and "per_run" in m else "every row kept in memory")
+        memory = (f"memory: peak ~{format_bytes(peak)} besides Python and torch = data {format_bytes(m.get('data', 0))} + one chunk of "
+                  f"{at_once} model{'s' if at_once > 1 else ''} training at once {format_bytes(chunk)} + "
+                  f"results {format_bytes(m['results'])} ({rows})")
         return [f"runs: {self.runs} × {self.steps_per_run} optimizer steps; {at_once} trained at once", memory, engine]
 
 
-def plan_compare(spec: CompareSpec, data: Dataset | None = None) -> ComparePlan:
-    """The plan of ``spec``: runs, group size, memory (refused as :func:`check_memory` refuses it) and the
+def plan_compare(spec: CompareSpec, data: Dataset | None = None, *, on_disk: bool = True) -> ComparePlan:
+    """The plan of ``spec``: runs, chunk size, memory (refused as :func:`check_memory` refuses it) and the
     engine, chosen as :func:`run_compare` chooses it (with ``engine="auto"``: measured on the real
-    shapes, a few seconds at most). ``data``: the dataset as loaded (default: loaded here)."""
+    shapes, a few seconds at most). ``data``: the dataset as loaded (default: loaded here).
+    ``on_disk``: the comparison will write a result folder (as the CLI's always does)."""
     device = resolve_device(spec.device)
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
-    est = check_memory(spec, data, device)
+    est = check_memory(spec, data, device, on_disk=on_disk)
     shaped = prepare_data(spec, data).to(device)
     runs = len(spec.inits) * spec.seeds
     choice = select_engine(spec, shaped, ProbeBatch(spec, shaped), est["group_size"], runs)
     steps = spec.train.epochs * -(-int(shaped.x_train.shape[0]) // spec.train.batch_size)
-    return ComparePlan(runs, steps, est["group_size"], est, choice)
+    return ComparePlan(runs, steps, est["group_size"], est, choice, on_disk)
 
 
 def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: Reporter | None = None,
@@ -897,7 +930,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
             check_resume(out, spec)
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
-    est = check_memory(spec, data, device)
+    est = check_memory(spec, data, device, on_disk=out is not None)
     data = prepare_data(spec, data).to(device)
     out_dir = store.claim_out_dir(out, "compare", overwrite=overwrite, resume=resume) if out is not None else None
     chance = {**chance_level(data.y_test), "classes": data.num_classes}

@@ -283,8 +283,9 @@ def read_metrics(path: Path) -> pd.DataFrame:
 
 def _metric_types(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.reindex(columns=METRIC_COLUMNS).astype(METRIC_TYPES)
-    reason = frame["diverge_reason"].astype(object)
-    frame["diverge_reason"] = reason.where(reason.notna(), None)
+    # reasons as they are in memory: None where there is none, and the type pandas infers from them
+    frame["diverge_reason"] = pd.Series([None if pd.isna(v) else v for v in frame["diverge_reason"]],
+                                        index=frame.index, dtype=None if len(frame) else object)
     return frame
 
 
@@ -381,7 +382,7 @@ class RunBook:
 
     def steps_frame(self) -> pd.DataFrame:
         """Per-step losses of the runs in memory (every run, without a folder)."""
-        frames = [_steps_of(r) for r in self if r.steps is not None and len(r.steps)]
+        frames = [_steps_of(r) for r in self if _has_steps(r)]
         if not frames:
             return pd.DataFrame(columns=STEP_COLUMNS)
         return pd.concat(frames, ignore_index=True)
@@ -409,15 +410,16 @@ class RunBook:
         """Rewrite steps.csv / probe.csv (when asked), then metrics.csv, then runs.csv.
 
         The order is the crash contract: whatever a finished run needs is on disk before
-        metrics.csv says it finished, and runs.csv never runs ahead of metrics.csv. After a write of
-        both steps and probe, finished runs leave memory (their rows are all on disk).
+        metrics.csv says it finished, and runs.csv never runs ahead of metrics.csv. Finished runs
+        whose rows are then all on disk leave memory (after a write of both steps and probe, or of
+        probe when the only runs holding rows diverged at init).
         """
         if self.out_dir is None:
             return
         live = [r for r in self if not r.on_disk]
         if steps:
             self.steps_log.rewrite([((r.init, r.seed), _steps_of(r).to_csv(index=False, header=False))
-                                    for r in live if r.steps is not None and len(r.steps)])
+                                    for r in live if _has_steps(r)])
         if probe:
             chunks = []
             for r in live:
@@ -430,8 +432,10 @@ class RunBook:
             self.probe_log.rewrite(chunks)
         store.atomic_write_csv(self.out_dir / "metrics.csv", self.metrics())
         store.atomic_write_csv(self.out_dir / "runs.csv", self.runs_frame())
-        if steps and probe:
-            retired = {(r.init, r.seed) for r in live if r.finished}
+        holding = [r for r in live if r.rows or r.probe or r.steps is not None]
+        if (steps and probe) or (probe and all(r.finished and not _has_steps(r) for r in holding)):
+            # every finished run's lines are in both files now (a run diverged at init has no steps)
+            retired = {(r.init, r.seed) for r in holding if r.finished}
             for key in retired:
                 self.runs[key].retire()
             self.steps_log.commit(retired)
@@ -477,6 +481,10 @@ class RunBook:
         self.steps_log.scan(finished)
         self.probe_log.scan(finished)
         return count
+
+
+def _has_steps(run: Run) -> bool:
+    return run.steps is not None and len(run.steps) > 0
 
 
 def _steps_of(run: Run) -> pd.DataFrame:
