@@ -88,7 +88,7 @@ def main() -> None:
         r = run_one(a.src, {"dataset": a.dataset, "seeds": seeds, "epochs": a.epochs, "inits": a.inits,
                             "hidden": a.hidden, "engine": a.engine, "probe": a.probe})
         est = r["estimate"]
-        peak = est.get("peak", est["total"])
+        peak = est.get("data", 0) + est.get("total_on_disk", est["total"])  # with a folder, as compare runs here
         print(f"{seeds:>6} {r['epoch_rows'] // a.epochs:>6} {r['wall']:>7.1f} {r['rss'] / 2**20:>7.0f} MiB "
               f"{r['folder'] / 2**20:>5.1f} MiB {peak / 2**20:>6.0f} MiB {est['group_size']:>6}", flush=True)
 

@@ -914,7 +914,10 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
                 data: Dataset | None = None, overwrite: bool = False, resume: bool = False) -> CompareResult:
     """Run the comparison described by ``spec``; see :func:`compare` for the keyword form.
 
-    With ``out``, the folder follows the output-folder contract (:mod:`initlab.store`). On
+    With ``out``, the folder follows the output-folder contract (:mod:`initlab.store`), and a finished
+    run's epoch, step and probe rows live there only (the result reads them back when asked), so
+    memory does not grow with seeds beyond a little bookkeeping per run; without ``out`` every row
+    stays in memory, to be returned. Runs train in chunks (:func:`estimate_memory`). On
     Ctrl-C/SIGTERM (``KeyboardInterrupt``) the files are brought up to date (unfinished runs marked
     ``interrupted``, summary.json with status "interrupted") and the exception is re-raised with
     the partial :class:`CompareResult` as its ``result`` attribute.
@@ -1017,6 +1020,8 @@ def compare(
     :mod:`initlab.training.func_engine`); ``"single"`` trains them one after another with
     :func:`initlab.training.loop.train_model`. All give the same results up to float32 summation order. ``diverge_loss``: see :data:`initlab.training.loop.DIVERGE_LOSS`.
     ``overwrite``/``resume``: reuse an earlier result folder (:func:`initlab.store.check_out_dir`).
+    With ``out`` the runs' rows are kept in the folder, not in memory (many seeds fit); without it
+    they all stay in memory.
     ``model``: a zoo spec (``"resnet(blocks=20,norm=none)"``), ``"module:factory"`` or a callable
     returning an ``nn.Module`` (called per run, with ``in_shape``/``num_classes`` if it asks),
     instead of the MLP of ``hidden``/``activation``. ``progress``: show progress bars (default: in a
