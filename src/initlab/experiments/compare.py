@@ -17,8 +17,9 @@ import dataclasses
 import math
 import platform
 import time
+import types
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from initlab.core.checks import is_integer
 from initlab.core.display import html_of
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
 from initlab.experiments.progress import RichReporter, bars, show_progress
-from initlab.experiments.runbook import Run, RunBook
+from initlab.experiments.runbook import NA, STEP_COLUMNS, Run, RunBook, read_metrics, read_probe, read_steps
 from initlab.models import (
     arch_text,
     check_activation,
@@ -206,18 +207,58 @@ class Reporter:
         warnings.warn(message, stacklevel=3)
 
 
+class Deferred:
+    """A frame not read yet: ``read(path)`` gives it (a :class:`CompareResult`'s rows in its folder)."""
+
+    def __init__(self, read: Callable[[Path], Any], path: Path):
+        self.read, self.path = read, path
+
+    def __call__(self):
+        return self.read(self.path)
+
+
+class LazyFrame:
+    """A :class:`CompareResult` field that may be given as a :class:`Deferred`: read when first asked,
+    then kept like any attribute (a dataclass field with a descriptor; ``default`` as a field default)."""
+
+    def __init__(self, default: Any = dataclasses.MISSING):
+        self.default = default
+
+    def __set_name__(self, owner, name):
+        self.slot = f"_{name}_value"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            if self.default is dataclasses.MISSING:
+                raise AttributeError(self.slot)  # a dataclass field without default
+            return self.default
+        value = obj.__dict__[self.slot]
+        if isinstance(value, Deferred):
+            value = obj.__dict__[self.slot] = value()
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class CompareResult:
     """``metrics``: one row per run per epoch; ``steps``: per-step train loss; ``summary``: per init;
-    ``runs``: one row per run with its status; ``complete``: False after an interruption."""
+    ``runs``: one row per run with its status; ``complete``: False after an interruption.
+
+    A comparison run with an output folder keeps its runs' rows there, not in memory (memory stays
+    bounded for many seeds): ``steps`` and ``probe`` are read from the folder's CSVs when first asked
+    (``metrics`` at once, for the summary), with the same columns, types and values as a comparison
+    without a folder returns; without a folder every frame is in memory.
+    """
 
     spec: CompareSpec
-    metrics: pd.DataFrame
-    steps: pd.DataFrame
+    metrics: pd.DataFrame = LazyFrame()
+    steps: pd.DataFrame = LazyFrame()
     summary: pd.DataFrame
     out: Path | None = None
     seconds: float = 0.0
-    probe: pd.DataFrame | None = None  # per run, epoch (0 = at init) and layer: initlab.analysis.probe.probe_stats
+    probe: pd.DataFrame | None = LazyFrame(None)  # per run, epoch (0 = at init) and layer: probe_stats rows
     runs: pd.DataFrame | None = None
     chance: dict = field(default_factory=dict)  # majority-class rate, threshold, test size
     complete: bool = True
@@ -383,6 +424,14 @@ def summarize(metrics: pd.DataFrame, inits: Sequence[str], *, runs: pd.DataFrame
 STEP_ROW_BYTES = 64  # one per-step loss in memory and in the steps frame written to disk
 EPOCH_ROW_BYTES = 600  # one metrics row (a dict) plus its share of the frames built from it
 PROBE_ROW_BYTES = 400  # one probe_stats row of one layer
+# what the book keeps of a finished run whose rows are in the result folder: its Run, its file positions,
+# its runs.csv row (measured 1.3 KB with tracemalloc over 20000 runs)
+RUN_BYTES = 2048
+# at most this many models train at once (one chunk), whatever fits the engine's memory budget: beyond
+# K ≈ 64 a chunk trains no faster per model (docs/performance.md: 0.30 s/model-epoch at K = 64; digits,
+# 1600 runs: 19 s with chunks of 128, 33 s with one of 1580), so larger chunks only cost memory, and
+# the peak stops growing with seeds from CHUNK_MAX_MODELS runs on
+CHUNK_MAX_MODELS = 128
 
 
 def model_footprint(spec: CompareSpec, data: Dataset) -> dict:
@@ -395,13 +444,19 @@ def model_footprint(spec: CompareSpec, data: Dataset) -> dict:
 
 
 def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
-    """Bytes a comparison will hold at once: one engine group of models, and the result tables.
+    """Bytes a comparison will hold at once: the data, one chunk of models in training, the results.
 
-    The engine part is ``engine.bytes_per_model`` (parameters, gradients, optimizer state and
-    activations) times the group size (``engine.default_max_models``; 1 for ``single``); the
-    results part counts per-step losses, metrics rows and probe rows of every run, which stay in
-    memory to be returned. Data already loaded is not counted. Other models (``spec.model``) are
-    sized by :func:`model_footprint`: parameters × (2 + optimizer state), the training batch's
+    The chunk (``group``) is ``engine.bytes_per_model`` (parameters, gradients, optimizer state and
+    activations) times the chunk size: as many runs as fit the engine's memory budget
+    (``engine.default_max_models``), at most :data:`CHUNK_MAX_MODELS`, 1 for ``single``; runs train
+    one chunk after another, so it does not grow with seeds. ``results``: per-step losses, metrics
+    rows and probe rows of every run, kept in memory to be returned without a result folder;
+    ``results_on_disk``: with a folder, where finished runs' rows live in the folder only:
+    ``per_run`` bytes per run (bookkeeping, plus its metrics rows and probe rows read back at the end
+    for the summary and plots) and the rows of one chunk's runs in training. ``data``: the dataset
+    as loaded (already allocated when the estimate is checked, so not in ``total``). ``total`` /
+    ``total_on_disk``: chunk plus results, what is still to allocate. Other models (``spec.model``)
+    are sized by :func:`model_footprint`: parameters × (2 + optimizer state), the training batch's
     activations twice (forward values and backward temporaries), an evaluation chunk's largest layer.
     """
     from initlab.training.mlp_engine import MLPLayout, bytes_per_model, default_max_models
@@ -429,22 +484,33 @@ def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
         shared = min(12 * train.eval_batch_size * fp["act_max"], EVAL_BYTES)
         fits = max(1, (DEFAULT_MEMORY_BUDGET - shared) // per_model)
         layers = fp["layers"]  # probe rows per run-epoch: one per leaf module call
-    group = 1 if spec.engine == "single" else min(runs, fits)
+    group = 1 if spec.engine == "single" else min(runs, fits, CHUNK_MAX_MODELS)
     if spec.model is not None:
         per_model_single = per_model + shared  # one model alone still evaluates
     else:
         shared, per_model_single = 0, per_model
     steps_per_epoch = -(-n_train // spec.train.batch_size)
-    results = runs * spec.train.epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES)
-    if spec.probe:
-        results += runs * (spec.train.epochs + 1) * layers * PROBE_ROW_BYTES
-    return {"per_model": per_model_single, "group": group * per_model + shared, "group_size": group,
-            "results": results, "total": group * per_model + shared + results}
+    epochs = spec.train.epochs
+    probe_rows = (epochs + 1) * layers * PROBE_ROW_BYTES if spec.probe else 0
+    training = epochs * (steps_per_epoch * STEP_ROW_BYTES + EPOCH_ROW_BYTES) + probe_rows  # one run's rows
+    results = runs * training
+    per_run = RUN_BYTES + epochs * EPOCH_ROW_BYTES + probe_rows
+    # the chunk in training holds its rows; the plot of steps.csv holds a mean per init and step
+    on_disk = runs * per_run + group * training + len(spec.inits) * epochs * steps_per_epoch * STEP_ROW_BYTES
+    data_bytes = sum(t.numel() * t.element_size() for t in (data.x_train, data.y_train, data.x_test, data.y_test))
+    chunk = group * per_model + shared
+    return {"per_model": per_model_single, "group": chunk, "group_size": group, "results": results,
+            "total": chunk + results, "results_on_disk": on_disk, "per_run": per_run,
+            "total_on_disk": chunk + on_disk, "data": data_bytes}
 
 
-def check_memory(spec: CompareSpec, data: Dataset, device: torch.device) -> dict:
-    """Refuse (one-line ValueError, with the estimate) a comparison that cannot fit in free memory."""
+def check_memory(spec: CompareSpec, data: Dataset, device: torch.device, *, on_disk: bool = False) -> dict:
+    """Refuse (one-line ValueError, with the estimate) a comparison that cannot fit in free memory.
+
+    ``on_disk``: the comparison writes a result folder (finished runs' rows leave memory)."""
     est = estimate_memory(spec, data)
+    if on_disk and "results_on_disk" in est:
+        est = {**est, "results": est["results_on_disk"], "total": est["total_on_disk"]}
     free = available_bytes(device)
     if free is None:
         return est
@@ -711,10 +777,17 @@ def check_resume(out: str | Path, spec: CompareSpec) -> None:
 
 
 def _result(spec, book, out_dir, t0, chance, complete, choice: EngineChoice) -> CompareResult:
-    metrics, runs = book.metrics(), book.runs_frame()
+    """The result of ``book``; with a folder (its files up to date) the rows are read from there:
+    metrics.csv now (the summary needs it), steps.csv and probe.csv when asked."""
+    runs = book.runs_frame()
+    if out_dir is None:
+        metrics, steps, probe = book.metrics(), book.steps_frame(), book.probe_frame()
+    else:
+        metrics = read_metrics(out_dir / "metrics.csv")
+        steps, probe = Deferred(read_steps, out_dir / "steps.csv"), Deferred(read_probe, out_dir / "probe.csv")
     summary = summarize(metrics, spec.inits, runs=runs, chance=chance["threshold"])
-    return CompareResult(spec, metrics, book.steps_frame(), summary, out_dir, time.perf_counter() - t0,
-                         book.probe_frame(), runs, chance, complete, choice.to_dict())
+    return CompareResult(spec, metrics, steps, summary, out_dir, time.perf_counter() - t0,
+                         probe, runs, chance, complete, choice.to_dict())
 
 
 def write_result(result: CompareResult, folder: Path) -> None:
@@ -747,8 +820,48 @@ def write_summary(result: CompareResult) -> None:
         "runs": result.runs.astype(object).where(result.runs.notna(), None).to_dict(orient="records"),
     })
     if len(result.metrics):
-        plot_compare(result, d)
-        plot_probe(result, d)
+        view = plot_view(result)
+        plot_compare(view, d)
+        plot_probe(view, d)
+
+
+def plot_view(result: CompareResult):
+    """What the plots read of ``result``: its frames, except that rows still in the folder are read
+    for the plots alone (not kept in ``result``), steps.csv reduced as it streams by
+    (:func:`steps_for_plot`): a comparison of many seeds never holds all its step losses."""
+    steps, probe = result.__dict__.get("_steps_value"), result.__dict__.get("_probe_value")
+    if not isinstance(steps, Deferred) and not isinstance(probe, Deferred):
+        return result
+    return types.SimpleNamespace(spec=result.spec, metrics=result.metrics,
+                                 steps=steps_for_plot(steps.path) if isinstance(steps, Deferred) else steps,
+                                 probe=probe() if isinstance(probe, Deferred) else probe)
+
+
+PLOT_CHUNK_ROWS = 1 << 18  # steps.csv rows read at a time for the plot (~20 MB of pandas frame)
+
+
+def steps_for_plot(path: Path) -> pd.DataFrame:
+    """steps.csv reduced to what ``steps.png`` draws, read in chunks: per init and step the mean of the
+    finite positive losses over seeds (one row, seed -1), and each run's first inf/NaN steps. Memory
+    grows with inits × steps of one run, not with seeds."""
+    sums, bad = None, []
+    try:
+        parts = pd.read_csv(path, chunksize=PLOT_CHUNK_ROWS, dtype={"init": str}, **NA)
+        for part in parts:
+            loss = part["train_loss"].to_numpy(dtype=float)
+            ok = np.isfinite(loss) & (loss > 0)
+            g = part[ok].groupby(["init", "step"], sort=False)["train_loss"].agg(["sum", "count"])
+            sums = g if sums is None else sums.add(g, fill_value=0)
+            if (~np.isfinite(loss)).any():
+                bad.append(part[~np.isfinite(loss)].groupby(["init", "seed"], sort=False).head(1))
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        pass
+    frames = bad
+    if sums is not None and len(sums):
+        mean = (sums["sum"] / sums["count"]).rename("train_loss").reset_index()
+        mean.insert(1, "seed", -1)
+        frames = [mean[STEP_COLUMNS], *bad]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=STEP_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -757,9 +870,10 @@ class ComparePlan:
 
     runs: int  # inits × seeds
     steps_per_run: int  # optimizer steps of one run: epochs × steps per epoch
-    group_size: int  # runs one batched group holds (memory-bound); 1 for the single loop
-    memory: dict  # estimate_memory's bytes: per_model, group, results, total
+    group_size: int  # runs one batched chunk holds (memory-bound, at most CHUNK_MAX_MODELS); 1 for the single loop
+    memory: dict  # estimate_memory's bytes as check_memory returns them: per_model, group, results, total, data
     engine: EngineChoice  # the engine and why (measured rates with engine "auto")
+    on_disk: bool = True  # with a result folder (the CLI always writes one): finished runs' rows leave memory
 
     def lines(self) -> list[str]:
         """The plan in words, one line per item, for ``initlab compare --dry-run``."""
@@ -769,31 +883,41 @@ class ComparePlan:
                                            f" with {e.threads} intra-op thread{'s' if e.threads > 1 else ''}")
                   + f" — {e.reason}" + (f"; measured {e.rates_text()}" if e.measured else "")
                   + "".join(f"; {name} failed: {why}" for name, why in e.failed))
-        memory = (f"memory: ~{format_bytes(self.memory['total'])} (models training at once "
-                  f"{format_bytes(self.memory['group'])}, results {format_bytes(self.memory['results'])})")
+        m = self.memory
+        chunk = m["group"] if at_once == self.group_size else m["per_model"]  # "auto" chose the single loop
+        peak = m.get("data", 0) + chunk + m["results"]
+        rows = (f"{format_bytes(m['per_run'])} per run, rows of finished runs in the folder"
+                if self.on_disk and "per_run" in m else "every row kept in memory")
+        memory = (f"memory: peak ~{format_bytes(peak)} besides Python and torch = data {format_bytes(m.get('data', 0))} + one chunk of "
+                  f"{at_once} model{'s' if at_once > 1 else ''} training at once {format_bytes(chunk)} + "
+                  f"results {format_bytes(m['results'])} ({rows})")
         return [f"runs: {self.runs} × {self.steps_per_run} optimizer steps; {at_once} trained at once", memory, engine]
 
 
-def plan_compare(spec: CompareSpec, data: Dataset | None = None) -> ComparePlan:
-    """The plan of ``spec``: runs, group size, memory (refused as :func:`check_memory` refuses it) and the
+def plan_compare(spec: CompareSpec, data: Dataset | None = None, *, on_disk: bool = True) -> ComparePlan:
+    """The plan of ``spec``: runs, chunk size, memory (refused as :func:`check_memory` refuses it) and the
     engine, chosen as :func:`run_compare` chooses it (with ``engine="auto"``: measured on the real
-    shapes, a few seconds at most). ``data``: the dataset as loaded (default: loaded here)."""
+    shapes, a few seconds at most). ``data``: the dataset as loaded (default: loaded here).
+    ``on_disk``: the comparison will write a result folder (as the CLI's always does)."""
     device = resolve_device(spec.device)
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
-    est = check_memory(spec, data, device)
+    est = check_memory(spec, data, device, on_disk=on_disk)
     shaped = prepare_data(spec, data).to(device)
     runs = len(spec.inits) * spec.seeds
     choice = select_engine(spec, shaped, ProbeBatch(spec, shaped), est["group_size"], runs)
     steps = spec.train.epochs * -(-int(shaped.x_train.shape[0]) // spec.train.batch_size)
-    return ComparePlan(runs, steps, est["group_size"], est, choice)
+    return ComparePlan(runs, steps, est["group_size"], est, choice, on_disk)
 
 
 def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: Reporter | None = None,
                 data: Dataset | None = None, overwrite: bool = False, resume: bool = False) -> CompareResult:
     """Run the comparison described by ``spec``; see :func:`compare` for the keyword form.
 
-    With ``out``, the folder follows the output-folder contract (:mod:`initlab.store`). On
+    With ``out``, the folder follows the output-folder contract (:mod:`initlab.store`), and a finished
+    run's epoch, step and probe rows live there only (the result reads them back when asked), so
+    memory does not grow with seeds beyond a little bookkeeping per run; without ``out`` every row
+    stays in memory, to be returned. Runs train in chunks (:func:`estimate_memory`). On
     Ctrl-C/SIGTERM (``KeyboardInterrupt``) the files are brought up to date (unfinished runs marked
     ``interrupted``, summary.json with status "interrupted") and the exception is re-raised with
     the partial :class:`CompareResult` as its ``result`` attribute.
@@ -809,7 +933,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
             check_resume(out, spec)
     if data is None:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir, normalize=spec.normalize)
-    est = check_memory(spec, data, device)
+    est = check_memory(spec, data, device, on_disk=out is not None)
     data = prepare_data(spec, data).to(device)
     out_dir = store.claim_out_dir(out, "compare", overwrite=overwrite, resume=resume) if out is not None else None
     chance = {**chance_level(data.y_test), "classes": data.num_classes}
@@ -843,9 +967,10 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
                 _train_single(spec, data, schemes, device, book, reporter, pb)
     except KeyboardInterrupt as e:
         book.interrupt()
-        result = _result(spec, book, out_dir, t0, chance, complete=False, choice=choice)
         if out_dir is not None:
             book.write(steps=True, probe=True)
+        result = _result(spec, book, out_dir, t0, chance, complete=False, choice=choice)
+        if out_dir is not None:
             write_summary(result)
         e.result = result
         raise
@@ -895,6 +1020,8 @@ def compare(
     :mod:`initlab.training.func_engine`); ``"single"`` trains them one after another with
     :func:`initlab.training.loop.train_model`. All give the same results up to float32 summation order. ``diverge_loss``: see :data:`initlab.training.loop.DIVERGE_LOSS`.
     ``overwrite``/``resume``: reuse an earlier result folder (:func:`initlab.store.check_out_dir`).
+    With ``out`` the runs' rows are kept in the folder, not in memory (many seeds fit); without it
+    they all stay in memory.
     ``model``: a zoo spec (``"resnet(blocks=20,norm=none)"``), ``"module:factory"`` or a callable
     returning an ``nn.Module`` (called per run, with ``in_shape``/``num_classes`` if it asks),
     instead of the MLP of ``hidden``/``activation``. ``progress``: show progress bars (default: in a

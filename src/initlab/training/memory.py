@@ -2,7 +2,8 @@
 
 Refusing up front turns "the machine swapped for a minute, then an out-of-memory traceback" into a
 one-line error with the estimate; the estimates themselves live next to what they estimate
-(``engine.bytes_per_model``, ``experiment.estimate_memory``).
+(``mlp_engine.bytes_per_model``, ``experiments.compare.estimate_memory``: data, one chunk of models
+in training, per-run bookkeeping; shown by ``initlab compare --dry-run``).
 """
 from __future__ import annotations
 
