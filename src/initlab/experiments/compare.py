@@ -29,10 +29,12 @@ import pandas as pd
 import torch
 
 from initlab import store
+from initlab.analysis.probe import probe_stats
 from initlab.core.checks import is_integer
 from initlab.core.display import html_of
 from initlab.data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, majority_rate
 from initlab.experiments.progress import RichReporter, bars, show_progress
+from initlab.experiments.runner import Job, Sink, run_jobs
 from initlab.experiments.runbook import NA, STEP_COLUMNS, Run, RunBook, read_metrics, read_probe, read_steps
 from initlab.models import (
     arch_text,
@@ -48,21 +50,23 @@ from initlab.models import (
     parse_model,
     resolve_model,
 )
-from initlab.schemes import SchemeSpec, initialize, parse_scheme, parse_scheme_list
+from initlab.plots.compare import plot_compare, plot_probe
+from initlab.schemes import SchemeSpec, initialize, needs_example, parse_scheme, parse_scheme_list
 from initlab.training.loop import (
     INIT_STREAM,
     MAX_INT,
     PROBE_STREAM,
     TrainConfig,
-    check_init,
     derive_seed,
     device_text,
     make_generator,
     resolve_device,
-    train_model,
 )
 from initlab.training.choice import EngineChoice, choose, engine_candidates, intra_op_threads
-from initlab.training.memory import available_bytes, format_bytes
+from initlab.training.func_engine import EVAL_BYTES, vmap_problem
+from initlab.training.memory import available_bytes, format_bytes, module_footprint
+from initlab.training import mlp_engine
+from initlab.training.mlp_engine import DEFAULT_MEMORY_BUDGET, MLPLayout, bytes_per_model, mlp_layout
 
 SEED_INITS = ("zero", "random", "xavier", "he")  # the four schemes of the seed notebook
 # batched: a group of runs as one computation (initlab.training.mlp_engine for initlab's MLPs, func_engine for
@@ -340,10 +344,6 @@ def prepare_data(spec: CompareSpec, data: Dataset) -> Dataset:
 
 
 def _needs_example(scheme: SchemeSpec) -> bool:
-    try:
-        from initlab.schemes import needs_example
-    except ImportError:  # pragma: no cover
-        return scheme.name == "auto"
     return needs_example(scheme)
 
 
@@ -437,8 +437,6 @@ CHUNK_MAX_MODELS = 128
 def model_footprint(spec: CompareSpec, data: Dataset) -> dict:
     """Parameters and activation values per example of ``spec``'s model, without allocating it
     (:func:`initlab.training.memory.module_footprint`)."""
-    from initlab.training.memory import module_footprint
-
     return module_footprint(lambda: new_model(spec, data, spec.first_seed),
                             lambda model: input_shape_of(model, data.image_shape))
 
@@ -459,8 +457,6 @@ def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
     are sized by :func:`model_footprint`: parameters × (2 + optimizer state), the training batch's
     activations twice (forward values and backward temporaries), an evaluation chunk's largest layer.
     """
-    from initlab.training.mlp_engine import MLPLayout, bytes_per_model, default_max_models
-
     n_train = int(data.x_train.shape[0])
     # a batch larger than the training set is the whole set; evaluation chunks likewise
     train = dataclasses.replace(spec.train, batch_size=min(spec.train.batch_size, n_train),
@@ -469,15 +465,11 @@ def estimate_memory(spec: CompareSpec, data: Dataset) -> dict:
     if spec.model is None:
         layout = MLPLayout((data.in_features, *spec.hidden, data.num_classes), spec.activation)
         per_model = bytes_per_model(layout, train, n_train)
-        fits = default_max_models(layout, train, n_train)
+        fits = mlp_engine.default_max_models(layout, train, n_train)  # the module's (tests fix a group size there)
         layers = 2 * len(spec.hidden) + 1
     else:
-        from initlab.training.mlp_engine import DEFAULT_MEMORY_BUDGET
-
         fp = model_footprint(spec, data) or {"params": 0, "buffers": 0, "act": 0, "act_max": 0, "layers": 0}
         state = 2 + (2 if train.optimizer == "adam" else (1 if train.momentum > 0 else 0))
-        from initlab.training.func_engine import EVAL_BYTES
-
         # evaluation chunks shrink so the whole group's evaluation fits EVAL_BYTES (func_engine):
         # counted once per group, not per model
         per_model = 4 * (state * fp["params"] + fp["buffers"] + 2 * train.batch_size * fp["act"]) + 8 * n_train
@@ -547,57 +539,67 @@ class ProbeBatch:
 
     def record(self, run: Run, epoch: int, model: torch.nn.Module) -> None:
         if self.enabled:
-            from initlab.analysis.probe import probe_stats
-
             with intra_op_threads(self.threads):
                 run.probe[epoch] = probe_stats(model, self.x, self.y)
 
 
-def _start(run: Run, model: torch.nn.Module, pb: ProbeBatch, reporter: Reporter) -> bool:
-    """Check and probe a fresh model; False (and the run diverged at init) if its forward overflows."""
-    run.reset()
-    run.status = "running"
-    reporter.run_start(run.init, run.seed)
-    pb.record(run, 0, model)
-    reason = check_init(model, pb.x)
-    if reason is None:
-        return True
-    run.diverge(0, None, reason)
-    run.rows = [{"epoch": 0, "train_loss": math.nan, "diverged": True, "test_loss": math.nan, "test_acc": math.nan}]
-    run.steps = np.zeros(0)
-    reporter.run_end(run.init, run.seed, True, reason)
-    return False
+class _FolderSink(Sink):
+    """The runner's events (:mod:`initlab.experiments.runner`) into the comparison's :class:`RunBook`.
 
+    metrics.csv/runs.csv are rewritten after every epoch, before the reporter hears of it, so an
+    interrupt keeps every reported epoch; per-step losses are appended to steps.csv every epoch
+    (kill -9 loses at most the epoch in progress); when a group ends steps.csv is rewritten whole in
+    run order, with its probe rows.
+    """
 
-def _finish(run: Run, res, reporter: Reporter) -> None:
-    run.steps = res.step_losses
-    if res.diverged:
-        run.diverge(res.diverged_epoch, res.diverged_step, res.diverge_reason)
-    else:
-        run.status = "done"
-    reporter.run_end(run.init, run.seed, res.diverged, res.diverge_reason)
+    def __init__(self, book: RunBook, pb: ProbeBatch, reporter: Reporter):
+        self.book, self.pb, self.reporter = book, pb, reporter
+        self.queue: list[tuple[Run, dict]] = []
 
+    def start(self, job: Job, model: torch.nn.Module) -> None:
+        run = job.key
+        run.reset()
+        run.status = "running"
+        self.reporter.run_start(run.init, run.seed)
+        self.pb.record(run, 0, model)
 
-def _train_single(spec, data, schemes, device, book, reporter, pb):
-    """One ``train_model`` per run, seed-major; metrics are on disk after every epoch."""
-    for run in book.pending():
-        model = build_model(spec, data, schemes[run.init], run.seed, device)
-        if not _start(run, model, pb, reporter):
-            book.write(probe=True)
-            continue
-        book.write()
+    def init_diverged(self, job: Job, reason: str) -> None:
+        run = job.key
+        run.diverge(0, None, reason)
+        run.rows = [{"epoch": 0, "train_loss": math.nan, "diverged": True, "test_loss": math.nan, "test_acc": math.nan}]
+        run.steps = np.zeros(0)
+        self.reporter.run_end(run.init, run.seed, True, reason)
 
-        def on_epoch(row, run=run, model=model):
-            if not row["diverged"]:
-                pb.record(run, row["epoch"], model)
-            run.rows.append(row)
-            book.write()
-            reporter.epoch_end(run.init, run.seed, row)
+    def group_started(self, jobs: list[Job]) -> None:
+        self.book.write(probe=True)
 
-        res = train_model(model, data, spec.train, seed=run.seed, on_epoch=on_epoch,
-                          on_steps=lambda losses, step0, run=run: book.append_steps(run, losses, step0))
-        _finish(run, res, reporter)
-        book.write(steps=True, probe=True)  # steps.csv whole again, in run order
+    def epoch(self, job: Job, row: dict, get_module) -> None:
+        run = job.key
+        if self.pb.enabled and not row["diverged"]:
+            self.pb.record(run, row["epoch"], get_module())
+        run.rows.append(row)
+        self.queue.append((run, row))
+
+    def after_epoch(self, epoch: int) -> None:
+        self.book.write()
+        for run, row in self.queue:
+            self.reporter.epoch_end(run.init, run.seed, row)
+        self.queue.clear()
+
+    def steps(self, job: Job, losses, step0: int) -> None:
+        self.book.append_steps(job.key, losses, step0)
+
+    def finished(self, job: Job, res, engine: str) -> None:
+        run = job.key
+        run.steps = res.step_losses
+        if res.diverged:
+            run.diverge(res.diverged_epoch, res.diverged_step, res.diverge_reason)
+        else:
+            run.status = "done"
+        self.reporter.run_end(run.init, run.seed, res.diverged, res.diverge_reason)
+
+    def group_finished(self) -> None:
+        self.book.write(steps=True, probe=True)  # steps.csv whole again, in run order
 
 
 def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str, str | None]:
@@ -611,16 +613,12 @@ def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str
     """
     if spec.engine == "single":
         return "single", None
-    from initlab.training.mlp_engine import mlp_layout
-
     model = new_model(spec, data, spec.first_seed).to(data.x_train.device)
     try:
         mlp_layout(model)
         return "mlp", None
     except ValueError:
         pass
-    from initlab.training.func_engine import vmap_problem
-
     why = vmap_problem(model, pb.x[:4], pb.y[:4])
     return ("func", None) if why is None else ("single", why)
 
@@ -697,55 +695,6 @@ CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
                 torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
 
 
-def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, kind="mlp"):
-    """Groups of ``group_size`` runs, each group one :func:`initlab.training.mlp_engine.train_population`
-    (``kind`` "mlp") or :func:`initlab.training.func_engine.train_func_population` ("func").
-
-    Only one group's models exist at a time. metrics.csv/runs.csv are rewritten after every epoch,
-    before the reporter hears of it, so an interrupt keeps every reported epoch; per-step losses
-    are appended to steps.csv every epoch (kill -9 loses at most the epoch in progress); when the
-    group ends steps.csv is rewritten whole in run order, with its probe rows.
-    """
-    if kind == "mlp":
-        from initlab.training.mlp_engine import train_population
-    else:
-        from initlab.training.func_engine import train_func_population as train_population
-
-    pending = book.pending()
-    for start in range(0, len(pending), group_size):
-        group = pending[start:start + group_size]
-        runs, models = [], []
-        for run in group:
-            model = build_model(spec, data, schemes[run.init], run.seed, device)
-            if _start(run, model, pb, reporter):
-                runs.append(run)
-                models.append(model)
-        book.write(probe=True)
-        if not runs:
-            continue
-        queue: list[tuple[Run, dict]] = []
-
-        def on_epoch(k, row, get_module):
-            if pb.enabled and not row["diverged"]:
-                pb.record(runs[k], row["epoch"], get_module())
-            runs[k].rows.append(row)
-            queue.append((runs[k], row))
-
-        def after_epoch(epoch):
-            book.write()
-            for run, row in queue:
-                reporter.epoch_end(run.init, run.seed, row)
-            queue.clear()
-
-        results = train_population(models, data, spec.train, [r.seed for r in runs], on_epoch=on_epoch,
-                                   after_epoch=after_epoch, max_models=len(models),
-                                   on_steps=lambda k, losses, step0: book.append_steps(runs[k], losses, step0))
-        del models
-        for run, res in zip(runs, results):
-            _finish(run, res, reporter)
-        book.write(steps=True, probe=True)  # steps.csv whole again, in run order
-
-
 def _config_record(spec: CompareSpec, data: Dataset, device, choice: EngineChoice) -> dict:
     return {**spec.to_dict(), "resolved_device": str(device), "torch": torch.__version__,
             "python": platform.python_version(), "train_size": int(data.x_train.shape[0]),
@@ -805,8 +754,6 @@ def write_result(result: CompareResult, folder: Path) -> None:
 
 def write_summary(result: CompareResult) -> None:
     """summary.json and the plots of ``result`` into ``result.out``."""
-    from initlab.plots.compare import plot_compare, plot_probe
-
     d = result.out
     spec = result.spec
     store.atomic_write_json(d / "summary.json", {
@@ -960,11 +907,10 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     if note is not None:
         reporter.note(note)
     try:
-        with intra_op_threads(choice.threads):
-            if choice.engine != "single":
-                _train_batched(spec, data, schemes, device, book, reporter, pb, est["group_size"], choice.engine)
-            else:
-                _train_single(spec, data, schemes, device, book, reporter, pb)
+        jobs = [Job(run, schemes[run.init], run.seed, spec.train) for run in book.pending()]
+        run_jobs(jobs, build=lambda job: build_model(spec, data, job.scheme, job.seed, device), data=data,
+                 check_x=pb.x, engine=choice.engine, sink=_FolderSink(book, pb, reporter),
+                 group_size=est["group_size"], threads=choice.threads, shared_config=spec.train)
     except KeyboardInterrupt as e:
         book.interrupt()
         if out_dir is not None:
