@@ -30,9 +30,10 @@ from initlab import store
 from initlab.analysis.probe import layer_symmetry, probe
 from initlab.core.display import html_of
 from initlab.data import load_dataset
+from initlab.experiments.options import check_threads
 from initlab.models import mlp
 from initlab.plots.compare import plt, save_figure
-from initlab.schemes import initialize
+from initlab.schemes import initialize, split_top_level
 from initlab.training.loop import INIT_STREAM, TrainConfig, make_generator, train_model
 
 VERDICTS = ("confirmed", "refuted", "depends")
@@ -154,6 +155,16 @@ def resolve_claims(ids: Sequence[str | Claim] | None) -> list[Claim]:
             raise ValueError(f"claim '{c.id}' is given twice; give each claim once")
         seen.add(c.id)
     return claims
+
+
+def claims_request(only: str | None, *, out: str | Path, overwrite: bool = False, threads: int = 1) -> list[str] | None:
+    """``initlab claims``' options, checked before any claim runs: ``only`` the comma-separated claim ids (None:
+    every claim), the thread count and the output folder. Returns the ids (None: all)."""
+    ids = None if only is None else split_top_level(only, what="--only")
+    resolve_claims(ids)
+    check_threads(threads)
+    store.check_out_dir(out, "claims", overwrite=overwrite)
+    return ids
 
 
 def _jsonable(obj: Any) -> Any:
