@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from initlab import initialize, mlp
-from initlab.core import theory
+from initlab.schemes import predicted_variances
 from initlab.analysis.probe import Probe, effective_rank, layer_symmetry, neuron_symmetry, probe, probe_stats
 
 
@@ -123,7 +123,7 @@ def _tanh_ratio(scheme):
     x = torch.randn(256, 64, generator=g)
     frame = probe(net, x).set_index("name")
     measured = frame.loc["fc10", "out_std"] / frame.loc["fc1", "out_std"]
-    pred = theory.predicted_variances("tanh", scheme, [64] + [256] * 9 + [10], input_var=1.0)
+    pred = predicted_variances("tanh", scheme, [64] + [256] * 9 + [10], input_var=1.0)
     predicted = math.sqrt(pred["pre_var"].iloc[-1] / pred["pre_var"].iloc[0])
     return measured, predicted
 

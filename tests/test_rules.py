@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from initlab import schemes as S
+from initlab.schemes import registry as R
 from initlab.schemes import (
     REPORT_COLUMNS,
     Rule,
@@ -140,13 +141,13 @@ def test_custom_bias_policy_sees_the_weight_block_and_its_fans():
         seen.append((tuple(weight.shape), fan_in_and_fan_out(weight)))
         bias.fill_(0.5)
 
-    saved = dict(S._SCHEMES), dict(S._ALIASES)
+    saved = dict(R._SCHEMES), dict(R._ALIASES)
     try:
         register_scheme("rec", bias=record)(S.zeros_)
         m = quiet(initialize, nn.LSTMCell(3, 5), "rec")
     finally:
-        S._SCHEMES.clear(), S._SCHEMES.update(saved[0])
-        S._ALIASES.clear(), S._ALIASES.update(saved[1])
+        R._SCHEMES.clear(), R._SCHEMES.update(saved[0])
+        R._ALIASES.clear(), R._ALIASES.update(saved[1])
     assert seen == [((5, 3), (3, 5))] * 4 + [((5, 5), (5, 5))] * 4
     assert torch.equal(m.bias_ih, torch.full((20,), 0.5))
 

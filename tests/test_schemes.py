@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from initlab import schemes as S
+from initlab.schemes import registry as R
 from initlab.schemes import (
     SchemeSpec,
     calculate_gain,
@@ -461,10 +462,10 @@ def test_every_scheme_has_a_docstring_summary_line():
 
 @pytest.fixture
 def clean_registry():
-    saved = dict(S._SCHEMES), dict(S._ALIASES)
+    saved = dict(R._SCHEMES), dict(R._ALIASES)
     yield
-    S._SCHEMES.clear(), S._SCHEMES.update(saved[0])
-    S._ALIASES.clear(), S._ALIASES.update(saved[1])
+    R._SCHEMES.clear(), R._SCHEMES.update(saved[0])
+    R._ALIASES.clear(), R._ALIASES.update(saved[1])
 
 
 def test_register_user_scheme_and_duplicate_warns(clean_registry):

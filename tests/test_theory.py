@@ -5,6 +5,7 @@ import torch
 
 from initlab import schemes
 from initlab.core import theory as T
+from initlab.schemes import variance as V
 
 
 @pytest.mark.parametrize("q", [0.3, 1.0, 7.0])
@@ -69,13 +70,13 @@ def test_relu_correlation_map_matches_arc_cosine_kernel(c):
 
 
 def test_he_relu_predicts_constant_variance_and_gradients():
-    df = T.predicted_variances("relu", "he", [64] + [256] * 10 + [10], input_var=0.7)
+    df = V.predicted_variances("relu", "he", [64] + [256] * 10 + [10], input_var=0.7)
     assert df["pre_var"].tolist() == pytest.approx([2 * 0.7] * 11, rel=1e-12)
     assert df["pre_grad_rel"].tolist() == pytest.approx([1.0] * 11, rel=1e-12)
 
 
 def test_small_normal_tanh_predicts_geometric_decay():
-    df = T.predicted_variances("tanh", "normal(std=0.01)", [64] + [256] * 9 + [10])
+    df = V.predicted_variances("tanh", "normal(std=0.01)", [64] + [256] * 9 + [10])
     ratios = (df["pre_var"].iloc[2:] / df["pre_var"].iloc[1:-1].values).tolist()
     # tanh is linear near 0, so each layer multiplies q by fan_in · std² = 256e-4
     assert ratios == pytest.approx([256e-4] * len(ratios), rel=1e-3)
@@ -100,7 +101,7 @@ def test_weight_variance_matches_sampled_weights(scheme):
         sch, params = schemes.as_spec(scheme)
         sch(w, generator=torch.Generator().manual_seed(0), **params)
         w2 = w.pow(2).reshape(-1)
-        expected = T.weight_variance(scheme, fan_in, fan_out)
+        expected = V.weight_variance(scheme, fan_in, fan_out)
         if scheme in ("zero", "orthogonal"):  # exact, not random
             assert float(w2.mean()) == pytest.approx(expected, rel=1e-9, abs=1e-15)
             continue
@@ -112,7 +113,7 @@ def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         T.variance_map("swish", 1.0, 1.0)
     with pytest.raises(ValueError, match="no analytic weight variance"):
-        T.weight_variance("constant(value=1)" if False else schemes.Scheme("custom", lambda w, *, generator=None: w), 4, 4)
+        V.weight_variance("constant(value=1)" if False else schemes.Scheme("custom", lambda w, *, generator=None: w), 4, 4)
     with pytest.raises(ValueError, match="correlation c must be in"):
         T.correlation_map("tanh", 1.5, q=1.0)
 
@@ -134,7 +135,7 @@ def test_negative_or_non_finite_variances_are_refused(call):
 @pytest.mark.parametrize("fans", [(0, 10), (10, 0), (-3, 3)])
 def test_weight_variance_refuses_empty_fans(fans):
     with pytest.raises(ValueError, match="fans must be positive"):
-        T.weight_variance("he", *fans)
+        V.weight_variance("he", *fans)
 
 
 def test_theory_knows_every_activation_initlab_knows():

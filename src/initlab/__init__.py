@@ -16,6 +16,7 @@ The public API, listed once in ``__all__`` (tests/test_public_api.py holds it):
 
 Layers and what each may import: docs/architecture.md.
 """
+from initlab.version import __version__
 from initlab.core import criticality, theory
 from initlab.data import DATASETS, DataError, Dataset, load_dataset
 from initlab.schemes import (
@@ -49,8 +50,6 @@ from initlab.schemes.mup import coord_check
 from initlab.report import inline as _inline  # noqa: F401  (results render as their report pages in Jupyter)
 
 probe_model = probe  # the name the README used before ``initlab.probe`` was the function itself
-
-__version__ = "0.1.0"
 
 __all__ = [
     # schemes

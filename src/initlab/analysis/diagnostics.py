@@ -1,7 +1,7 @@
 """Depth profiles at init: measured per-layer statistics (``probe``) next to mean-field predictions.
 
 ``depth_profile`` builds a deep MLP per (activation, scheme), probes it once on a batch of real
-inputs and attaches ``theory.predicted_variances`` to every row; ``profile_summary`` condenses
+inputs and attaches ``schemes.predicted_variances`` to every row; ``profile_summary`` condenses
 that to one row per (activation, init); ``load_factory`` resolves a ``module:factory`` spec for
 probing a user's own model.
 """
@@ -16,18 +16,17 @@ import torch
 
 from initlab.analysis.jacobian import jacobian_spectrum
 from initlab.analysis.probe import probe
-from initlab.core import theory
 from initlab.data import load_dataset
 from initlab.models import arch_text, check_activation, make_model, mlp, resolve_model
 from initlab.models.user import build_user_model, check_model, load_factory, model_inputs  # noqa: F401  (re-exported)
-from initlab.schemes import check_scheme, initialize
+from initlab.schemes import check_scheme, initialize, predicted_variances
 from initlab.training.memory import available_bytes, format_bytes
 
 __all__ = ["depth_profile", "profile_summary", "load_factory", "model_inputs"]
 
 
 def _attach_predictions(frame: pd.DataFrame, activation: str, scheme: str, widths, input_var: float) -> pd.DataFrame:
-    pred = theory.predicted_variances(activation, scheme, widths, input_var=input_var)
+    pred = predicted_variances(activation, scheme, widths, input_var=input_var)
     frame = frame.copy()
     frame["layer"] = frame["name"].str.extract(r"(\d+)$")[0].astype(float).astype("Int64")
     last_grad = float(frame.loc[frame["name"] == f"fc{len(widths) - 1}", "grad_out_norm"].iloc[0])

@@ -331,7 +331,7 @@ def _prop(quick: bool):
     for act in ("relu", "tanh", "sigmoid"):
         for init in ("xavier", "he"):
             lin = signal_profile(act, init, depth, width)
-            pred = theory.predicted_variances(act, init, [width] * (depth + 1) + [10])
+            pred = S.predicted_variances(act, init, [width] * (depth + 1) + [10])
             out[(act, init)] = dict(measured=(lin["out_std"] ** 2).to_numpy()[:-1],
                                     predicted=pred["pre_var"].to_numpy()[:-1], grad_ratio=gradient_ratio(lin))
     return depth, width, out

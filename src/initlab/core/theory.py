@@ -29,7 +29,6 @@ the kink rays (see ``_pair_expect``), accurate to ~1e-12 against the ReLU arc-co
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import numbers
 from typing import Callable, Sequence, Union
@@ -40,13 +39,12 @@ import torch
 from scipy import optimize
 from torch import Tensor
 
-from initlab import schemes as S
 from initlab.core.activations import activation_fn
 
 __all__ = [
     "DEGREE", "gauss_expect", "variance_map", "fixed_point", "chi1",
-    "correlation_map", "depth_scale", "critical_sigma_w2", "weight_variance",
-    "predicted_variances", "variance_preserving_gain",
+    "correlation_map", "depth_scale", "critical_sigma_w2",
+    "mlp_variances", "variance_preserving_gain",
 ]
 
 DEGREE = 100  # nodes of the 1-D rule; see the module docstring
@@ -337,64 +335,18 @@ def variance_preserving_gain(activation: Activation) -> float:
     return 1.0 / math.sqrt(m)
 
 
-# --------------------------------------------------------------------------- schemes → σ_w²
+# --------------------------------------------------------------------------- an MLP, layer by layer
 
 
-def weight_variance(scheme, fan_in: int, fan_out: int) -> float:
-    """E[W²] of one weight entry under a scheme, analytically (torch layout, fans as given).
-
-    zero 0; constant v²; normal std² + mean²; uniform(a) a²/3; trunc_normal the truncated
-    normal's second moment; variance_scaling scale/n; xavier gain²·2/(fan_in + fan_out);
-    kaiming gain²/fan; lecun 1/fan_in; orthogonal gain²/max(fan_in, fan_out) (exact: an
-    (out × in) semi-orthogonal matrix has min(out, in) unit-norm rows or columns);
-    pytorch_default 1/(3 fan_in). It is the second moment, which is what the variance map needs.
-    """
-    if isinstance(fan_in, bool) or isinstance(fan_out, bool) or not (fan_in > 0 and fan_out > 0):
-        raise ValueError(f"fans must be positive, got fan_in={fan_in!r}, fan_out={fan_out!r}")
-
-    sch, params = S.as_spec(scheme)
-    p = {k: v for k, v in sch.params.items() if v is not inspect.Parameter.empty}
-    p.update(sch.resolve_params(params))
-    name = sch.name
-    if name == "zero":
-        return 0.0
-    if name == "constant":
-        return float(p["value"]) ** 2
-    if name == "normal":
-        return p["std"] ** 2 + p["mean"] ** 2
-    if name == "uniform":
-        return p["a"] ** 2 / 3
-    if name == "trunc_normal":
-        from scipy.stats import truncnorm
-
-        a, b = (p["a"] - p["mean"]) / p["std"], (p["b"] - p["mean"]) / p["std"]
-        d = truncnorm(a, b, loc=p["mean"], scale=p["std"])
-        return float(d.var() + d.mean() ** 2)
-    if name == "variance_scaling":
-        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[p["mode"]]
-        return p["scale"] / max(1.0, n)
-    if name in ("xavier_uniform", "xavier_normal"):
-        return p["gain"] ** 2 * 2.0 / (fan_in + fan_out)
-    if name in ("kaiming_uniform", "kaiming_normal"):
-        fan = fan_in if p["mode"] == "fan_in" else fan_out
-        return S.calculate_gain(p["nonlinearity"], p["a"]) ** 2 / fan
-    if name in ("lecun_uniform", "lecun_normal"):
-        return 1.0 / fan_in
-    if name == "orthogonal":
-        return p["gain"] ** 2 / max(fan_in, fan_out)
-    if name == "pytorch_default":
-        return 1.0 / (3 * fan_in)
-    raise ValueError(f"no analytic weight variance for scheme {name!r}; known: constant, kaiming_*, lecun_*, "
-                     "normal, orthogonal, pytorch_default, trunc_normal, uniform, variance_scaling, xavier_*, zero")
-
-
-def predicted_variances(activation: Activation, scheme, widths: Sequence[int], input_var: float = 1.0,
-                        sigma_b2: float = 0.0) -> pd.DataFrame:
+def mlp_variances(activation: Activation, weight_variance: Callable[[int, int], float], widths: Sequence[int],
+                  input_var: float = 1.0, sigma_b2: float = 0.0) -> pd.DataFrame:
     """Mean-field forward variances and relative gradient norms of an MLP, layer by layer.
 
     ``widths`` = (in_features, hidden_1, ..., out_features); layer l maps widths[l-1] → widths[l]
-    with σ_w²(l) = widths[l-1] · E[W²] from ``weight_variance`` (so unequal fans are exact per
-    layer), and φ follows every layer but the last (``initlab.models.mlp``)::
+    with σ_w²(l) = widths[l-1] · E[W²], E[W²] = ``weight_variance(fan_in, fan_out)`` (so unequal fans
+    are exact per layer; a scheme's is :func:`initlab.schemes.variance.weight_variance`, and
+    :func:`initlab.schemes.variance.predicted_variances` calls this with it), and φ follows every
+    layer but the last (``initlab.models.mlp``)::
 
         q_1 = σ_w²(1) · input_var + σ_b²          (input_var = mean over features of E[x²])
         q_l = σ_w²(l) · E[φ(√q_{l-1} z)²] + σ_b²
@@ -407,6 +359,9 @@ def predicted_variances(activation: Activation, scheme, widths: Sequence[int], i
         One row per layer: layer, fan_in, fan_out, sigma_w2, pre_var (q_l), post_var
         (Var φ(h_l), NaN for the last layer), pre_grad_rel, post_grad_rel.
     """
+    if not callable(weight_variance):
+        raise TypeError(f"weight_variance must be a function (fan_in, fan_out) -> E[W²], got "
+                        f"{type(weight_variance).__name__}; for a scheme use initlab.schemes.predicted_variances")
     phi = _phi(activation)
     widths = [int(w) for w in widths]
     if len(widths) < 2 or min(widths) <= 0:
@@ -415,7 +370,7 @@ def predicted_variances(activation: Activation, scheme, widths: Sequence[int], i
     rows, q = [], None
     for l in range(1, n_layers + 1):
         fan_in, fan_out = widths[l - 1], widths[l]
-        s2 = fan_in * weight_variance(scheme, fan_in, fan_out)
+        s2 = fan_in * float(weight_variance(fan_in, fan_out))
         q = s2 * float(input_var) + sigma_b2 if l == 1 else s2 * _second_moment(phi, q) + sigma_b2
         last = l == n_layers
         post = math.nan

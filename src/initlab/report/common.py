@@ -15,6 +15,7 @@ import pandas as pd
 
 from initlab import store
 from initlab.report.charts import color, dash
+from initlab.version import __version__
 
 # Pictures embedded as data URIs so the page stands alone; bigger files are linked, not inlined.
 MAX_INLINE_IMAGE = 4 << 20
@@ -140,8 +141,6 @@ def human_size(n: int) -> str:
 
 def generator_env() -> list[tuple[str, str]]:
     """The versions that wrote this page (not necessarily those that ran the experiment)."""
-    from initlab import __version__
-
     rows = [("initlab", __version__), ("python", platform.python_version())]
     try:
         import torch

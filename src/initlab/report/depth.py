@@ -43,19 +43,19 @@ def diverge_text(last: pd.DataFrame) -> str:
     return f"{len(div)} of {len(last)} runs diverged ({'; '.join(reasons)})"
 
 
+def by_init(summary: pd.DataFrame, inits, depths):
+    """``(init, [(depth, summary row or None, runs done), ...])`` for every init, depths in order."""
+    s = summary.set_index(["init", "depth"])
+    for init in inits:
+        rows = [s.loc[(init, d)] if (init, d) in s.index else None for d in depths]
+        yield init, [(d, r, int(num(r["done"]) or 0) if r is not None else 0) for d, r in zip(depths, rows)]
+
+
 def reading(inits, depths, summary: pd.DataFrame, metrics: pd.DataFrame | None, thr: float) -> list[str]:
     out = []
-    s = summary.set_index(["init", "depth"])
     last = final_rows(metrics) if metrics is not None and len(metrics) else None
-    for init in inits:
-        cells = []
-        for d in depths:
-            if (init, d) not in s.index:
-                continue
-            r = s.loc[(init, d)]
-            done = int(num(r["done"]) or 0)
-            trains = done > 0 and not as_bool(r["at_chance"])
-            cells.append((d, r, done, trains))
+    for init, row in by_init(summary, inits, depths):
+        cells = [(d, r, done, done > 0 and not as_bool(r["at_chance"])) for d, r, done in row if r is not None]
         if not cells:
             continue
         ok = [c for c in cells if c[3]]
@@ -161,16 +161,13 @@ def build(folder: Folder, report) -> dict:
     charts, grid = [], []
     if summary is not None and len(summary):
         charts.append(depth_chart(summary, metrics, inits, depths, thr))
-        s = summary.set_index(["init", "depth"])
         last = final_rows(metrics) if metrics is not None and len(metrics) else None
-        for init in inits:
+        for init, row in by_init(summary, inits, depths):
             cells = []
-            for d in depths:
-                if (init, d) not in s.index:
+            for d, r, done in row:
+                if r is None:
                     cells.append({"text": "—", "cls": ""})
                     continue
-                r = s.loc[(init, d)]
-                done = int(num(r["done"]) or 0)
                 cell = pm(r["final_test_acc_mean"], r["final_test_acc_std"], done)
                 cls = ""
                 if as_bool(r["at_chance"]):

@@ -13,9 +13,12 @@ Layers, smallest first (one module each):
   parametrized weights and how to write them back;
 * :mod:`~initlab.schemes.rules`: rules mapping parameter names, globs and module types to
   schemes, and their precedence;
-* :mod:`~initlab.schemes.apply`: ``initialize`` and ``initialize_with_report``.
-
-Everything the former single ``initlab.schemes`` module defined is importable from here.
+* :mod:`~initlab.schemes.units`: the tensors ``initialize`` plans (tied tensors once);
+* :mod:`~initlab.schemes.apply`: ``initialize`` and ``initialize_with_report``;
+* :mod:`~initlab.schemes.variance`: each scheme's E[W²] and the mean-field profile it predicts;
+* whole-model schemes, each registered by its own module through the protocol on
+  :class:`~initlab.schemes.registry.Scheme`: :mod:`~initlab.schemes.lsuv`, :mod:`~initlab.schemes.auto`,
+  :mod:`~initlab.schemes.residual` (fixup, skipinit, rezero, gpt2), :mod:`~initlab.schemes.presets`.
 """
 
 from initlab.schemes.functions import (
@@ -51,6 +54,7 @@ from initlab.schemes.registry import (
 )
 from initlab.schemes.specs import (
     SchemeSpec,
+    as_spec,
     check_scheme,
     parse_scheme,
     parse_scheme_list,
@@ -59,25 +63,12 @@ from initlab.schemes.specs import (
 from initlab.schemes.layers import LAYER_TYPES, UNSUPPORTED, Target, handled_types, register_layer
 from initlab.schemes.rules import Rule
 from initlab.schemes.apply import REPORT_COLUMNS, initialize, initialize_with_report, needs_example
-from initlab.schemes.lsuv import lsuv_
-from initlab.schemes import auto as _auto  # noqa: F401  (registers auto's whole-model initializer)
+from initlab.schemes.variance import predicted_variances, weight_variance
+from initlab.schemes.lsuv import lsuv_  # registers lsuv
+from initlab.schemes.auto import auto_initialize  # registers auto
 from initlab.schemes.identity import delta_orthogonal_, dirac_, eye_, partial_identity_, zero_hadamard_  # noqa: F401  (registers them)
 from initlab.schemes.residual import fixup_rules, gpt2_rules, rezero_rules, skipinit_rules  # noqa: F401  (registers fixup, skipinit, rezero, gpt2)
 from initlab.schemes.presets import TIMM_VIT_MODES  # noqa: F401  (registers hf, timm_vit, torchvision_resnet)
-
-# Private names of the former single module, still read by initlab.core.theory (as_spec) and the tests
-# (_SCHEMES, _ALIASES: the registry's own dicts, so changes through either name are shared).
-from initlab.schemes.functions import _LINEAR_GAIN_NAMES, _check_choice, _check_number, _fan, _kaiming_std  # noqa: F401
-from initlab.schemes.registry import _ALIASES, _SCHEMES, _init_bias  # noqa: F401
-from initlab.schemes.specs import (  # noqa: F401
-    _ARG_RE,
-    _SPEC_RE,
-    as_spec,
-    _canonical,
-    _format_value,
-    _parse_value,
-    _plain_params,
-)
 
 __all__ = [
     "BIAS_POLICIES",
@@ -92,6 +83,8 @@ __all__ = [
     "Scheme",
     "SchemeSpec",
     "Target",
+    "as_spec",
+    "auto_initialize",
     "calculate_gain",
     "check_scheme",
     "constant_",
@@ -113,6 +106,7 @@ __all__ = [
     "orthogonal_",
     "parse_scheme",
     "parse_scheme_list",
+    "predicted_variances",
     "pytorch_default_",
     "register_layer",
     "register_scheme",
@@ -120,6 +114,7 @@ __all__ = [
     "trunc_normal_",
     "uniform_",
     "variance_scaling_",
+    "weight_variance",
     "xavier_normal_",
     "xavier_uniform_",
     "zeros_",

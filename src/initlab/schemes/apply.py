@@ -19,15 +19,16 @@ import torch
 from torch import Tensor, nn
 
 from initlab.core.checks import as_module
-from initlab.schemes.functions import _check_number, declared_fans
+from initlab.schemes.functions import check_number, declared_fans
 from initlab.schemes.infer import infer_targets
-from initlab.schemes.layers import UNSUPPORTED, Target, handler_for, is_lazy, layer_targets
+from initlab.schemes.layers import UNSUPPORTED, Target
 from initlab.schemes.materialize import materialize_for_init
-from initlab.schemes.parametrized import Slot, is_parametrization_list, module_slots
-from initlab.schemes.registry import Scheme, _init_bias
+from initlab.schemes.parametrized import Slot
+from initlab.schemes.registry import Scheme, init_bias
 from initlab.schemes.residual import annotate, expand
-from initlab.schemes.rules import Rule, RuleSet, is_single, _spec, as_rule, resolve, scheme_text
+from initlab.schemes.rules import Rule, RuleSet, as_rule, is_single, resolve, scheme_text, scheme_value
 from initlab.schemes.specs import SchemeSpec, as_spec
+from initlab.schemes.units import EMBEDDINGS, collect_units
 
 REPORT_COLUMNS = ("parameter", "module_type", "rule", "scheme", "fan_in", "fan_out", "std_before", "std_after", "note")
 LAYER_DEFAULT = "(layer default)"  # the rule column of tensors set by their layer type's default
@@ -59,7 +60,7 @@ class _Plan:
         return f"{self.qname}[{self.target.block}]" if self.target.block else self.qname
 
 
-def _std(t: Tensor) -> float:
+def tensor_std(t: Tensor) -> float:
     if t.numel() < 2:
         return math.nan
     return float(t.detach().to(torch.float64 if t.numel() <= 1 << 22 else torch.float32).std())
@@ -70,58 +71,14 @@ def _view(t: Tensor, target: Target) -> Tensor:
 
 
 def _options(recurrent: Any, forget_bias: Any) -> tuple[SchemeSpec | Scheme | None, float | None]:
-    rec = _spec(recurrent, "recurrent") if recurrent is not None else None
+    rec = scheme_value(recurrent, "recurrent") if recurrent is not None else None
     if rec is not None and resolve(rec)[0].whole_model:
         raise ValueError(f"recurrent={scheme_text(rec)!r} initializes whole models, "
                          "not hidden-to-hidden weights; use a per-tensor scheme such as 'orthogonal'")
-    fb = _check_number("forget_bias", forget_bias) if forget_bias is not None else None
+    fb = check_number("forget_bias", forget_bias) if forget_bias is not None else None
     return rec, fb
 
 
-def _collect(module: nn.Module) -> tuple[list[tuple[str, nn.Module, dict[str, Slot], list[Target]]], dict[str, list[str]]]:
-    """Every module with tensors to plan, its slots and targets; and the other names of tied tensors.
-
-    A tensor shared by several modules (tied weights) is planned once. Its owner is the first layer of
-    a known type holding it (else the first module), except that an embedding tied to an output projection (GPT-2's ``lm_head.weight`` is
-    ``transformer.wte.weight``) is planned as the projection: its fans are the projection's, so that
-    a fan-based scheme keeps the initial logits O(1) (as an embedding, fan_in = 1, they would be
-    ~sqrt(width) times too large). Rules naming any of its names apply.
-    """
-    owners: dict[int, list[tuple[str, nn.Module]]] = {}
-    named = []
-    for mname, m in module.named_modules():
-        if is_parametrization_list(m):
-            continue  # its original* belong to the owner's parametrized slot
-        if is_lazy(m):
-            raise ValueError(
-                f"{type(m).__name__} {mname or '(the model)'!r} has uninitialized lazy parameters; "
-                "run one forward pass with a sample input before initialize"
-            )
-        slots = module_slots(m)
-        named.append((mname, m, slots))
-        for n, s in slots.items():
-            for p in s.params:
-                owners.setdefault(id(p), []).append((f"{mname}.{n}" if mname else n, m))
-    chosen: dict[int, str] = {}  # id(param) -> the qualified name it is planned under
-    aliases: dict[str, list[str]] = {}
-    for pid, who in owners.items():
-        pick = who[0]
-        if len(who) > 1:  # a known layer over a raw holder (BERT's cls.predictions.bias is decoder.bias), and
-            known = [w for w in who if handler_for(w[1]) is not None] or who  # a projection over an embedding
-            pick = next((w for w in known if not isinstance(w[1], _EMBEDDINGS)), known[0])
-        chosen[pid] = pick[0]
-        if len(who) > 1:
-            aliases[pick[0]] = [q for q, _ in who if q != pick[0]]
-    units = []
-    for mname, m, slots in named:
-        own = {n: s for n, s in slots.items()
-               if all(chosen.get(id(p)) == (f"{mname}.{n}" if mname else n) for p in s.params)}
-        if own:
-            units.append((mname, m, own, layer_targets(m, own, mname.rpartition(".")[2])))
-    return units, aliases
-
-
-_EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 
 
 @dataclass(frozen=True)
@@ -181,7 +138,7 @@ def _assign(p: _Plan, ruleset: RuleSet, mro: list[str], done: dict, opts: _Optio
 def _plan(module: nn.Module, rules: Any, params: Mapping[str, Any], recurrent: Any,
           forget_bias: Any, example: Any = None) -> tuple[list[_Plan], RuleSet]:
     rec_default, fb_default = _options(recurrent, forget_bias)
-    units, aliases = _collect(module)
+    units, aliases = collect_units(module)
     units = infer_targets(module, units, example)
     names = [f"{mname}.{n}" if mname else n for mname, _, slots, _ in units for n in slots]
     ruleset = RuleSet(rules, names + [a for q in names for a in aliases.get(q, ())], params)
@@ -200,8 +157,8 @@ def _plan(module: nn.Module, rules: Any, params: Mapping[str, Any], recurrent: A
             _assign(p, ruleset, mro, done, opts)
             if p.aliases:
                 role = " as the output projection (its fans), so initial logits stay O(1)" if (
-                    t.fans and isinstance(m, nn.Module) and not isinstance(m, _EMBEDDINGS)
-                    and any(isinstance(o, _EMBEDDINGS) for o in _alias_modules(module, p.aliases))) else ""
+                    t.fans and isinstance(m, nn.Module) and not isinstance(m, EMBEDDINGS)
+                    and any(isinstance(o, EMBEDDINGS) for o in _alias_modules(module, p.aliases))) else ""
                 p.note = "; ".join(x for x in (f"tied with {', '.join(p.aliases)}: initialized once{role}", p.note) if x)
             done[(t.name, t.block)] = p
             plans.append(p)
@@ -238,7 +195,7 @@ def _draw(plans: list[_Plan], generator: torch.Generator | None, report: bool) -
             new[sid] = _compute_dtype(p.slot.read())
             if report:  # std before, for every block of this slot, from the untouched value
                 for q in groups[sid]:
-                    q.std_before = _std(_view(new[sid], q.target))
+                    q.std_before = tensor_std(_view(new[sid], q.target))
         if p.how is None or p.how == "keep":
             continue
         t = p.target
@@ -251,7 +208,7 @@ def _draw(plans: list[_Plan], generator: torch.Generator | None, report: bool) -
                 elif p.how == "bias":
                     wview, wt = views[(id(p.module), *t.weight)]
                     with declared_fans(wview, *(wt.fans or (None, None))):
-                        _init_bias(p.scheme.bias, view, wview, generator)
+                        init_bias(p.scheme.bias, view, wview, generator)
                 else:
                     view.fill_(p.value)
                 if p.then is not None:
@@ -274,7 +231,7 @@ def _write(plans: list[_Plan], new: dict[int, Tensor], report: bool) -> None:
         if report:
             after = new[sid] if slot.kind == "parameter" or not covered else slot.read()
             for p in group:
-                p.std_after = _std(_view(after, p.target))
+                p.std_after = tensor_std(_view(after, p.target))
         for p in group:
             p.note = "; ".join(x for x in (slot.describe(), note if p.how else "", p.note) if x)
 
@@ -306,7 +263,7 @@ def _check_coverage(module: nn.Module, plans: list[_Plan], ruleset: RuleSet, str
         warnings.warn(text, stacklevel=4)
 
 
-def _run(module, rules, generator, recurrent, forget_bias, strict, params, report=False, example=None) -> list[_Plan]:
+def plan_and_draw(module, rules, generator, recurrent, forget_bias, strict, params, report=False, example=None) -> list[_Plan]:
     plans, ruleset = _plan(module, rules, params, recurrent, forget_bias, example)
     _check_coverage(module, plans, ruleset, strict)
     new = _draw(plans, generator, report)
@@ -381,7 +338,7 @@ def initialize(
         return owner.initialize_model(module, rules, params, own=_own_params(rules), example=example,
                                       generator=generator, recurrent=recurrent, forget_bias=forget_bias,
                                       strict=strict, report=False)
-    _run(module, rules, generator, recurrent, forget_bias, strict, params, example=example)
+    plan_and_draw(module, rules, generator, recurrent, forget_bias, strict, params, example=example)
     return module
 
 
@@ -432,7 +389,7 @@ def model_initializer(rules: Any) -> Scheme | None:
     """The whole-model scheme that ``rules`` hand the model to (its ``initialize_model``), or None.
 
     Found by the protocol, not by name: any scheme in the rules (a single scheme or a mapping's
-    values, recurrent ones too) registered with :func:`initlab.schemes.registry.register_model_initializer`.
+    values, recurrent ones too) registered with ``register_scheme(..., initialize_model=)``.
     Two different ones in one set of rules are an error.
     """
     try:
@@ -483,11 +440,11 @@ def initialize_with_report(
                                                generator=generator, recurrent=recurrent, forget_bias=forget_bias,
                                                strict=strict, report=True)
         return module, annotate(frame, notes) if notes else frame
-    plans = _run(module, rules, generator, recurrent, forget_bias, strict, params, report=True, example=example)
-    return module, annotate(_report_frame(plans), notes)
+    plans = plan_and_draw(module, rules, generator, recurrent, forget_bias, strict, params, report=True, example=example)
+    return module, annotate(report_frame(plans), notes)
 
 
-def _report_frame(plans: list[_Plan]):
+def report_frame(plans: list[_Plan]):
     """The report of ``initialize_with_report``: one row per planned tensor or block."""
     import pandas as pd
 

@@ -27,6 +27,7 @@ the critical q* as the target instead of 1), at most ``max_iters`` forward passe
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -35,7 +36,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from initlab.schemes.registry import register_model_initializer
+from initlab.core.criticality import auto_init_params
+from initlab.graph import read_graph, split_example
+from initlab.schemes.apply import initialize_with_report
+from initlab.schemes.registry import register_scheme
+from initlab.schemes.rules import Rule
 
 MODES = ("analytic", "empirical")
 _FAN_KINDS = {"Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "Conv1D",
@@ -77,16 +82,12 @@ def layer_params(activation, max_sigma_b2: float, target_q: float, depth: int = 
     """``auto_init_params`` for one activation, preferring σ_b² = 0 where that is near-critical:
     a stable zero-bias fixed point with χ₁^(depth/2) (the mean-field gradient-norm factor over
     ``depth`` layers) within ``ZERO_BIAS_GRAD_FACTOR``^±1."""
-    from dataclasses import replace
-
-    from initlab.core.criticality import auto_init_params
-
     zero = auto_init_params(activation, max_sigma_b2=0.0, target_q=target_q, depth=depth)
     factor = zero.chi1 ** (depth / 2) if zero.chi1 > 0 else 0.0
     if zero.stable and zero.q_star > 0 and 1 / ZERO_BIAS_GRAD_FACTOR <= factor <= ZERO_BIAS_GRAD_FACTOR:
         if zero.mode == "critical":
             return zero
-        return replace(zero, verdict=f"near-critical without bias: χ₁ = {zero.chi1:.3g} at q* = {zero.q_star:.3g} "
+        return dataclasses.replace(zero, verdict=f"near-critical without bias: χ₁ = {zero.chi1:.3g} at q* = {zero.q_star:.3g} "
                                      f"(gradient norm ×{factor:.2g} over {depth} layers by mean field)")
     return auto_init_params(activation, max_sigma_b2=max_sigma_b2, target_q=target_q, depth=depth)
 
@@ -158,8 +159,6 @@ def _plan(model: nn.Module, graph, example, params: dict) -> tuple[dict, list[di
         if getattr(layer.module, "bias", None) is not None:
             rules[f"{layer.name}.bias"] = f"normal(std={math.sqrt(b2)!r})" if b2 > 0 else "zero"
         rows.append(row)
-    from initlab.schemes.rules import Rule
-
     for (act, verdict), names in unstable.items():
         where = names[0] if len(names) == 1 else f"{len(names)} layers ({names[0]} ... {names[-1]})"
         warnings.warn(f"auto: {where} feed {act}: {verdict}", stacklevel=4)
@@ -182,8 +181,6 @@ def _has_scale(model: nn.Module, name: str) -> bool:
 
 def _lsuv(model: nn.Module, graph, example, rows: list[dict], tol: float, max_iters: int) -> None:
     """Rescale each layer feeding φ until Var(output)/q* is within ``tol`` of 1 on the example."""
-    from initlab.graph import split_example  # one reading of "example" for the whole package
-
     args, kwargs = split_example(example)
     by_name = {r["layer"]: r for r in rows}
     for layer in graph.layers:
@@ -221,9 +218,6 @@ def auto_initialize(model: nn.Module, example, *, generator: torch.Generator | N
     Raises:
         ValueError: no example, the model failing on it, or a bad parameter (one line).
     """
-    from initlab.graph import read_graph
-    from initlab.schemes.apply import initialize_with_report
-
     p = check_auto_params(**params)
     if example is None:
         raise ValueError("auto reads the model's graph on an example batch: pass example=<inputs>, "
@@ -258,4 +252,14 @@ def _initialize_model(module: nn.Module, rules: Any, params: dict, *, own: dict 
     return auto_initialize(module, example, generator=generator, report=report, strict=strict, **{**own, **params})
 
 
-register_model_initializer("auto", _initialize_model)
+def auto_(weight, *, generator=None, mode="analytic", max_sigma_b2=0.5, target_q=1.0, tol=0.1, max_iters=10):
+    """Whole-model init from the model's graph: each layer at its activation's critical point.
+
+    Its parameters are declared here; it needs the model and an example batch, so it is applied by
+    ``initialize(model, "auto", example=batch)`` (``_initialize_model``), never to one tensor.
+    """
+    raise ValueError("auto initializes a whole model from its graph: call initialize(model, 'auto', "
+                     "example=batch), not on one tensor")
+
+
+register_scheme("auto", needs_example=True, check=check_auto_params, initialize_model=_initialize_model)(auto_)

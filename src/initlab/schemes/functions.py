@@ -42,7 +42,7 @@ NONLINEARITIES = (*_LINEAR_GAIN_NAMES, "sigmoid", "tanh", "relu", "leaky_relu", 
 # --------------------------------------------------------------------------- validation
 
 
-def _check_number(name: str, value: Any, *, positive: bool = False) -> float:
+def check_number(name: str, value: Any, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if positive and value <= 0:
@@ -50,7 +50,7 @@ def _check_number(name: str, value: Any, *, positive: bool = False) -> float:
     return float(value)
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"invalid {name} {value!r}; choose from: {', '.join(choices)}")
     return value
@@ -137,7 +137,7 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        slope = 0.01 if param is None else _check_number("leaky_relu negative slope", param)
+        slope = 0.01 if param is None else check_number("leaky_relu negative slope", param)
         return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
@@ -166,7 +166,7 @@ def constant_(weight: Tensor, value: float, *, generator: torch.Generator | None
         value: the constant.
         generator: unused; accepted so every scheme has the same signature.
     """
-    value = _check_number("value", value)
+    value = check_number("value", value)
     with torch.no_grad():
         return weight.fill_(value)
 
@@ -182,8 +182,8 @@ def normal_(
         std: standard deviation, > 0.
         generator: source of randomness.
     """
-    mean = _check_number("mean", mean)
-    std = _check_number("std", std, positive=True)
+    mean = check_number("mean", mean)
+    std = check_number("std", std, positive=True)
     with torch.no_grad():
         return weight.normal_(mean, std, generator=generator)
 
@@ -199,7 +199,7 @@ def uniform_(weight: Tensor, a: float = 0.05, *, generator: torch.Generator | No
         a: half-width of the interval, > 0 (default 0.05).
         generator: source of randomness.
     """
-    a = _check_number("a", a, positive=True)
+    a = check_number("a", a, positive=True)
     with torch.no_grad():
         return weight.uniform_(-a, a, generator=generator)
 
@@ -225,9 +225,9 @@ def trunc_normal_(
         a, b: absolute cut points, a < b.
         generator: source of randomness.
     """
-    mean = _check_number("mean", mean)
-    std = _check_number("std", std, positive=True)
-    a, b = _check_number("a", a), _check_number("b", b)
+    mean = check_number("mean", mean)
+    std = check_number("std", std, positive=True)
+    a, b = check_number("a", a), check_number("b", b)
     if not a < b:
         raise ValueError(f"trunc_normal needs a < b, got a={a!r}, b={b!r}")
     return torch.nn.init.trunc_normal_(weight, mean, std, a, b, generator=generator)
@@ -258,9 +258,9 @@ def variance_scaling_(
         distribution: the shape of the distribution.
         generator: source of randomness.
     """
-    scale = _check_number("scale", scale, positive=True)
-    _check_choice("mode", mode, MODES)
-    _check_choice("distribution", distribution, DISTRIBUTIONS)
+    scale = check_number("scale", scale, positive=True)
+    check_choice("mode", mode, MODES)
+    check_choice("distribution", distribution, DISTRIBUTIONS)
     if weight.numel() == 0:
         return weight
     var = scale / max(1.0, _fan(weight, mode))
@@ -315,7 +315,7 @@ def xavier_uniform_(weight: Tensor, gain: float = 1.0, *, generator: torch.Gener
         gain: multiplier, > 0 (see ``calculate_gain``).
         generator: source of randomness.
     """
-    gain = _check_number("gain", gain, positive=True)
+    gain = check_number("gain", gain, positive=True)
     if weight.numel() == 0:
         return weight
     fan_in, fan_out = fan_in_and_fan_out(weight)
@@ -336,7 +336,7 @@ def xavier_normal_(weight: Tensor, gain: float = 1.0, *, generator: torch.Genera
         gain: multiplier, > 0.
         generator: source of randomness.
     """
-    gain = _check_number("gain", gain, positive=True)
+    gain = check_number("gain", gain, positive=True)
     if weight.numel() == 0:
         return weight
     fan_in, fan_out = fan_in_and_fan_out(weight)
@@ -346,9 +346,9 @@ def xavier_normal_(weight: Tensor, gain: float = 1.0, *, generator: torch.Genera
 
 
 def _kaiming_std(weight: Tensor, a: float, mode: str, nonlinearity: str) -> float:
-    _check_number("a", a)
-    _check_choice("mode", mode, ("fan_in", "fan_out"))
-    _check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    check_number("a", a)
+    check_choice("mode", mode, ("fan_in", "fan_out"))
+    check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     return calculate_gain(nonlinearity, a) / math.sqrt(_fan(weight, mode))
 
 
@@ -421,7 +421,7 @@ def orthogonal_(weight: Tensor, gain: float = 1.0, *, generator: torch.Generator
         gain: multiplier, > 0.
         generator: source of randomness.
     """
-    gain = _check_number("gain", gain, positive=True)
+    gain = check_number("gain", gain, positive=True)
     if weight.dim() < 2:
         raise ValueError(f"orthogonal needs a tensor with at least 2 dimensions, got shape {tuple(weight.shape)}")
     if weight.dtype in (torch.float16, torch.bfloat16):  # torch's QR (geqrf) has no 16-bit kernels

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from initlab.schemes.functions import _check_number, orthogonal_
+from initlab.schemes.functions import check_number, orthogonal_
 from initlab.schemes.registry import register_scheme
 
 
@@ -205,7 +205,7 @@ def delta_orthogonal_(weight: Tensor, gain: float = 1.0, *, generator: torch.Gen
         gain: multiplier, > 0 (σ_w = gain).
         generator: source of randomness.
     """
-    gain = _check_number("gain", gain, positive=True)
+    gain = check_number("gain", gain, positive=True)
     centre = _kernel_centre(weight, "delta_orthogonal")
     out, cin = int(weight.shape[0]), int(weight.shape[1])
     if cin > out:

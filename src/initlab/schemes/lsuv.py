@@ -39,6 +39,7 @@ ValueError naming the layer, and the model's parameters are restored to what the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any, Mapping
@@ -48,7 +49,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
-from initlab.schemes.registry import Scheme, get_scheme, register_model_initializer
+from initlab.graph import split_example
+from initlab.schemes.apply import plan_and_draw, report_frame, tensor_std
+from initlab.schemes.registry import Scheme, register_scheme
+from initlab.schemes.rules import as_rule, is_single
+from initlab.schemes.specs import SchemeSpec, as_spec, check_tensor_scheme
 
 LSUV_TYPES = (nn.Linear, nn.Bilinear, _ConvNd)  # output linear in the weight: rescaling W rescales it
 LAYER_COLUMNS = ("layer", "module_type", "calls", "iterations", "std_before", "std_after", "within_tol",
@@ -74,26 +79,14 @@ def check_lsuv_params(target_std: float = 1.0, tol: float = 0.1, max_iters: int 
         raise ValueError(f"lsuv parameter max_iters must be an integer from 1 to 1000, got {max_iters!r}")
     if not isinstance(mean_correction, bool):
         raise ValueError(f"lsuv parameter mean_correction must be true or false, got {mean_correction!r}")
-    if not isinstance(pre_init, str):
-        raise ValueError(f"lsuv parameter pre_init must be a scheme name or spec text, got {pre_init!r}")
-    if pre_init.strip() not in KEEP_NAMES:
-        from initlab.schemes.specs import check_scheme, parse_scheme
-
-        try:
-            spec = parse_scheme(pre_init)
-            if get_scheme(spec.name).needs_example:
-                raise ValueError(f"{spec.name} is a whole-model scheme; use a per-tensor scheme or 'none'")
-            check_scheme(spec)
-        except ValueError as err:
-            raise ValueError(f"lsuv parameter pre_init={pre_init!r}: {err}") from None
+    if not isinstance(pre_init, str) or pre_init.strip() not in KEEP_NAMES:
+        check_tensor_scheme(pre_init, "lsuv parameter pre_init", "a per-tensor scheme or 'none'")
     return dict(target_std=float(target_std), tol=float(tol), max_iters=max_iters,
                 mean_correction=mean_correction, pre_init=pre_init.strip())
 
 
 def pre_init_scheme(pre_init: str) -> tuple[Scheme, dict[str, Any]]:
     """The scheme and parameters of a (checked) ``pre_init`` value; ``"none"`` keeps the tensors."""
-    from initlab.schemes.specs import as_spec
-
     if pre_init in KEEP_NAMES:
         return KEEP, {}
     sch, params = as_spec(pre_init)
@@ -103,11 +96,6 @@ def pre_init_scheme(pre_init: str) -> tuple[Scheme, dict[str, Any]]:
 def _split(rules: Any, params: Mapping[str, Any]):
     """Rules with every lsuv scheme replaced by its pre-init, the lsuv keys' texts and parameters,
     and the keyword parameters left for the other schemes (none with a single lsuv scheme)."""
-    from dataclasses import replace
-
-    from initlab.schemes.rules import is_single, as_rule
-    from initlab.schemes.specs import SchemeSpec, as_spec
-
     single = is_single(rules)
     new: dict[str, Any] = {}
     lsuv: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -126,7 +114,7 @@ def _split(rules: Any, params: Mapping[str, Any]):
         pre, pre_params = pre_init_scheme(checked["pre_init"])
         pre_spec = pre if pre is KEEP else SchemeSpec(pre.name, pre_params)
         lsuv[key] = (str(SchemeSpec("lsuv", given)), checked)
-        new[key] = replace(rule, scheme=pre_spec)
+        new[key] = dataclasses.replace(rule, scheme=pre_spec)
     return (new["*"] if single else new), lsuv, ({} if single else dict(params))
 
 
@@ -167,7 +155,6 @@ class _Meter:
 
 
 def _runner(model: nn.Module, example: Any):
-    from initlab.graph import split_example  # one reading of "example" for the whole package
 
     args, kwargs = split_example(example)
 
@@ -235,14 +222,12 @@ def _apply(model: nn.Module, rules: Any, example: Any, *, generator, recurrent, 
     Returns the plans, the per-layer rows by module (in table order) and, for each module an lsuv
     rule covers, the text of that rule's lsuv scheme.
     """
-    from initlab.schemes.apply import _run
-
     if example is None:
         raise ValueError("lsuv measures each layer's output on an example batch: pass example=<inputs>, "
                          "e.g. initialize(model, 'lsuv', example=x[:256])")
     pre_rules, lsuv, rest = _split(rules, params)
     saved = [(p, p.detach().clone()) for p in model.parameters()]
-    plans = _run(model, pre_rules, generator, recurrent, forget_bias, strict, rest, report=report)
+    plans = plan_and_draw(model, pre_rules, generator, recurrent, forget_bias, strict, rest, report=report)
 
     targets: dict[nn.Module, tuple[str, dict]] = {}  # module -> (layer, lsuv parameters)
     covered: dict[nn.Module, str] = {}  # module -> lsuv scheme text, for every module a lsuv rule covers
@@ -317,13 +302,11 @@ def lsuv_initialize(model: nn.Module, rules: Any, example: Any, *, generator: to
     ``within_tol`` (NaN / None on other rows), and a note on every row an lsuv rule covers; the
     per-layer table (what :func:`lsuv_` returns) is ``frame.attrs["lsuv"]``.
     """
-    from initlab.schemes.apply import _report_frame, _std
-
     plans, rows, covered = _apply(model, rules, example, generator=generator, recurrent=recurrent,
                                   forget_bias=forget_bias, strict=strict, report=report, params=params)
     if not report:
         return model
-    frame = _report_frame(plans)
+    frame = report_frame(plans)
     extra: dict[str, list] = {k: [math.nan] * len(plans)
                               for k in ("lsuv_iterations", "output_std_before", "output_std_after")}
     extra["within_tol"] = [None] * len(plans)
@@ -332,7 +315,7 @@ def lsuv_initialize(model: nn.Module, rules: Any, example: Any, *, generator: to
         if row is None or p.module not in covered:
             continue
         if p.target.name in ("weight", "bias") and isinstance(p.module, LSUV_TYPES) and p.slot.kind == "parameter":
-            frame.at[i, "std_after"] = _std(getattr(p.module, p.target.name))
+            frame.at[i, "std_after"] = tensor_std(getattr(p.module, p.target.name))
         if p.target.role != "weight":
             continue
         if row["calls"]:
@@ -385,8 +368,6 @@ def lsuv_(model: nn.Module, example: Any, *, generator: torch.Generator | None =
         >>> bool(table["within_tol"].all())
         True
     """
-    from initlab.schemes.specs import SchemeSpec
-
     spec = SchemeSpec("lsuv", dict(target_std=target_std, tol=tol, max_iters=max_iters,
                                    mean_correction=mean_correction, pre_init=pre_init))
     _, rows, _ = _apply(model, spec, example, generator=generator, recurrent=None, forget_bias=None,
@@ -401,4 +382,18 @@ def _initialize_model(module: nn.Module, rules: Any, params: dict, *, own: dict 
                            strict=strict, report=report, **params)
 
 
-register_model_initializer("lsuv", _initialize_model)
+def lsuv_pre_init_(weight, *, generator=None, target_std=1.0, tol=0.1, max_iters=10, mean_correction=False,
+                   pre_init="orthogonal"):
+    """Layer-sequential unit-variance init (Mishkin & Matas 2016): pre-init, then rescale each layer's output std.
+
+    The rescaling needs the model and an example batch, so it is applied by ``initialize(model,
+    "lsuv", example=batch)`` (alone or as the value of rules). Called on one tensor (``check_scheme``),
+    it checks the parameters and draws the pre-init only.
+    """
+    p = check_lsuv_params(target_std=target_std, tol=tol, max_iters=max_iters, mean_correction=mean_correction,
+                          pre_init=pre_init)
+    sch, params = pre_init_scheme(p["pre_init"])
+    sch.fn(weight, generator=generator, **params)
+
+
+register_scheme("lsuv", needs_example=True, initialize_model=_initialize_model)(lsuv_pre_init_)

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 # the modules, not the functions torch.nn.utils re-exports under the same names
 import torch.nn.utils.spectral_norm  # noqa: F401  (registers the module in sys.modules)
 import torch.nn.utils.weight_norm  # noqa: F401
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 _OldWeightNorm = sys.modules["torch.nn.utils.weight_norm"].WeightNorm
 _OldSpectralNorm = sys.modules["torch.nn.utils.spectral_norm"].SpectralNorm

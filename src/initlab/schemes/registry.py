@@ -6,7 +6,6 @@ and default parameters. The built-in schemes are registered at the bottom of thi
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import warnings
@@ -17,7 +16,8 @@ import torch
 from torch import Tensor
 
 from initlab.schemes.functions import (
-    _check_choice,
+    calculate_gain,
+    check_choice,
     constant_,
     fan_in_and_fan_out,
     kaiming_normal_,
@@ -38,7 +38,7 @@ from initlab.schemes.functions import (
 BIAS_POLICIES = ("zeros", "keep", "pytorch_default")
 
 
-def _init_bias(policy: str | Callable, bias: Tensor, weight: Tensor, generator: torch.Generator | None) -> None:
+def init_bias(policy: str | Callable, bias: Tensor, weight: Tensor, generator: torch.Generator | None) -> None:
     """Fill ``bias`` by a scheme's bias policy; ``weight`` is the (block of the) weight it belongs to.
 
     "pytorch_default" is U(±1/sqrt(fan_in)) with fan_in read from ``weight.shape`` the way torch
@@ -74,8 +74,15 @@ class Scheme:
     # The whole-model protocol: initialize_model(module, rules, params, *, own, example, generator, recurrent,
     # forget_bias, strict, report) -> module, or (module, report frame) with report=True; ``own`` is the
     # scheme's own parameters when ``rules`` is that scheme alone, None for a rules mapping. Set by the
-    # scheme's own module with register_model_initializer; ``initialize`` hands the model to it, by no name.
+    # scheme's own module (register_scheme(..., initialize_model=)); ``initialize`` hands the model to it, by no name.
     initialize_model: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    # check(**params): validate the parameters without drawing (one-line ValueErrors), for a scheme whose
+    # per-tensor call has no meaning (auto); ``check_scheme`` calls it instead of drawing a throwaway tensor.
+    check: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    # second_moment(params, fan_in, fan_out) -> E[W²] of one entry, what the mean-field theory needs
+    # (``initlab.schemes.variance.weight_variance``); None when there is no closed form.
+    second_moment: Callable[[Mapping[str, Any], int, int], float] | None = field(default=None, compare=False,
+                                                                                  repr=False)
 
     @property
     def whole_model(self) -> bool:
@@ -128,6 +135,9 @@ def register_scheme(
     defaults: Mapping[str, Any] | None = None,
     needs_example: bool = False,
     model_level: bool = False,
+    second_moment: Callable[[Mapping[str, Any], int, int], float] | None = None,
+    check: Callable[..., Any] | None = None,
+    initialize_model: Callable[..., Any] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorator registering ``fn(weight, *, generator=None, **params)`` under ``name``.
 
@@ -142,6 +152,10 @@ def register_scheme(
             (``initialize(model, name, example=batch)``), not one tensor at a time.
         model_level: the scheme computes a rules mapping from the model's structure
             (``initialize(model, name)``; see :mod:`initlab.schemes.residual`).
+        second_moment: ``(params, fan_in, fan_out) -> E[W²]``, the scheme's analytic second moment
+            for the mean-field theory (``initlab.schemes.variance``), params merged with defaults.
+        check: ``check(**params)`` validating a whole-model scheme's parameters without drawing.
+        initialize_model: the whole-model protocol (see :class:`Scheme`).
 
     Example:
         >>> @register_scheme("half_normal")
@@ -149,7 +163,7 @@ def register_scheme(
         ...     w.normal_(0, std, generator=generator).abs_()
     """
     if not callable(bias):
-        _check_choice("bias policy", bias, BIAS_POLICIES)
+        check_choice("bias policy", bias, BIAS_POLICIES)
 
     def decorator(fn: Callable) -> Callable:
         for key in (name, *aliases):
@@ -157,18 +171,13 @@ def register_scheme(
                 warnings.warn(f"init scheme {key!r} is already registered; overwriting it", stacklevel=3)
                 _SCHEMES.pop(key, None)
                 _ALIASES.pop(key, None)
-        _SCHEMES[name] = Scheme(name, fn, bias, dict(defaults or {}), tuple(aliases), needs_example, model_level)
+        _SCHEMES[name] = Scheme(name, fn, bias, dict(defaults or {}), tuple(aliases), needs_example, model_level,
+                                initialize_model=initialize_model, check=check, second_moment=second_moment)
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
 
     return decorator
-
-
-def register_model_initializer(name: str, initialize_model: Callable[..., Any]) -> None:
-    """Make the registered scheme ``name`` initialize whole models through ``initialize_model`` (the
-    protocol on :class:`Scheme`); ``initialize`` then hands any rules using it to that function."""
-    _SCHEMES[name] = dataclasses.replace(get_scheme(name), initialize_model=initialize_model)
 
 
 def list_schemes() -> list[str]:
@@ -192,45 +201,51 @@ def get_scheme(name: str | Scheme) -> Scheme:
     return _SCHEMES[key]
 
 
-register_scheme("zero", aliases=("zeros",))(zeros_)
-register_scheme("constant")(constant_)
-register_scheme("normal", aliases=("random",))(normal_)
-register_scheme("uniform")(uniform_)
-register_scheme("trunc_normal")(trunc_normal_)
-register_scheme("variance_scaling")(variance_scaling_)
-register_scheme("xavier_uniform", aliases=("xavier", "glorot", "glorot_uniform"))(xavier_uniform_)
-register_scheme("xavier_normal", aliases=("glorot_normal",))(xavier_normal_)
-register_scheme("kaiming_uniform", aliases=("he", "kaiming", "he_uniform"))(kaiming_uniform_)
-register_scheme("kaiming_normal", aliases=("he_normal",))(kaiming_normal_)
-register_scheme("lecun_uniform")(lecun_uniform_)
-register_scheme("lecun_normal", aliases=("lecun",))(lecun_normal_)
-register_scheme("orthogonal")(orthogonal_)
-register_scheme("pytorch_default", bias="pytorch_default", aliases=("default",))(pytorch_default_)
+# Second moments E[W²] of the built-in schemes (torch layout, fans as given): zero 0; constant v²; normal
+# std² + mean²; uniform(a) a²/3; trunc_normal the truncated normal's; variance_scaling scale/n; xavier
+# gain²·2/(fan_in + fan_out); kaiming gain²/fan; lecun 1/fan_in; orthogonal gain²/max(fan_in, fan_out) (exact: an
+# (out × in) semi-orthogonal matrix has min(out, in) unit-norm rows or columns); pytorch_default 1/(3 fan_in).
 
 
-@register_scheme("auto", needs_example=True)
-def auto_(weight, *, generator=None, mode="analytic", max_sigma_b2=0.5, target_q=1.0, tol=0.1, max_iters=10):
-    """Whole-model init from the model's graph: each layer at its activation's critical point.
+def _trunc_normal_moment(p, fan_in, fan_out):
+    from scipy.stats import truncnorm  # scipy.stats takes ~0.3 s to import; only the theory needs it
 
-    See :mod:`initlab.schemes.auto`; it needs the model and an example batch, so it is applied by
-    ``initialize(model, "auto", example=batch)``, not per tensor.
-    """
-    raise ValueError("auto initializes a whole model from its graph: call initialize(model, 'auto', "
-                     "example=batch), not inside a rules mapping")
+    a, b = (p["a"] - p["mean"]) / p["std"], (p["b"] - p["mean"]) / p["std"]
+    d = truncnorm(a, b, loc=p["mean"], scale=p["std"])
+    return float(d.var() + d.mean() ** 2)
 
 
-@register_scheme("lsuv", needs_example=True)
-def lsuv_pre_init_(weight, *, generator=None, target_std=1.0, tol=0.1, max_iters=10, mean_correction=False,
-                   pre_init="orthogonal"):
-    """Layer-sequential unit-variance init (Mishkin & Matas 2016): pre-init, then rescale each layer's output std.
+def _scaling_moment(p, fan_in, fan_out):
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[p["mode"]]
+    return p["scale"] / max(1.0, n)
 
-    See :mod:`initlab.schemes.lsuv`; the rescaling needs the model and an example batch, so it is
-    applied by ``initialize(model, "lsuv", example=batch)`` (alone or as the value of rules).
-    Called on one tensor (``check_scheme``), it checks the parameters and draws the pre-init only.
-    """
-    from initlab.schemes.lsuv import check_lsuv_params, pre_init_scheme
 
-    p = check_lsuv_params(target_std=target_std, tol=tol, max_iters=max_iters, mean_correction=mean_correction,
-                          pre_init=pre_init)
-    sch, params = pre_init_scheme(p["pre_init"])
-    sch.fn(weight, generator=generator, **params)
+def _xavier_moment(p, fan_in, fan_out):
+    return p["gain"] ** 2 * 2.0 / (fan_in + fan_out)
+
+
+def _kaiming_moment(p, fan_in, fan_out):
+    fan = fan_in if p["mode"] == "fan_in" else fan_out
+    return calculate_gain(p["nonlinearity"], p["a"]) ** 2 / fan
+
+
+def _lecun_moment(p, fan_in, fan_out):
+    return 1.0 / fan_in
+
+
+register_scheme("zero", aliases=("zeros",), second_moment=lambda p, fi, fo: 0.0)(zeros_)
+register_scheme("constant", second_moment=lambda p, fi, fo: float(p["value"]) ** 2)(constant_)
+register_scheme("normal", aliases=("random",), second_moment=lambda p, fi, fo: p["std"] ** 2 + p["mean"] ** 2)(normal_)
+register_scheme("uniform", second_moment=lambda p, fi, fo: p["a"] ** 2 / 3)(uniform_)
+register_scheme("trunc_normal", second_moment=_trunc_normal_moment)(trunc_normal_)
+register_scheme("variance_scaling", second_moment=_scaling_moment)(variance_scaling_)
+register_scheme("xavier_uniform", aliases=("xavier", "glorot", "glorot_uniform"),
+                second_moment=_xavier_moment)(xavier_uniform_)
+register_scheme("xavier_normal", aliases=("glorot_normal",), second_moment=_xavier_moment)(xavier_normal_)
+register_scheme("kaiming_uniform", aliases=("he", "kaiming", "he_uniform"), second_moment=_kaiming_moment)(kaiming_uniform_)
+register_scheme("kaiming_normal", aliases=("he_normal",), second_moment=_kaiming_moment)(kaiming_normal_)
+register_scheme("lecun_uniform", second_moment=_lecun_moment)(lecun_uniform_)
+register_scheme("lecun_normal", aliases=("lecun",), second_moment=_lecun_moment)(lecun_normal_)
+register_scheme("orthogonal", second_moment=lambda p, fi, fo: p["gain"] ** 2 / max(fi, fo))(orthogonal_)
+register_scheme("pytorch_default", bias="pytorch_default", aliases=("default",),
+                second_moment=lambda p, fi, fo: 1.0 / (3 * fi))(pytorch_default_)

@@ -35,10 +35,12 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from initlab.schemes.functions import MODES, check_choice, normal_
+from initlab.schemes.registry import register_scheme
+from initlab.schemes.rules import Rule, RuleSet, as_rule, is_single
+from initlab.schemes.specs import SchemeSpec, as_spec, check_tensor_scheme
 from initlab.schemes.structure import residual_info
-from initlab.schemes.functions import MODES, _check_choice, normal_
-from initlab.schemes.registry import get_scheme, register_scheme
-from initlab.schemes.specs import SchemeSpec, as_spec, check_scheme, parse_scheme
+from initlab.schemes.units import collect_units
 
 FIXUP_MODES = tuple(m for m in MODES if m != "fan_avg")  # fan_in (paper's "He et al."), fan_out (its code)
 
@@ -58,10 +60,8 @@ class _Tensor:
 
 def _tensors(model: nn.Module) -> dict[str, _Tensor]:
     """Every tensor of ``model`` under the qualified name rules use (``initialize``'s own reading)."""
-    from initlab.schemes.apply import _collect
-
     out: dict[str, _Tensor] = {}
-    for mname, m, _slots, targets in _collect(model)[0]:
+    for mname, m, _slots, targets in collect_units(model)[0]:
         mro = tuple(c.__name__ for c in type(m).__mro__)
         for t in targets:
             q = f"{mname}.{t.name}" if mname else t.name
@@ -104,16 +104,7 @@ def _value(tensors: dict[str, _Tensor], module: str, scheme: str) -> str:
 
 def _check_base(scheme: str, base: Any) -> str:
     """``base`` as canonical spec text of a per-tensor scheme (one-line ValueError otherwise)."""
-    if not isinstance(base, str):
-        raise ValueError(f"{scheme} parameter base must be a scheme name or spec text, got {base!r}")
-    try:
-        spec = parse_scheme(base)
-        if get_scheme(spec.name).whole_model:
-            raise ValueError(f"{spec.name} is a whole-model scheme; use a per-tensor scheme such as 'he'")
-        check_scheme(spec)
-    except ValueError as err:
-        raise ValueError(f"{scheme} parameter base={base!r}: {err}") from None
-    return str(spec)
+    return str(check_tensor_scheme(base, f"{scheme} parameter base", "a per-tensor scheme such as 'he'"))
 
 
 def _check_std(std: Any) -> float:
@@ -129,7 +120,7 @@ Rules = tuple[dict[str, Any], dict[str, str]]  # (rules mapping, note per key)
 
 def _fixup(model: nn.Module, *, base: str = "kaiming_normal", mode: str = "fan_in") -> Rules:
     base = _check_base("fixup", base)
-    _check_choice("fixup parameter mode", mode, FIXUP_MODES)
+    check_choice("fixup parameter mode", mode, FIXUP_MODES)
     info, tensors = _info(model, "fixup"), _tensors(model)
     L = info.num_branches
     rules: dict[str, Any] = {"*": base}
@@ -286,8 +277,6 @@ def gpt2_rules(model: nn.Module, *, std: float = 0.02) -> dict[str, Any]:
 
 def _model_scheme(value: Any) -> tuple[Any, Any, dict[str, Any]] | None:
     """``(rule, scheme, params)`` if ``value`` (a rule value) is a model-level scheme, else None."""
-    from initlab.schemes.rules import as_rule
-
     try:
         rule = as_rule(value)
         sch, params = as_spec(rule.scheme)
@@ -298,8 +287,6 @@ def _model_scheme(value: Any) -> tuple[Any, Any, dict[str, Any]] | None:
 
 def _with_options(base: Any, rule: Any) -> Any:
     """The ``"*"`` value: ``base``, carrying a ``Rule``'s recurrent / forget_bias options."""
-    from initlab.schemes.rules import Rule
-
     if rule.recurrent is None and rule.forget_bias is None:
         return base
     return Rule(base, rule.recurrent, rule.forget_bias)
@@ -311,8 +298,6 @@ def expand(model: nn.Module, rules: Any, params: Mapping[str, Any]) -> tuple[Any
     Rules without a model-level scheme come back unchanged (and ``notes`` empty). ``notes`` maps a
     generated rule key to the note ``initialize_with_report`` adds to the rows it covers.
     """
-    from initlab.schemes.rules import RuleSet, is_single
-
     if is_single(rules):
         found = _model_scheme(rules)
         if found is None:
@@ -378,7 +363,7 @@ def fixup_(weight: Tensor, *, generator: torch.Generator | None = None, base: st
     branches from ``model.residual``. Called on one tensor (``check_scheme``), it checks the
     parameters and draws ``base`` only.
     """
-    _check_choice("fixup parameter mode", mode, FIXUP_MODES)
+    check_choice("fixup parameter mode", mode, FIXUP_MODES)
     return _draw_base(weight, _check_base("fixup", base), generator)
 
 

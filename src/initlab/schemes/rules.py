@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from initlab.schemes.functions import _check_number
+from initlab.schemes.functions import check_number
 from initlab.schemes.registry import Scheme
 from initlab.schemes.specs import SchemeSpec, as_spec, parse_scheme
 
@@ -51,7 +51,8 @@ _GLOB = re.compile(r"[*?\[]")
 _META = re.compile(r"\[[^\]]*\]|[*?]")
 
 
-def _spec(value: Any, what: str) -> SchemeSpec | Scheme:
+def scheme_value(value: Any, what: str) -> SchemeSpec | Scheme:
+    """A rule's scheme value (name or spec text, SchemeSpec, dict, Scheme) as a spec; ``what`` names it in errors."""
     if isinstance(value, (SchemeSpec, Scheme)):
         return value
     if isinstance(value, str):
@@ -80,11 +81,11 @@ class Rule:
     forget_bias: float | None = None  # LSTM forget gate: bias_ih[f] = this, bias_hh[f] = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scheme", _spec(self.scheme, "rule scheme"))
+        object.__setattr__(self, "scheme", scheme_value(self.scheme, "rule scheme"))
         if self.recurrent is not None:
-            object.__setattr__(self, "recurrent", _spec(self.recurrent, "recurrent"))
+            object.__setattr__(self, "recurrent", scheme_value(self.recurrent, "recurrent"))
         if self.forget_bias is not None:
-            object.__setattr__(self, "forget_bias", _check_number("forget_bias", self.forget_bias))
+            object.__setattr__(self, "forget_bias", check_number("forget_bias", self.forget_bias))
 
     def to_dict(self) -> dict[str, Any]:
         """``{"scheme": {...}, "recurrent": {...} | None, "forget_bias": float | None}``, JSON-ready.
@@ -111,7 +112,7 @@ def as_rule(value: Any) -> Rule:
         return value
     if isinstance(value, Mapping) and "scheme" in value:
         return Rule.from_dict(value)
-    return Rule(_spec(value, "rule value"))
+    return Rule(scheme_value(value, "rule value"))
 
 
 def _spec_dict(spec: SchemeSpec | Scheme) -> dict[str, Any]:

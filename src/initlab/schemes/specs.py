@@ -14,8 +14,7 @@ from typing import Any, Collection, Iterable, Mapping
 
 import torch
 
-from initlab.schemes.auto import check_auto_params
-from initlab.schemes.registry import Scheme, _init_bias, get_scheme
+from initlab.schemes.registry import Scheme, get_scheme, init_bias
 
 
 def _format_value(value: Any) -> str:
@@ -138,15 +137,14 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
     """
     spec = parse_scheme(scheme) if isinstance(scheme, str) else (
         scheme if isinstance(scheme, SchemeSpec) else SchemeSpec.from_dict(scheme))
-    if spec.name == "auto":  # a whole-model scheme: its parameters are checked, nothing is drawn
-
-        try:
-            check_auto_params(**spec.params)
-        except TypeError:
-            raise ValueError(f"unknown parameter for auto in {str(spec)!r}; choose from: mode, max_sigma_b2, "
-                             "target_q, tol, max_iters") from None
-        return spec
     sch, params = as_spec(spec)
+    if sch.check is not None:  # a whole-model scheme without a per-tensor meaning: check, draw nothing
+        try:
+            sch.check(**params)
+        except TypeError:
+            raise ValueError(f"unknown parameter for {sch.name} in {str(spec)!r}; choose from: "
+                             f"{', '.join(sch.params)}") from None
+        return spec
     first = None
     # a Linear weight first; a scheme only for convolutions (dirac, delta_orthogonal) gets a 3×3 one
     for shape in ((4, 4), (4, 4, 3, 3)):
@@ -154,11 +152,26 @@ def check_scheme(scheme: str | SchemeSpec | Mapping[str, Any]) -> SchemeSpec:
         weight, bias = torch.empty(*shape), torch.empty(shape[0])
         try:
             sch.fn(weight, generator=generator, **sch.resolve_params(params))
-            _init_bias(sch.bias, bias, weight, generator)
+            init_bias(sch.bias, bias, weight, generator)
             return spec
         except ValueError as e:
             first = first or e
     raise first
+
+
+def check_tensor_scheme(value: Any, what: str, suggestion: str) -> SchemeSpec:
+    """The per-tensor scheme that a whole-model scheme's parameter names (lsuv's ``pre_init``, fixup's
+    ``base``), checked: one-line ValueError starting with ``what`` (``"lsuv parameter pre_init"``) for
+    text that is not a scheme, a whole-model scheme (``suggestion`` says what to use instead), or bad values."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a scheme name or spec text, got {value!r}")
+    try:
+        spec = parse_scheme(value)
+        if get_scheme(spec.name).whole_model:
+            raise ValueError(f"{spec.name} is a whole-model scheme; use {suggestion}")
+        return check_scheme(spec)
+    except ValueError as err:
+        raise ValueError(f"{what}={value!r}: {err}") from None
 
 
 # --------------------------------------------------------------------------- lists of schemes

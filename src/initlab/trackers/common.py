@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -86,3 +88,71 @@ def probe_stat_columns(probe: pd.DataFrame | None) -> list[str]:
     if probe is None:
         return []
     return [c for c in probe.columns if c not in PROBE_KEYS and pd.api.types.is_numeric_dtype(probe[c])]
+
+
+def number(v) -> float | None:
+    """``v`` as a float, or None where it is not a number or is NaN (both trackers drop those)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+EPOCH_SCALARS = ("train_loss", "test_loss", "test_acc")  # metrics.csv columns both trackers log per epoch
+
+
+@dataclass
+class RunRecord:
+    """One run's rows of a comparison, as both trackers log them."""
+
+    init: str
+    seed: int
+    metrics: pd.DataFrame | None  # sorted by epoch
+    steps: pd.DataFrame | None
+    probe: pd.DataFrame | None
+    run: pd.Series | None  # its runs.csv row
+
+    @classmethod
+    def of(cls, init: str, seed: int, metrics, steps, probe, runs) -> "RunRecord":
+        m = run_rows(metrics, init, seed)
+        run = run_rows(runs, init, seed)
+        return cls(init, seed, m.sort_values("epoch") if m is not None else None, run_rows(steps, init, seed),
+                   run_rows(probe, init, seed), None if run is None or not len(run) else run.iloc[0])
+
+    @property
+    def status(self) -> str:
+        if self.run is not None:
+            return str(self.run["status"])
+        m = self.metrics
+        return str(m["status"].iloc[-1]) if m is not None and len(m) and "status" in m else "unknown"
+
+    @property
+    def last_epoch(self) -> int:
+        return int(self.metrics["epoch"].max()) if self.metrics is not None and len(self.metrics) else 0
+
+    def final(self) -> tuple[float | None, float | None]:
+        """(final test accuracy, final test loss): runs.csv's, else the last epoch's."""
+        r = self.run
+        acc = number(r["final_test_acc"]) if r is not None and "final_test_acc" in r else None
+        loss = number(r["final_test_loss"]) if r is not None and "final_test_loss" in r else None
+        if acc is None and self.metrics is not None and len(self.metrics):
+            acc, loss = number(self.metrics["test_acc"].iloc[-1]), number(self.metrics["test_loss"].iloc[-1])
+        return acc, loss
+
+    def scalars(self, stat_cols) -> Iterator[tuple[tuple[str, ...], Any, int]]:
+        """(name parts, raw value, step) of every scalar: step train losses, epoch metrics and divergence,
+        probe statistics per layer; each tracker joins the parts its way and drops what it cannot store."""
+        if self.steps is not None:
+            for step, loss in zip(self.steps["step"], self.steps["train_loss"]):
+                yield ("step", "train_loss"), loss, int(step)
+        if self.metrics is not None:
+            for r in self.metrics.itertuples():
+                for col in EPOCH_SCALARS:
+                    yield ("epoch", col), getattr(r, col), int(r.epoch)
+                if hasattr(r, "diverged"):
+                    yield ("epoch", "diverged"), float(bool(r.diverged)), int(r.epoch)
+        if self.probe is not None:
+            for r in self.probe.itertuples(index=False):
+                for col in stat_cols:
+                    yield ("probe", col, str(r.name)), getattr(r, col), int(r.epoch)

@@ -41,11 +41,10 @@ from typing import Any
 
 import pandas as pd
 
-from initlab.trackers.common import hparams_record, probe_stat_columns, read_folder, run_keys, run_rows
+from initlab.trackers.common import RunRecord, hparams_record, probe_stat_columns, read_folder, run_keys
 
 INSTALL_HINT = "pip install 'initlab[mlflow]'"
 DEFAULT_DIR = "mlruns"
-EPOCH_SCALARS = ("train_loss", "test_loss", "test_acc")
 RUN_TAGS = ("epochs_done", "diverged_epoch", "diverged_step", "diverge_reason")
 PLOTS = ("*.png", "*.svg")
 BATCH = 1000  # MLflow's limit on metrics per log_batch call
@@ -223,20 +222,16 @@ def export(source, uri: str | Path | None = None, *, experiment: str = "initlab"
             exp_id = exp.experiment_id if exp is not None else \
                 c.create_experiment(experiment, artifact_location=artifact_location)
             for init, seed in keys:
-                ids.append(_log_run(c, exp_id, init, seed, spec_d, run_rows(metrics, init, seed),
-                                    run_rows(steps, init, seed), run_rows(probe, init, seed), run_rows(runs, init, seed),
-                                    stat_cols, files, Metric, Param, RunTag))
+                rec = RunRecord.of(init, seed, metrics, steps, probe, runs)
+                ids.append(_log_run(c, exp_id, rec, spec_d, stat_cols, files, Metric, Param, RunTag))
     except MlflowException as e:
         raise ValueError(f"MLflow export failed: {_one_line(e.message)}") from None
     return ids
 
 
-def _log_run(c, exp_id, init, seed, spec_d, m, s, p, run, stat_cols, files, Metric, Param, RunTag) -> str:
+def _log_run(c, exp_id, rec: RunRecord, spec_d, stat_cols, files, Metric, Param, RunTag) -> str:
     ts = int(time.time() * 1000)
-    m = m.sort_values("epoch") if m is not None else m
-    run = None if run is None or not len(run) else run.iloc[0]
-    status = str(run["status"]) if run is not None else \
-        (str(m["status"].iloc[-1]) if m is not None and len(m) and "status" in m else "unknown")
+    init, seed, run, status = rec.init, rec.seed, rec.run, rec.status
     tags: dict[str, Any] = {"status": status, "initlab.command": "compare"}
     if run is not None:
         for key in RUN_TAGS:
@@ -252,28 +247,11 @@ def _log_run(c, exp_id, init, seed, spec_d, m, s, p, run, stat_cols, files, Metr
         if v is not None:
             metrics.append(Metric(sanitize(key), v, ts, int(step)))
 
-    if s is not None:
-        for step, loss in zip(s["step"], s["train_loss"]):
-            add("step.train_loss", loss, step)
-    last_epoch = 0
-    if m is not None:
-        for row in m.itertuples():
-            ep = int(row.epoch)
-            last_epoch = max(last_epoch, ep)
-            for col in EPOCH_SCALARS:
-                add(f"epoch.{col}", getattr(row, col), ep)
-            if hasattr(row, "diverged"):
-                add("epoch.diverged", float(bool(row.diverged)), ep)
-    if p is not None:
-        for row in p.itertuples(index=False):
-            for col in stat_cols:
-                add(f"probe.{col}.{row.name}", getattr(row, col), int(row.epoch))
-    final_acc = run["final_test_acc"] if run is not None and "final_test_acc" in run else None
-    final_loss = run["final_test_loss"] if run is not None and "final_test_loss" in run else None
-    if _num(final_acc) is None and m is not None and len(m):
-        final_acc, final_loss = m["test_acc"].iloc[-1], m["test_loss"].iloc[-1]
-    add("final_test_acc", final_acc, last_epoch)
-    add("final_test_loss", final_loss, last_epoch)
+    for parts, value, step in rec.scalars(stat_cols):
+        add(".".join(parts), value, step)
+    final_acc, final_loss = rec.final()
+    add("final_test_acc", final_acc, rec.last_epoch)
+    add("final_test_loss", final_loss, rec.last_epoch)
 
     params = [Param(k, v) for k, v in _params(spec_d, init, seed).items()]
     c.log_batch(rid, params=params)

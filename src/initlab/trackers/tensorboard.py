@@ -25,7 +25,6 @@ dependency, checked by :func:`require`.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Iterable
@@ -35,10 +34,9 @@ import pandas as pd
 from initlab.data import load_dataset
 from initlab.experiments.compare import build_model, prepare_data
 from initlab.schemes import parse_scheme
-from initlab.trackers.common import hparams_record, probe_stat_columns, read_folder, run_keys, run_rows
+from initlab.trackers.common import RunRecord, hparams_record, number, probe_stat_columns, read_folder, run_keys
 
 INSTALL_HINT = "pip install 'initlab[tensorboard]'"
-EPOCH_SCALARS = ("train_loss", "test_loss", "test_acc")
 
 
 def require() -> None:
@@ -85,14 +83,6 @@ def check_logdir(logdir: str | Path, inits: Iterable[str], seeds: Iterable[int])
         d = logdir / rel
         if d.exists() and (not d.is_dir() or any(d.iterdir())):
             raise ValueError(f"--tensorboard folder '{d}' already holds a run; choose a new folder or remove it")
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _initial_weights(spec, inits: Iterable[str], seeds: Iterable[int], data=None):
@@ -143,40 +133,18 @@ def export(source, logdir: str | Path, *, histograms: bool = True, data=None) ->
     written = []
     for init, seed in keys:
         path = logdir / dirs[(init, seed)]
-        m = run_rows(metrics, init, seed)
-        m = m.sort_values("epoch") if m is not None else m
-        run = run_rows(runs, init, seed)
-        run = None if run is None or not len(run) else run.iloc[0]
-        status = str(run["status"]) if run is not None else \
-            (str(m["status"].iloc[-1]) if m is not None and len(m) else "unknown")
+        rec = RunRecord.of(init, seed, metrics, steps, probe, runs)
+        status, last_epoch = rec.status, rec.last_epoch
         with SummaryWriter(log_dir=str(path)) as w:
-            s = run_rows(steps, init, seed)
-            if s is not None:
-                for step, loss in zip(s["step"], s["train_loss"]):
-                    w.add_scalar("step/train_loss", float(loss), int(step))
-            last_epoch = 0
-            if m is not None:
-                for r in m.itertuples():
-                    ep = int(r.epoch)
-                    last_epoch = max(last_epoch, ep)
-                    for col in EPOCH_SCALARS:
-                        w.add_scalar(f"epoch/{col}", float(getattr(r, col)), ep)
-                    w.add_scalar("epoch/diverged", float(bool(r.diverged)), ep)
-            p = run_rows(probe, init, seed)
-            if p is not None:
-                for r in p.itertuples(index=False):
-                    for col in stat_cols:
-                        v = _num(getattr(r, col))
-                        if v is not None:
-                            w.add_scalar(f"probe/{col}/{r.name}", v, int(r.epoch))
+            for parts, value, step in rec.scalars(stat_cols):
+                if parts[0] == "probe" and number(value) is None:
+                    continue  # a statistic a layer does not have (NaN); epoch NaNs are logged as NaN
+                w.add_scalar("/".join(parts), float(value), step)
             for name, t in weights.get((init, seed), {}).items():
                 if t.numel() and bool(t.isfinite().all()):
                     w.add_histogram(f"weights/{name}", t, 0)
-            w.add_text("run/status", _status_text(status, run), last_epoch)
-            final_acc = _num(run["final_test_acc"]) if run is not None and "final_test_acc" in run else None
-            final_loss = _num(run["final_test_loss"]) if run is not None and "final_test_loss" in run else None
-            if final_acc is None and m is not None and len(m):
-                final_acc, final_loss = _num(m["test_acc"].iloc[-1]), _num(m["test_loss"].iloc[-1])
+            w.add_text("run/status", _status_text(status, rec.run), last_epoch)
+            final_acc, final_loss = rec.final()
             metric = {"hparam/final_test_acc": float("nan") if final_acc is None else final_acc,
                       "hparam/final_test_loss": float("nan") if final_loss is None else final_loss}
             exp, ssi, sei = hparams(hparams_record(spec_d, init, seed, status), metric,

@@ -31,6 +31,7 @@ returns each run's rows, and the driver (the only writer) commits them to the st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -41,14 +42,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from initlab.analysis.probe import probe_stats
 from initlab.core.display import html_of
-from initlab.training.choice import intra_op_threads
-from initlab.training.loop import TrainConfig
+from initlab.data import load_dataset, split_validation
+from initlab.experiments.compare import ProbeBatch, build_model, engine_note, prepare_data, select_engine
 from initlab.experiments.progress import bars, show_progress
+from initlab.experiments.runner import Job, Sink, run_jobs
 from initlab.experiments.sweeps.plan import SweepPlan, compare_spec, make_plan
 from initlab.experiments.sweeps.progress import RichSweepReporter
 from initlab.experiments.sweeps.runstore import DEFAULT_STORE, MAX_ATTEMPTS, Claimed, RunStore, worker_id
 from initlab.experiments.sweeps.spec import SweepSpec, describe, group_key
+from initlab.schemes import parse_scheme
+from initlab.training.loop import TrainConfig, evaluate, resolve_device
 
 
 class SweepReporter:
@@ -97,8 +102,6 @@ class _Data:
         self.device, self.given, self.cache = device, given, {}
 
     def get(self, p: dict):
-        from initlab.data import load_dataset, split_validation
-
         key = (p["dataset"], p["normalize"], p["data_dir"], p["val_fraction"], p["val_seed"])
         if key not in self.cache:
             if self.given is not None and self.given.name == p["dataset"]:
@@ -112,17 +115,14 @@ class _Data:
 
 def _engine_data(base, x_val, y_val, cs):
     """The dataset the engines see (held-out = validation, or test without a split), shaped for the model."""
-    import dataclasses
-
-    from initlab.experiments.compare import prepare_data
-
     if x_val.shape[0]:
         base = dataclasses.replace(base, x_test=x_val, y_test=y_val)
     return prepare_data(cs, base)
 
 
-class _Group:
-    """One claimed chunk: models built, trained, evaluated, committed run by run.
+class _Group(Sink):
+    """One claimed chunk: models built, trained, evaluated, committed run by run (a sink of
+    :func:`initlab.experiments.runner.run_jobs`, the runner ``compare`` uses too).
 
     ``store`` None (a Ray task): finished runs are collected in ``self.records`` for the driver to
     commit (:func:`_commit_record`) instead of being written here.
@@ -130,8 +130,6 @@ class _Group:
 
     def __init__(self, store: RunStore | None, worker: str, spec: SweepSpec, claimed: list[Claimed], data: _Data,
                  device, reporter: SweepReporter):
-        from initlab.experiments.compare import ProbeBatch
-
         self.store, self.worker, self.spec, self.claimed, self.reporter = store, worker, spec, claimed, reporter
         self.records: list[dict] = []
         p = claimed[0].params
@@ -147,41 +145,30 @@ class _Group:
         self.started = time.time()
         self.rows: dict[int, list[dict]] = {c.id: [] for c in claimed}
         self.probes: dict[int, list] = {c.id: [] for c in claimed}
-        self.finished = 0
+        self.finished_runs = 0
         self.committed: set[int] = set()  # run ids written to the store by this group
-
-    def config(self, p: dict):
-        return TrainConfig.from_dict(p)
 
     def _probe(self, c: Claimed, epoch: int, model) -> None:
         if self.spec.probe:
-            from initlab.analysis.probe import probe_stats
-
             frame = probe_stats(model, self.pb.x, self.pb.y)
             for rec in frame.to_dict(orient="records"):
                 self.probes[c.id].append((epoch, rec.get("name", ""), rec))
 
-    def build(self, c: Claimed):
-        """A fresh model for run ``c``, or None if it diverged at init (then committed)."""
-        from initlab.experiments.compare import build_model
-        from initlab.schemes import parse_scheme
-        from initlab.training.loop import check_init
+    def _build(self, job: Job):
+        return build_model(self.cs, self.data, job.scheme, job.seed, self.device)
 
-        model = build_model(self.cs, self.data, parse_scheme(c.params["init"]), c.params["seed"], self.device)
-        self._probe(c, 0, model)
-        reason = check_init(model, self.pb.x)
-        if reason is None:
-            return model
-        row = {"epoch": 0, "diverged": True}
-        self.rows[c.id] = [row]
-        self.commit(c, "diverged", 0, None, reason, engine="init")
-        return None
+    # the runner's events -------------------------------------------------------------------------
 
-    def row(self, c: Claimed, engine_row: dict, get_module) -> dict:
+    def start(self, job: Job, model) -> None:
+        self._probe(job.key, 0, model)
+
+    def init_diverged(self, job: Job, reason: str) -> None:
+        self.rows[job.key.id] = [{"epoch": 0, "diverged": True}]
+        self.commit(job.key, "diverged", 0, None, reason, engine="init")
+
+    def epoch(self, job: Job, engine_row: dict, get_module) -> None:
         """The store's epoch row from an engine row, evaluating test (and train) accuracy on the model."""
-        from initlab.training.loop import evaluate
-
-        p = c.params
+        c, p = job.key, job.key.params
         row = {"epoch": engine_row["epoch"], "train_loss": engine_row.get("train_loss"),
                "diverged": bool(engine_row.get("diverged"))}
         held = (engine_row.get("test_loss", math.nan), engine_row.get("test_acc", math.nan))
@@ -194,7 +181,7 @@ class _Group:
             want_train = p["train_eval"] == "every" or (p["train_eval"] == "final" and last)
             if self.has_val or want_train or (last and self.spec.probe):
                 model = get_module()
-                bs = self.config(p).eval_batch_size
+                bs = job.config.eval_batch_size
                 if self.has_val:
                     row["test_loss"], row["test_acc"] = evaluate(model, self.x_test, self.y_test, bs)
                 if want_train:
@@ -202,74 +189,41 @@ class _Group:
                 if last:
                     self._probe(c, row["epoch"], model)
         self.rows[c.id].append(row)
-        self.reporter.epoch_end(c.params, row)
-        return row
+        self.reporter.epoch_end(p, row)
+
+    def finished(self, job: Job, res, engine: str) -> None:
+        self.commit(job.key, "diverged" if res.diverged else "done", res.diverged_epoch, res.diverged_step,
+                    res.diverge_reason, engine=engine)
+
+    # ---------------------------------------------------------------------------------------------
 
     def commit(self, c: Claimed, status, epoch=None, step=None, reason=None, engine="mlp") -> None:
         record = dict(run_id=c.id, status=status, rows=self.rows[c.id], engine=engine, started=self.started,
                       diverged_epoch=epoch, diverged_step=step, diverge_reason=reason, probes=self.probes[c.id])
         if self.store is None:  # a Ray task: the driver commits
             self.records.append(record)
-            self.finished += 1
+            self.finished_runs += 1
             self.committed.add(c.id)
             return
         ok = _commit_record(self.store, self.worker, record)
         if ok:
-            self.finished += 1
+            self.finished_runs += 1
             self.committed.add(c.id)
             self.reporter.run_end(c.params, status, reason)
         else:
             self.reporter.note(f"run {describe(c.params)} was taken over by another worker; its result here is dropped")
 
     def train(self) -> None:
-        from initlab.experiments.compare import engine_note, select_engine
-
         # engine "auto" times the engines on this chunk's shapes (initlab.training.choice); the choice
         # is recorded per run (the store's engine column)
         choice = select_engine(self.cs, self.data, self.pb, len(self.claimed), len(self.claimed))
         note = engine_note(self.cs, choice)
         if note is not None:
             self.reporter.note(note)
-        with intra_op_threads(choice.threads):  # the thread count auto measured fastest (None: unchanged)
-            self._train_kind(choice.engine)
-
-    def _train_kind(self, kind: str) -> None:
-        if kind == "single":
-            return self._train_single()
-        if kind == "mlp":
-            from initlab.training.mlp_engine import train_population
-        else:
-            from initlab.training.func_engine import train_func_population as train_population
-        live, models = [], []
-        for c in self.claimed:
-            model = self.build(c)
-            if model is not None:
-                live.append(c)
-                models.append(model)
-        if not live:
-            return
-
-        def on_epoch(k, row, get_module):
-            self.row(live[k], row, get_module)
-
-        results = train_population(models, self.data, [self.config(c.params) for c in live],
-                                   [c.params["seed"] for c in live], on_epoch=on_epoch, max_models=len(models))
-        del models
-        for c, res in zip(live, results):
-            self.commit(c, "diverged" if res.diverged else "done", res.diverged_epoch, res.diverged_step,
-                        res.diverge_reason, engine=kind)
-
-    def _train_single(self) -> None:
-        from initlab.training.loop import train_model
-
-        for c in self.claimed:
-            model = self.build(c)
-            if model is None:
-                continue
-            res = train_model(model, self.data, self.config(c.params), seed=c.params["seed"],
-                              on_epoch=lambda row, c=c, model=model: self.row(c, row, lambda: model))
-            self.commit(c, "diverged" if res.diverged else "done", res.diverged_epoch, res.diverged_step,
-                        res.diverge_reason, engine="single")
+        jobs = [Job(c, parse_scheme(c.params["init"]), c.params["seed"], TrainConfig.from_dict(c.params))
+                for c in self.claimed]
+        run_jobs(jobs, build=self._build, data=self.data, check_x=self.pb.x, engine=choice.engine, sink=self,
+                 threads=choice.threads)
 
 
 def _commit_record(store: RunStore, worker: str, record: dict) -> bool:
@@ -386,8 +340,6 @@ def run_sweep(spec: SweepSpec, store: str | Path = DEFAULT_STORE, *, reporter: S
 
     Example: ``run_sweep(SweepSpec({"inits": ["xavier", "he"], "lr": [0.01, 0.1], "epochs": 2}), "runs/s.db")``.
     """
-    from initlab.training.loop import resolve_device
-
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
     if backend == "ray":
@@ -443,7 +395,7 @@ def run_sweep(spec: SweepSpec, store: str | Path = DEFAULT_STORE, *, reporter: S
                             reporter.run_end(c.params, "failed", msg)
                 finally:
                     if group is not None:
-                        trained += group.finished
+                        trained += group.finished_runs
         except KeyboardInterrupt as e:
             st.release(worker_id(), "interrupted", "interrupted (Ctrl-C or SIGTERM)")
             st.stop_heartbeat()
