@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from initlab.analysis.jacobian import jacobian_spectrum
-from initlab.claims.registry import CheckContext, ClaimResult, _digits, register_claim
+from initlab.claims.registry import CheckContext, ClaimResult, digits_data, register_claim
 from initlab.data import majority_rate
 from initlab.experiments.compare import CompareSpec, run_compare
 from initlab.models import make_model
@@ -57,7 +57,7 @@ def _learned(acc: float, majority: float) -> bool:
           "layer to be equal to one.")
 def check_lsuv(ctx: CheckContext) -> ClaimResult:
 
-    d = _digits()
+    d = digits_data()
     x = d.x_train[:256]
     depth = 8 if ctx.quick else 20
     rows = {}
@@ -95,7 +95,7 @@ def check_fixup(ctx: CheckContext) -> ClaimResult:
 
     blocks, epochs = (12, 1) if ctx.quick else (50, 3)
     model = f"resmlp(blocks={blocks},width=64,norm=none,fixup=true)"
-    majority = majority_rate(_digits().y_test)
+    majority = majority_rate(digits_data().y_test)
     out = {}
     for lr in (0.1, 0.01):
         spec = CompareSpec(inits=("pytorch_default", "he", "fixup"), dataset="digits", model=model, probe=False,
@@ -152,7 +152,7 @@ def _stream_std(depth: int, scheme: str, x: torch.Tensor, seed: int) -> float:
           "number of residual layers.")
 def check_gpt2(ctx: CheckContext) -> ClaimResult:
     depths = (1, 4, 16) if ctx.quick else (1, 4, 16, 64)
-    x = _digits().x_train[:64].reshape(-1, 1, 8, 8)
+    x = digits_data().x_train[:64].reshape(-1, 1, 8, 8)
     seeds = (0,) if ctx.quick else (0, 1, 2)
     stds = {s: [float(np.mean([_stream_std(L, s, x, k) for k in seeds])) for L in depths]
             for s in ("gpt2", "normal(std=0.02)")}
@@ -184,7 +184,7 @@ def _rank(m: torch.Tensor, rtol: float = 1e-3) -> int:
           "its input, the hidden weight updates stay low-rank, bounded by the input dimension; ZerO's Hadamard "
           "transform breaks this bound.")
 def check_zero_rank(ctx: CheckContext) -> ClaimResult:
-    d = _digits()
+    d = digits_data()
     dim, width, steps = 16, 64, (150 if ctx.quick else 600)
     g = _seeded(0)
     proj = torch.randn(d.x_train.shape[1], dim, generator=g) / math.sqrt(d.x_train.shape[1])

@@ -30,9 +30,10 @@ from initlab import store
 from initlab.analysis.probe import layer_symmetry, probe
 from initlab.core.display import html_of
 from initlab.data import load_dataset
+from initlab.experiments.options import check_threads
 from initlab.models import mlp
 from initlab.plots.compare import plt, save_figure
-from initlab.schemes import initialize
+from initlab.schemes import initialize, split_top_level
 from initlab.training.loop import INIT_STREAM, TrainConfig, make_generator, train_model
 
 VERDICTS = ("confirmed", "refuted", "depends")
@@ -55,11 +56,11 @@ PRESERVE_FACTOR = 4.0
 TRAIN_FRACTION = 0.5
 
 
-def _preserved(ratio: float, factor: float = PRESERVE_FACTOR) -> bool:
+def is_preserved(ratio: float, factor: float = PRESERVE_FACTOR) -> bool:
     return bool(np.isfinite(ratio) and 1 / factor <= ratio <= factor)
 
 
-def _trains(acc: float, chance: float, ref: float) -> bool:
+def has_trained(acc: float, chance: float, ref: float) -> bool:
     return bool(np.isfinite(acc) and acc >= chance + TRAIN_FRACTION * (ref - chance))
 
 
@@ -156,6 +157,16 @@ def resolve_claims(ids: Sequence[str | Claim] | None) -> list[Claim]:
     return claims
 
 
+def claims_request(only: str | None, *, out: str | Path, overwrite: bool = False, threads: int = 1) -> list[str] | None:
+    """``initlab claims``' options, checked before any claim runs: ``only`` the comma-separated claim ids (None:
+    every claim), the thread count and the output folder. Returns the ids (None: all)."""
+    ids = None if only is None else split_top_level(only, what="--only")
+    resolve_claims(ids)
+    check_threads(threads)
+    store.check_out_dir(out, "claims", overwrite=overwrite)
+    return ids
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -240,36 +251,36 @@ def write_report(claims: Sequence[Claim], results: Sequence[ClaimResult], out_di
 
 
 @functools.lru_cache(maxsize=1)
-def _digits():
+def digits_data():
     return load_dataset("digits")
 
 
-def _constant_rate() -> float:
+def constant_rate() -> float:
     """Test accuracy of always predicting the train set's majority class: a net that learned nothing."""
-    d = _digits()
+    d = digits_data()
     return float((d.y_test == torch.bincount(d.y_train).argmax()).double().mean())
 
 
-def _net(hidden: Sequence[int], activation: str, scheme: str, seed: int = 0, in_features: int | None = None):
-    d = _digits()
+def digits_mlp(hidden: Sequence[int], activation: str, scheme: str, seed: int = 0, in_features: int | None = None):
+    d = digits_data()
     model = mlp(in_features or d.in_features, tuple(hidden), d.num_classes, activation)
     return initialize(model, scheme, generator=make_generator(seed, INIT_STREAM))
 
 
 @functools.lru_cache(maxsize=64)
-def _fit(hidden: tuple[int, ...], activation: str, scheme: str, epochs: int, lr: float, seed: int = 0):
+def fit_digits(hidden: tuple[int, ...], activation: str, scheme: str, epochs: int, lr: float, seed: int = 0):
     """Train a fresh digits MLP; returns (model, RunResult). Cached: several claims share runs."""
-    model = _net(hidden, activation, scheme, seed)
-    res = train_model(model, _digits(), TrainConfig(epochs=epochs, lr=lr), seed=seed)
+    model = digits_mlp(hidden, activation, scheme, seed)
+    res = train_model(model, digits_data(), TrainConfig(epochs=epochs, lr=lr), seed=seed)
     return model, res
 
 
-def _final_acc(res) -> float:
+def final_acc(res) -> float:
     return float(res.epochs[-1]["test_acc"]) if not res.diverged else math.nan
 
 
 @functools.lru_cache(maxsize=64)
-def _signal(activation: str, scheme: str, depth: int, width: int, seed: int = 0, n: int = 256) -> pd.DataFrame:
+def signal_profile(activation: str, scheme: str, depth: int, width: int, seed: int = 0, n: int = 256) -> pd.DataFrame:
     """Probe a random ``depth``-hidden-layer MLP on x ~ N(0, I_width), random labels: Linear rows only.
 
     Columns of ``initlab.analysis.probe.probe`` plus ``layer`` (1..depth+1); ``out_std`` of a Linear is the
@@ -278,19 +289,19 @@ def _signal(activation: str, scheme: str, depth: int, width: int, seed: int = 0,
     g = torch.Generator().manual_seed(1000 + seed)
     x = torch.randn(n, width, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
-    model = _net((width,) * depth, activation, scheme, seed, in_features=width)
+    model = digits_mlp((width,) * depth, activation, scheme, seed, in_features=width)
     frame = probe(model, x, y)
     lin = frame[frame["kind"] == "Linear"].reset_index(drop=True)
     lin.insert(0, "layer", np.arange(1, len(lin) + 1))
     return lin
 
 
-def _grad_ratio(lin: pd.DataFrame) -> float:
+def gradient_ratio(lin: pd.DataFrame) -> float:
     """Backward signal at the first layer over that at the logits: ||dL/dh_1|| / ||dL/dh_L||."""
     return float(lin["grad_out_norm"].iloc[0] / lin["grad_out_norm"].iloc[-1])
 
 
-def _plot(ctx: CheckContext, name: str, draw: Callable) -> str | None:
+def save_plot(ctx: CheckContext, name: str, draw: Callable) -> str | None:
     path = ctx.plot_path(name)
     if path is None:
         return None

@@ -11,10 +11,26 @@ import numpy as np
 import torch
 
 from initlab import schemes as S
+from initlab.claims.registry import (
+    EXPLODED,
+    PRESERVE_FACTOR,
+    VANISHED,
+    CheckContext,
+    ClaimResult,
+    constant_rate,
+    digits_data,
+    digits_mlp,
+    final_acc,
+    fit_digits,
+    gradient_ratio,
+    has_trained,
+    is_preserved,
+    layer_symmetry,
+    register_claim,
+    save_plot,
+    signal_profile,
+)
 from initlab.core import theory
-from initlab.claims.registry import (EXPLODED, PRESERVE_FACTOR, VANISHED, CheckContext, ClaimResult, _constant_rate, _digits, _final_acc,
-                            _fit, _grad_ratio, _net, _plot, _preserved, _signal, _trains, layer_symmetry,
-                            register_claim)
 
 RANDOM = "normal(std=0.01)"  # the seed's "random" init: N(0, 0.01²)
 LARGE = "normal(std=1.0)"  # "too large": Var(W)=1 → σ_w² = fan_in (64× He's 2 at width 64)
@@ -32,7 +48,7 @@ def _hidden_sym(model) -> list[tuple[int, int]]:
 def _sym_runs(quick: bool):
     epochs, lr = (2, 0.1) if quick else (10, 0.1)
     hidden = (32, 32) if quick else (64, 64)
-    return {(act, init): _fit(hidden, act, init, epochs, lr)
+    return {(act, init): fit_digits(hidden, act, init, epochs, lr)
             for act in ("relu", "sigmoid") for init in ("zero", RANDOM)}
 
 
@@ -50,11 +66,11 @@ def check_zero_symmetry(ctx: CheckContext) -> ClaimResult:
         ev[f"{act}_zero_distinct_units"] = [d for d, _ in sym]
         ev[f"{act}_zero_units"] = [u for _, u in sym]
         ev[f"{act}_zero_fc1_weight_norm"] = float(model.fc1.weight.detach().norm())
-        ev[f"{act}_zero_test_acc"] = _final_acc(res)
+        ev[f"{act}_zero_test_acc"] = final_acc(res)
         collapsed &= all(d == 1 for d, _ in sym)
     model, res = runs[("relu", RANDOM)]
     ev["random_relu_distinct_units"] = [d for d, _ in _hidden_sym(model)]
-    ev["constant_predictor_acc"] = _constant_rate()
+    ev["constant_predictor_acc"] = constant_rate()
     # Confirmed iff every zero-init hidden layer ends with exactly one distinct unit (up to 1e-6),
     # also for sigmoid, where the units *do* move (nonzero weights), but all alike.
     verdict = "confirmed" if collapsed else "refuted"
@@ -78,7 +94,7 @@ def check_random_symmetry(ctx: CheckContext) -> ClaimResult:
         ev[f"{act}_random_distinct_units"] = [int(x) for x in sym["distinct_units"]]
         ev[f"{act}_random_units"] = [int(x) for x in sym["units"]]
         ev[f"{act}_random_max_cosine"] = [round(float(x), 4) for x in sym["max_cosine"]]
-        ev[f"{act}_random_test_acc"] = _final_acc(res)
+        ev[f"{act}_random_test_acc"] = final_acc(res)
         # "not the same features": every unit distinct, and no two units parallel (cosine < 0.999;
         # identical features would give cosine 1 up to float noise).
         ok &= bool((sym["distinct_units"] == sym["units"]).all() and (sym["max_cosine"] < 0.999).all())
@@ -111,16 +127,16 @@ def check_zero_derivative(ctx: CheckContext) -> ClaimResult:
         at_max &= d0 >= float(d.max()) - 1e-12  # the derivative at 0 is the largest anywhere
     # What zero init really does: train a few SGD steps and look at the hidden layer.
     steps_epochs = 1
-    d = _digits()
+    d = digits_data()
     for act in ("tanh", "sigmoid"):
-        model, _ = _fit((32,), act, "zero", steps_epochs, 0.1)
+        model, _ = fit_digits((32,), act, "zero", steps_epochs, 0.1)
         ev[f"{act}_zero_fc1_weight_norm_after_1_epoch"] = float(model.fc1.weight.detach().norm())
         ev[f"{act}_zero_fc2_weight_norm_after_1_epoch"] = float(model.fc2.weight.detach().norm())
         ev[f"{act}_zero_distinct_hidden_units"] = int(layer_symmetry(model)["distinct_units"].iloc[0])
         # Mean φ'(h) over a batch at the hidden layer, zero init vs Xavier: zero init puts every
         # pre-activation at exactly 0, where φ' is at its maximum.
         for init in ("zero", "xavier"):
-            m = _net((32,), act, init)
+            m = digits_mlp((32,), act, init)
             h = m.fc1(d.x_train[:256]).detach().requires_grad_(True)
             (g,) = torch.autograd.grad(getattr(torch, act)(h).sum(), h)
             ev[f"{act}_{init}_mean_derivative_at_init"] = float(g.mean())
@@ -147,7 +163,7 @@ def check_zero_derivative(ctx: CheckContext) -> ClaimResult:
          f"net's moved ({ev['sigmoid_zero_fc1_weight_norm_after_1_epoch']:.3g}) but with "
          f"{ev['sigmoid_zero_distinct_hidden_units']} distinct unit: symmetry, not vanishing derivatives")
     return ClaimResult("zero-vanishing-derivative", verdict, "", s, ev,
-                       _plot(ctx, "zero_vanishing_derivative.png", draw))
+                       save_plot(ctx, "zero_vanishing_derivative.png", draw))
 
 
 # ----------------------------------------------------------------------------- Part 1 §2: too small / too large
@@ -163,12 +179,12 @@ def _scale_runs(scheme: str, quick: bool) -> dict:
     epochs, lr = (3, 0.05) if quick else (10, 0.05)
     out = {}
     for depth in _depths(quick):
-        lin = _signal("relu", scheme, depth, width)
-        _, res = _fit((width,) * depth, "relu", scheme, epochs, lr)
-        _, ref = _fit((width,) * depth, "relu", "he", epochs, lr)
-        out[depth] = dict(grad_ratio=_grad_ratio(lin), fc1_weight_grad=float(lin["weight_grad_norm"].iloc[0]),
-                          acc=_final_acc(res), diverged=res.diverged, he_acc=_final_acc(ref),
-                          he_grad_ratio=_grad_ratio(_signal("relu", "he", depth, width)))
+        lin = signal_profile("relu", scheme, depth, width)
+        _, res = fit_digits((width,) * depth, "relu", scheme, epochs, lr)
+        _, ref = fit_digits((width,) * depth, "relu", "he", epochs, lr)
+        out[depth] = dict(grad_ratio=gradient_ratio(lin), fc1_weight_grad=float(lin["weight_grad_norm"].iloc[0]),
+                          acc=final_acc(res), diverged=res.diverged, he_acc=final_acc(ref),
+                          he_grad_ratio=gradient_ratio(signal_profile("relu", "he", depth, width)))
     return out
 
 
@@ -189,7 +205,7 @@ def _scale_plot(ctx, name, runs, title):
         if div:
             a2.plot(div, [0.0] * len(div), "x", color="red", ms=9, mew=2, label="diverged (NaN loss)")
         a2.plot(depths, [runs[d]["he_acc"] for d in depths], "s--", label="He")
-        a2.axhline(_constant_rate(), color="gray", ls=":", lw=1, label="constant predictor")
+        a2.axhline(constant_rate(), color="gray", ls=":", lw=1, label="constant predictor")
         a2.set_ylim(-0.03, 1.03)
         a2.set_xlabel("hidden layers")
         a2.set_ylabel("digits test accuracy after training")
@@ -198,7 +214,7 @@ def _scale_plot(ctx, name, runs, title):
         fig.suptitle(title, fontsize=10)
         return fig
 
-    return _plot(ctx, name, draw)
+    return save_plot(ctx, name, draw)
 
 
 def _small(quick):
@@ -215,10 +231,10 @@ def _cached_scale(scheme, quick):
 
 
 def _small_verdict(runs):
-    chance = _constant_rate()
+    chance = constant_rate()
     shallow, deep = min(runs), max(runs)
     vanished = {d: r["grad_ratio"] < VANISHED for d, r in runs.items()}
-    trains = {d: _trains(r["acc"], chance, r["he_acc"]) for d, r in runs.items()}
+    trains = {d: has_trained(r["acc"], chance, r["he_acc"]) for d, r in runs.items()}
     per_layer = runs[deep]["grad_ratio"] ** (1 / deep)  # backward factor per hidden layer
     return shallow, deep, vanished, trains, per_layer
 
@@ -256,7 +272,7 @@ def check_small(ctx: CheckContext) -> ClaimResult:
 def check_normal_001(ctx: CheckContext) -> ClaimResult:
     runs = _small(ctx.quick)
     shallow, deep, vanished, trains, per_layer = _small_verdict(runs)
-    ev = {f"depth{d}_grad_ratio": r["grad_ratio"] for d, r in runs.items()}
+    ev = {f"depth{d}gradient_ratio": r["grad_ratio"] for d, r in runs.items()}
     ev.update({f"depth{d}_test_acc": r["acc"] for d, r in runs.items()})
     ev["backward_factor_per_layer"] = per_layer
     explodes = any(r["grad_ratio"] > EXPLODED for r in runs.values())
@@ -281,14 +297,14 @@ def check_normal_001(ctx: CheckContext) -> ClaimResult:
           "causing the optimization process to become unstable and diverge.")
 def check_large(ctx: CheckContext) -> ClaimResult:
     runs = _cached_scale(LARGE, ctx.quick)
-    chance = _constant_rate()
+    chance = constant_rate()
     shallow, deep = min(runs), max(runs)
     ev = {f"depth{d}_{k}": v for d, r in runs.items() for k, v in r.items()}
     per_layer = runs[deep]["grad_ratio"] ** (1 / deep)
     ev["backward_factor_per_layer"] = per_layer
     exploded = {d: r["grad_ratio"] > EXPLODED for d, r in runs.items()}
     # Unstable: diverged (NaN/inf loss) or failed to train (see TRAIN_FRACTION).
-    unstable = {d: r["diverged"] or not _trains(r["acc"], chance, r["he_acc"]) for d, r in runs.items()}
+    unstable = {d: r["diverged"] or not has_trained(r["acc"], chance, r["he_acc"]) for d, r in runs.items()}
     diverged = [d for d, r in runs.items() if r["diverged"]]
     if all(exploded.values()) and all(unstable.values()):
         verdict, cond = "confirmed", ""
@@ -314,10 +330,10 @@ def _prop(quick: bool):
     out = {}
     for act in ("relu", "tanh", "sigmoid"):
         for init in ("xavier", "he"):
-            lin = _signal(act, init, depth, width)
+            lin = signal_profile(act, init, depth, width)
             pred = S.predicted_variances(act, init, [width] * (depth + 1) + [10])
             out[(act, init)] = dict(measured=(lin["out_std"] ** 2).to_numpy()[:-1],
-                                    predicted=pred["pre_var"].to_numpy()[:-1], grad_ratio=_grad_ratio(lin))
+                                    predicted=pred["pre_var"].to_numpy()[:-1], grad_ratio=gradient_ratio(lin))
     return depth, width, out
 
 
@@ -356,7 +372,7 @@ def check_variance_matched(ctx: CheckContext) -> ClaimResult:
     ev["theory_tolerance"] = tol
     # Confirmed iff the same rule (Var W = 2/n_in) preserves ReLU while Var W = 1/n_in (the
     # activation-blind choice for square layers) does not, and theory predicts both.
-    ok = _preserved(_var_ratio(he)) and not _preserved(_var_ratio(xa)) and err <= tol
+    ok = is_preserved(_var_ratio(he)) and not is_preserved(_var_ratio(xa)) and err <= tol
     s = (f"through {depth} ReLU layers of width {width}, pre-activation variance last/first is "
          f"{ev['relu_he_var_last_over_first']:.3g} with He (2/n_in) but {ev['relu_xavier_var_last_over_first']:.3g} "
          f"with Xavier (theory 2^-{depth - 1} = {ev['relu_xavier_predicted_last_over_first']:.3g}); for tanh: "
@@ -378,7 +394,7 @@ def check_variance_matched(ctx: CheckContext) -> ClaimResult:
         return fig
 
     return ClaimResult("variance-matched-activation", "confirmed" if ok else "refuted", "", s, ev,
-                       _plot(ctx, "variance_by_activation.png", draw))
+                       save_plot(ctx, "variance_by_activation.png", draw))
 
 
 @register_claim(
@@ -396,7 +412,7 @@ def check_xavier_tanh(ctx: CheckContext) -> ClaimResult:
         ev[f"{act}_xavier_chi1"] = theory.chi1(act, 1.0)
         # Effective = the backward signal reaches the first layer within PRESERVE_FACTOR² (it passes
         # through depth+1 layers; we allow the same factor as for variances, squared for norms → grads).
-        ok[act] = _preserved(r["grad_ratio"], PRESERVE_FACTOR)
+        ok[act] = is_preserved(r["grad_ratio"], PRESERVE_FACTOR)
     if ok["tanh"] and ok["sigmoid"]:
         verdict, cond = "confirmed", ""
     elif ok["tanh"] or ok["sigmoid"]:
@@ -414,7 +430,7 @@ def check_xavier_tanh(ctx: CheckContext) -> ClaimResult:
 
 def _deep_train(quick):
     depth, epochs = (4, 2) if quick else (10, 10)
-    return depth, {init: _fit((64,) * depth, "relu", init, epochs, 0.01)[1] for init in ("xavier", "he")}
+    return depth, {init: fit_digits((64,) * depth, "relu", init, epochs, 0.01)[1] for init in ("xavier", "he")}
 
 
 @register_claim(
@@ -429,9 +445,9 @@ def check_he_relu(ctx: CheckContext) -> ClaimResult:
     he, xa = runs[("relu", "he")], runs[("relu", "xavier")]
     ev = {"signal_depth": depth, "width": width, "relu_he_grad_ratio": he["grad_ratio"],
           "relu_xavier_grad_ratio": xa["grad_ratio"], "relu_he_var_last_over_first": _var_ratio(he),
-          "train_depth": tdepth, "he_test_acc": _final_acc(trained["he"]),
-          "xavier_test_acc": _final_acc(trained["xavier"]), "constant_predictor_acc": _constant_rate()}
-    ok = _preserved(he["grad_ratio"]) and ev["he_test_acc"] > ev["xavier_test_acc"]
+          "train_depth": tdepth, "he_test_acc": final_acc(trained["he"]),
+          "xavier_test_acc": final_acc(trained["xavier"]), "constant_predictor_acc": constant_rate()}
+    ok = is_preserved(he["grad_ratio"]) and ev["he_test_acc"] > ev["xavier_test_acc"]
     s = (f"ReLU, {depth} layers: He keeps the backward ratio at {he['grad_ratio']:.3g} (Xavier "
          f"{xa['grad_ratio']:.3g}); trained {tdepth}-hidden-layer digits net: He acc {ev['he_test_acc']:.3f} vs Xavier "
          f"{ev['xavier_test_acc']:.3f}")
@@ -544,12 +560,12 @@ def check_he_higher(ctx: CheckContext) -> ClaimResult:
 def check_speed(ctx: CheckContext) -> ClaimResult:
     hidden, epochs, lr = ((32, 32), 4, 0.05) if ctx.quick else ((64, 64), 15, 0.05)
     inits = ("zero", RANDOM, "xavier", "he")
-    curves = {i: [e["test_acc"] for e in _fit(hidden, "relu", i, epochs, lr)[1].epochs] for i in inits}
+    curves = {i: [e["test_acc"] for e in fit_digits(hidden, "relu", i, epochs, lr)[1].epochs] for i in inits}
     best = max(max(c) for c in curves.values())
     target = 0.9 * best  # a target every good run reaches well before the end: 90% of the best accuracy seen
     reach = {i: next((k + 1 for k, a in enumerate(curves[i]) if a >= target), None) for i in inits}
     ev = {"target_acc": target, **{f"{i}_epochs_to_target": reach[i] for i in inits},
-          **{f"{i}_final_acc": c[-1] for i, c in curves.items()}}
+          **{f"{i}final_acc": c[-1] for i, c in curves.items()}}
     proper = [reach[i] for i in ("xavier", "he")]
     poor = [reach[i] for i in ("zero", RANDOM)]
 
@@ -574,4 +590,4 @@ def check_speed(ctx: CheckContext) -> ClaimResult:
         return fig
 
     return ClaimResult("init-speeds-convergence", "confirmed" if ok else "refuted", "", s, ev,
-                       _plot(ctx, "convergence.png", draw))
+                       save_plot(ctx, "convergence.png", draw))

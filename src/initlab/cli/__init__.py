@@ -1,10 +1,7 @@
-"""The ``initlab`` command: a thin typer layer over the Python API.
+"""The ``initlab`` command: a thin typer layer over the Python API (one module per command).
 
-Every user error (unknown name, bad number, missing data, unwritable output) becomes one line on
-stderr and exit status 2. User text is never read as rich markup or emoji codes. Ctrl-C and
-SIGTERM stop cleanly: the result folder says which runs and epochs finished, the message says the
-same, and the exit status is 130 (SIGINT) or 143 (SIGTERM); ``--resume`` continues.
-"""
+Every user error becomes one line on stderr and exit status 2; user text is never markup. Ctrl-C and SIGTERM stop
+cleanly, say what finished, and exit 130 (SIGINT) or 143 (SIGTERM); ``--resume`` continues."""
 from __future__ import annotations
 
 import os
@@ -16,7 +13,7 @@ from rich.text import Text
 
 from initlab import __version__
 from initlab.cli import audit, catalog, claims, compare, coordcheck, depth, probe, report, sweep
-from initlab.cli.common import EXIT_SIGINT, EXIT_SIGTERM, Terminated, err_console, on_sigterm, one_line
+from initlab.cli.common import EXIT_SIGINT, EXIT_SIGTERM, Terminated, err_console, handled, on_sigterm, one_line
 from initlab.training.memory import keep_freed_memory
 
 # Help texts are Markdown, never rich markup: "pip install 'initlab[ray]'" keeps its brackets.
@@ -38,7 +35,7 @@ def _options(version: bool = typer.Option(False, "--version", is_eager=True, cal
 
 for command in (compare.compare, probe.probe, catalog.schemes, catalog.models, depth.depth, audit.audit,
                 claims.claims, coordcheck.coordcheck, report.report):
-    app.command()(command)
+    app.command()(handled(command))
 sweep.register(app)  # sweep, runs (list|show|export|best|heatmap), phase
 
 
@@ -69,7 +66,3 @@ def main(argv: list[str] | None = None) -> None:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,24 +1,27 @@
-"""Shared pieces of the ``initlab`` commands: the consoles, one-line errors, option helpers, progress reporters."""
+"""Shared pieces of the ``initlab`` commands: consoles, one-line errors, tables, the options several commands take."""
 from __future__ import annotations
 
-import math
+import functools
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
+from typer import Option
 
-from initlab.models import MAX_DEPTH, MAX_WIDTH, parse_hidden
+from initlab.experiments.progress import bars
 from initlab.report import write_report
-from initlab.schemes import split_top_level as split
+from initlab.report.tables import TextTable
+from initlab.schemes import split_top_level  # noqa: F401  (the CLI's list syntax; tests import it from here)
 from initlab.store import write_error
-from initlab.training.loop import MAX_INT
 
 # emoji=False: ':ok:' in a user's scheme name stays ':ok:'; markup is ours only (user text is escaped)
 console = Console(emoji=False, highlight=False)
 err_console = Console(stderr=True, emoji=False, highlight=False)
-
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
@@ -36,112 +39,87 @@ def one_line(message: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
-def fail(message: str) -> None:
-    """Print a one-line error (``message`` verbatim, never markup) and exit with status 2."""
-    err_console.print(Text.assemble(("error: ", "bold red"), one_line(message)), soft_wrap=True)
-    raise typer.Exit(2)
+def handled(command):
+    """``command`` with the library's user errors (ValueError, TypeError, a failed write) as one line, exit 2."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, TypeError, OSError) as e:  # ValueError includes DataError
+            message = one_line(write_error(e) if isinstance(e, OSError) else e)
+            err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+            raise typer.Exit(2) from None
+    return run
 
 
-def split_top_level(text: str, what: str = "list") -> list[str]:
-    """Comma-separated items, split outside parentheses; empty items are an error."""
-    return split(text, what=what)
+def call(fn, options: dict, **more):
+    """``fn`` with the command's ``options`` named as its parameters (a command's option names are the library's)."""
+    names = inspect.signature(fn).parameters
+    return fn(**{k: v for k, v in options.items() if k in names}, **more)
 
 
-def resolve_hidden(hidden: Optional[str], depth: Optional[int], width: Optional[int]) -> tuple[int, ...]:
-    if hidden is not None and (depth is not None or width is not None):
-        raise ValueError("give either --hidden or --depth/--width, not both")
-    if hidden is not None:
-        return parse_hidden(hidden)
-    if depth is None and width is None:
-        return (128,)
-    depth = 1 if depth is None else depth
-    width = 128 if width is None else width
-    if not 0 < depth <= MAX_DEPTH:
-        raise ValueError(f"--depth must be a positive integer up to {MAX_DEPTH} (number of hidden layers), got {depth}")
-    if not 0 < width <= MAX_WIDTH:
-        raise ValueError(f"--width must be a positive integer up to {MAX_WIDTH}, got {width}")
-    return (width,) * depth
+def with_bars(start, describe, where):
+    """``start(progress)`` under progress bars; an interrupt says what it left (``describe``) and exits 130/143."""
+    try:
+        with bars(console) as progress:
+            return start(progress)
+    except KeyboardInterrupt as e:
+        stop(e, describe, where)
 
 
-def check_threads(threads: int) -> None:
-    """Threads beyond the CPUs only slow torch down, and huge counts overflow or exhaust the OS."""
-    import os
-
-    cpus = os.cpu_count() or 1
-    if not 0 < threads <= cpus:
-        raise ValueError(f"--threads must be from 1 to {cpus} (this machine's CPUs), got {threads}")
+def stop(e: KeyboardInterrupt, describe, where) -> None:
+    """Say what an interrupted command left (``describe(e, where, terminated=...)``), exit 130 or 143 (SIGTERM)."""
+    term = isinstance(e, Terminated)
+    err_console.print(Text(describe(e, where, terminated=term)), soft_wrap=True)
+    raise typer.Exit(EXIT_SIGTERM if term else EXIT_SIGINT)
 
 
-def check_positive(**values: int) -> None:
-    """One-line errors for integer options that must be positive (and fit int64)."""
-    for name, v in values.items():
-        if not 0 < v <= MAX_INT:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+def say(*lines: str, style: str | None = None, soft_wrap: bool = False) -> None:
+    """Print each line as plain text (never markup)."""
+    for line in lines:
+        console.print(Text(line, style=style), soft_wrap=soft_wrap)
 
 
-def interrupted(e: KeyboardInterrupt, out: Optional[Path]) -> None:
-    """Say truthfully what an interrupted comparison left, then exit 130 (SIGINT) or 143 (SIGTERM)."""
-    code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
-    what = "terminated" if code == EXIT_SIGTERM else "interrupted"
-    result = getattr(e, "result", None)
-    msg = what
-    if result is not None and result.runs is not None:
-        st = result.runs["status"]
-        n, fin = len(st), int(st.isin(["done", "diverged"]).sum())
-        cut = result.runs[st == "interrupted"]
-        msg += f": {fin} of {n} runs finished ({int((st == 'done').sum())} done, {int((st == 'diverged').sum())} diverged)"
-        if len(cut):
-            lo, hi = int(cut["epochs_done"].min()), int(cut["epochs_done"].max())
-            span = f"{lo}" if lo == hi else f"{lo}–{hi}"
-            msg += f", {len(cut)} interrupted after {span} of {result.spec.train.epochs} epochs"
-        queued = int((st == "queued").sum())
-        if queued:
-            msg += f", {queued} not started"
-        if out is not None:
-            msg += f"; statuses are in {out}/runs.csv and metrics.csv"
-            if fin < n:
-                msg += "; rerun the same command with --resume to finish the rest"
-    elif out is not None and out.exists():
-        msg += f" before any run finished; {out} holds only what was written so far"
-    finished = getattr(e, "finished_depths", None)
-    if finished is not None:
-        msg += f"; finished depths: {', '.join(map(str, finished)) or 'none'}"
-    err_console.print(Text(msg), soft_wrap=True)
-    raise typer.Exit(code)
+def show(*tables: TextTable, **options) -> None:
+    """Draw :class:`TextTable` s: their cells verbatim, text columns left, numbers right, long cells folded."""
+    for t in tables:
+        table = Table(title=None if t.title is None else escape(t.title),
+                      caption=None if t.caption is None else escape(t.caption), **options)
+        for c in t.columns:
+            table.add_column(escape(c), justify="left" if c in t.left else "right", overflow="fold")
+        for row in t.rows:
+            table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in row))
+        console.print(table)
 
 
 def write_html_report(enabled: bool, out) -> None:
-    """``--report``: write ``out/report.html`` after a command finished (one-line error, exit 2, if it cannot)."""
-    if not enabled:
-        return
-
-    try:
-        written = write_report(out)
-    except ValueError as e:
-        fail(str(e))
-    except OSError as e:
-        fail(str(write_error(e)))
-    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(written))
-    console.print(Text(f"wrote {shown}"))
+    """``--report``: write ``out/report.html`` after a command finished."""
+    if enabled:
+        say(f"wrote {one_line(write_report(out))}")
 
 
-def fmt(x: float, digits: int = 4) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+def out_option(what: str):
+    """``--out``: ``what`` the folder receives, then the output-folder contract."""
+    return Annotated[str, Option(help=f"{what} Must be new, empty, or an earlier initlab result folder (with "
+                                      "--overwrite or --resume); initlab never writes over files it did not create.")]
 
 
-def status_cell(r) -> str:
-    """``3 done`` / ``2 done, 1 diverged`` / ``1 done, 2 interrupted`` for one init's runs."""
-    parts = [f"{n} {label}" for n, label in ((r.done, "done"), (r.diverged, "diverged"),
-                                             (r.interrupted, "interrupted")) if n]
-    return ", ".join(parts) or "—"
-
-
-REPORT_HELP = "Also write report.html into --out: one self-contained page (see `initlab report`)."
-MODEL_HELP = ("A zoo model, e.g. 'cnn', 'resnet(blocks=20,norm=none)' (see `initlab models`), or your own "
-              "'module:factory' (called per run; gets in_shape/num_classes if it asks). Default: the MLP of "
-              "--hidden/--activation.")
-OUT_HELP = ("Must be new, empty, or an earlier initlab result folder (with --overwrite or --resume); "
-            "initlab never writes over files it did not create.")
-
-def sci(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2g}"
+# options several commands take, declared once (the default is the command's own)
+Inits = Annotated[str, Option(help="Comma-separated schemes, e.g. 'he,normal(std=0.05)'. See `initlab schemes`.")]
+Dataset = Annotated[str, Option(help="digits (bundled, offline) | mnist | fashion-mnist")]
+DataDir = Annotated[Path | None, Option(help="Folder with the IDX files (skips lookup and download); not for digits.")]
+Epochs = Annotated[int, Option(help="Training epochs per run.")]
+Lr = Annotated[float, Option(help="Learning rate.")]
+Optimizer = Annotated[str, Option(help="sgd | adam")]
+Momentum = Annotated[float, Option(help="SGD momentum (sgd only).")]
+BatchSize = Annotated[int, Option(help="Minibatch size.")]
+Device = Annotated[str, Option(help="auto | cpu | cuda")]
+Threads = Annotated[int, Option(help="torch CPU threads; small MLPs run fastest on 1.")]
+DivergeLoss = Annotated[float, Option(help="A run diverges when its end-of-epoch test loss exceeds DIVERGE_LOSS × "
+                                           "ln(classes) (or any loss/activation is NaN/inf); inf: no bound.")]
+Overwrite = Annotated[bool, Option(help="Replace the earlier result in --out (its files only).")]
+Report = Annotated[bool, Option("--report", help="Also write report.html into --out: one self-contained page (see "
+                                                 "`initlab report`).")]
+Store = Annotated[str | None, Option("--store", help="Also commit the finished runs to this SQLite run store (as "
+                                                     "`initlab sweep` would name them; see `initlab runs`).")]
+RunStore = Annotated[str, Option(help="SQLite run store (created if missing; several workers may share it).")]

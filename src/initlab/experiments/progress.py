@@ -99,3 +99,53 @@ class DepthReporter(RichReporter):
     def depth_done(self, depth, result) -> None:
         self.progress.advance(self.depth_task)
 
+    def hooks(self) -> dict:
+        """``depth_sweep``'s keyword arguments that report to these bars: ``reporter`` and ``on_depth``."""
+        return {"reporter": self, "on_depth": self.depth_done}
+
+
+
+# ----------------------------------------------------------------------------- what an interrupt left
+
+
+def interrupted_text(e: KeyboardInterrupt, out, *, terminated: bool = False) -> str:
+    """What an interrupted comparison or depth sweep left, truthfully: the runs finished, cut and not
+    started (from the partial ``result`` the runner attached to ``e``), where their statuses are, the
+    finished depths, and how to continue. ``out``: the result folder (a Path) or None."""
+    msg = "terminated" if terminated else "interrupted"
+    result = getattr(e, "result", None)
+    if result is not None and result.runs is not None:
+        st = result.runs["status"]
+        n, fin = len(st), int(st.isin(["done", "diverged"]).sum())
+        cut = result.runs[st == "interrupted"]
+        msg += (f": {fin} of {n} runs finished ({int((st == 'done').sum())} done, "
+                f"{int((st == 'diverged').sum())} diverged)")
+        if len(cut):
+            lo, hi = int(cut["epochs_done"].min()), int(cut["epochs_done"].max())
+            span = f"{lo}" if lo == hi else f"{lo}–{hi}"
+            msg += f", {len(cut)} interrupted after {span} of {result.spec.train.epochs} epochs"
+        queued = int((st == "queued").sum())
+        if queued:
+            msg += f", {queued} not started"
+        if out is not None:
+            msg += f"; statuses are in {out}/runs.csv and metrics.csv"
+            if fin < n:
+                msg += "; rerun the same command with --resume to finish the rest"
+    elif out is not None and out.exists():
+        msg += f" before any run finished; {out} holds only what was written so far"
+    finished = getattr(e, "finished_depths", None)
+    if finished is not None:
+        msg += f"; finished depths: {', '.join(map(str, finished)) or 'none'}"
+    return msg
+
+
+def sweep_interrupted_text(e: KeyboardInterrupt, store, *, terminated: bool = False) -> str:
+    """What an interrupted sweep left in the run ``store`` (every run's status is there; a rerun resumes)."""
+    msg = "terminated" if terminated else "interrupted"
+    result = getattr(e, "result", None)
+    if result is not None:
+        c = result.counts
+        msg += (f": {c['done'] + c['diverged']} of {len(result.runs)} runs finished ({c['done']} done, "
+                f"{c['diverged']} diverged), {c['interrupted']} interrupted, {c['queued']} not started; all in "
+                f"{store}; rerun the same command to resume")
+    return msg

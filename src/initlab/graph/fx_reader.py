@@ -12,23 +12,44 @@ import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from initlab.graph.ops import (
-    _ACT_FUNCTIONS, _ACT_METHODS, _ACT_MODULES, _ADD_FUNCTIONS, _ADD_METHODS, _CAT_FUNCTIONS, _META_ATTRS,
-    _META_FUNCTIONS, _META_METHODS, _PASS_FUNCTIONS, _PASS_METHODS, _RECURRENT, _REGION_SCAN,
-    _SCALE_FUNCTIONS, _SCALE_METHODS, LayerInfo, ModelGraph, _function_name, _out_of_place,
-    _recurrent_info, is_elementwise, is_norm_module, is_pass_module, is_weight_module)
+    ACT_FUNCTIONS,
+    ACT_METHODS,
+    ACT_MODULES,
+    ADD_FUNCTIONS,
+    ADD_METHODS,
+    CAT_FUNCTIONS,
+    META_ATTRS,
+    META_FUNCTIONS,
+    META_METHODS,
+    PASS_FUNCTIONS,
+    PASS_METHODS,
+    RECURRENT,
+    REGION_SCAN,
+    SCALE_FUNCTIONS,
+    SCALE_METHODS,
+    LayerInfo,
+    ModelGraph,
+    function_name,
+    is_elementwise,
+    is_norm_module,
+    is_pass_module,
+    is_weight_module,
+    out_of_place,
+    recurrent_info,
+)
 
 
-class _Untraceable(Exception):
+class Untraceable(Exception):
     pass
 
 
-class _BadExample(ValueError):
+class BadExample(ValueError):
     pass
 
 
@@ -83,16 +104,16 @@ class _ConcreteTracer(fx.Tracer):
             finally:
                 self._eager = eager
         self.values[node] = v
-        meta = ((node.op == "call_function" and node.target is getattr and node.args[1] in _META_ATTRS)
-                or (node.op == "call_function" and node.target in _META_FUNCTIONS and node.target is not getattr)
-                or (node.op == "call_method" and node.target in _META_METHODS))
+        meta = ((node.op == "call_function" and node.target is getattr and node.args[1] in META_ATTRS)
+                or (node.op == "call_function" and node.target in META_FUNCTIONS and node.target is not getattr)
+                or (node.op == "call_method" and node.target in META_METHODS))
         if not meta and (isinstance(v, Tensor) or any(i in self.tainted for i in node.all_input_nodes)):
             self.tainted.add(node)
         return v
 
     def to_bool(self, obj: fx.Proxy) -> bool:
         if obj.node in self.tainted:
-            raise _Untraceable(f"data-dependent control flow ({obj.node.format_node()})")
+            raise Untraceable(f"data-dependent control flow ({obj.node.format_node()})")
         return bool(self.values[obj.node])
 
     def iter(self, obj: fx.Proxy):
@@ -117,12 +138,12 @@ def _fx_inputs(model: nn.Module, args: tuple, kwargs: dict) -> tuple[dict, dict]
     try:
         bound = sig.bind(*args, **kwargs)
     except TypeError as e:
-        raise _BadExample(f"example does not fit {type(model).__name__}.forward{sig}: {e}") from None
+        raise BadExample(f"example does not fit {type(model).__name__}.forward{sig}: {e}") from None
     inputs, concrete = {}, {}
     for name, p in sig.parameters.items():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             if bound.arguments.get(name):
-                raise _Untraceable(f"forward takes *{name} or **{name} and the example fills it")
+                raise Untraceable(f"forward takes *{name} or **{name} and the example fills it")
             inputs[("*" if p.kind == p.VAR_POSITIONAL else "**") + name] = () if p.kind == p.VAR_POSITIONAL else {}
         elif name in bound.arguments and any(isinstance(t, Tensor) for t in pytree.tree_leaves(bound.arguments[name])):
             inputs[name] = bound.arguments[name]
@@ -138,7 +159,7 @@ def _bound(model: nn.Module, names: tuple[str, ...], fixed: dict) -> nn.Module:
     a forward with exactly those parameters for fx (Hugging Face models take ``forward(input_ids=...,
     **kwargs)``, which fx cannot trace with concrete arguments)."""
     if not all(n.isidentifier() for n in names):
-        raise _Untraceable(f"keyword inputs {names} are not all identifiers")
+        raise Untraceable(f"keyword inputs {names} are not all identifiers")
     args = ", ".join(names)
     scope: dict = {}
     exec(f"def forward(self, {args}):\n    return self.model(**dict(zip(self.names, ({args},))), **self.fixed)\n",
@@ -149,13 +170,13 @@ def _bound(model: nn.Module, names: tuple[str, ...], fixed: dict) -> nn.Module:
     return wrapper
 
 
-def _read_fx(model: nn.Module, args: tuple, kwargs: dict) -> ModelGraph:
+def read_fx(model: nn.Module, args: tuple, kwargs: dict) -> ModelGraph:
     sig = inspect.signature(model.forward)
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         try:
             bound = sig.bind(*args, **kwargs)
         except TypeError as e:
-            raise _BadExample(f"example does not fit {type(model).__name__}.forward{sig}: {e}") from None
+            raise BadExample(f"example does not fit {type(model).__name__}.forward{sig}: {e}") from None
         bound.apply_defaults()
         given = {**{k: v for k, v in bound.arguments.items() if sig.parameters[k].kind != inspect.Parameter.VAR_KEYWORD},
                  **bound.arguments.get(next(k for k, p in sig.parameters.items() if p.kind == p.VAR_KEYWORD), {})}
@@ -234,11 +255,11 @@ class _FxReader:
         op, t = n.op, n.target
         if op == "output":
             return "output"
-        if ((op == "call_function" and t in _META_FUNCTIONS and (t is not getattr or n.args[1] in _META_ATTRS))
-                or (op == "call_method" and t in _META_METHODS)
+        if ((op == "call_function" and t in META_FUNCTIONS and (t is not getattr or n.args[1] in META_ATTRS))
+                or (op == "call_method" and t in META_METHODS)
                 or not any(isinstance(v, Tensor) for v in pytree.tree_leaves(self.values.get(n)))):
             return "meta"  # shapes, flags, asserts: not part of the signal's path
-        if (t in _SCALE_FUNCTIONS if op == "call_function" else op == "call_method" and t in _SCALE_METHODS) \
+        if (t in SCALE_FUNCTIONS if op == "call_function" else op == "call_method" and t in SCALE_METHODS) \
                 and any(isinstance(a, fx.Node) and a.op == "get_attr" for a in n.args[:2]):
             return "pass"  # x * self.gamma (LayerScale): a learned scale, not an activation
         if op == "call_module":
@@ -249,24 +270,24 @@ class _FxReader:
         if op == "call_function":
             if t is operator.getitem:
                 return "struct" if isinstance(self.values.get(n.args[0]), (tuple, list)) else "pass"
-            if t in _PASS_FUNCTIONS or t is getattr:  # getattr: x.T, x.mT
+            if t in PASS_FUNCTIONS or t is getattr:  # getattr: x.T, x.mT
                 return "pass"
-            if t in _ADD_FUNCTIONS:
+            if t in ADD_FUNCTIONS:
                 return "add" if two else "other"
-            return "cat" if t in _CAT_FUNCTIONS else "other"
+            return "cat" if t in CAT_FUNCTIONS else "other"
         if op == "call_method":
-            return "pass" if t in _PASS_METHODS else "add" if t in _ADD_METHODS and two else "other"
+            return "pass" if t in PASS_METHODS else "add" if t in ADD_METHODS and two else "other"
         return "other"
 
     def _label(self, n: fx.Node) -> str:
         if n.op == "call_module":
             m = self._module(n)
-            return _ACT_MODULES.get(type(m), type(m).__name__)
+            return ACT_MODULES.get(type(m), type(m).__name__)
         if n.op == "call_function" and self.kinds.get(n) == "pass":
             return getattr(n.target, "__name__", str(n.target))  # "dropout", "flatten", "getitem"
         if n.op == "call_function":
-            return _ACT_FUNCTIONS.get(n.target) or _function_name(n.target)
-        return _ACT_METHODS.get(n.target, str(n.target))
+            return ACT_FUNCTIONS.get(n.target) or function_name(n.target)
+        return ACT_METHODS.get(n.target, str(n.target))
 
     # -- activations ---------------------------------------------------------------------------
     def _eligible(self, n: fx.Node, s: fx.Node, allowed: set) -> bool:
@@ -281,7 +302,7 @@ class _FxReader:
             return None
         region, members, ends = [], set(), []
         node = u
-        for _ in range(_REGION_SCAN):
+        for _ in range(REGION_SCAN):
             if node.op == "output":
                 break
             ins = node.all_input_nodes
@@ -310,9 +331,9 @@ class _FxReader:
         frame = frames.pop() if len(frames) == 1 else None
         if n.op == "call_module" and plain:
             m = self._module(n)
-            return _out_of_place(m), self._label(n), type(m) in _ACT_MODULES
-        known = len(nodes) == 1 and (n.op == "call_function" and n.target in _ACT_FUNCTIONS
-                                     or n.op == "call_method" and n.target in _ACT_METHODS and n.args == (s,))
+            return out_of_place(m), self._label(n), type(m) in ACT_MODULES
+        known = len(nodes) == 1 and (n.op == "call_function" and n.target in ACT_FUNCTIONS
+                                     or n.op == "call_method" and n.target in ACT_METHODS and n.args == (s,))
         if known:
             name = self._label(n)
         elif frame is not None and frame != "forward":
@@ -322,7 +343,7 @@ class _FxReader:
         if plain and n.op == "call_function" and not getattr(n.target, "__name__", "").endswith("_"):
             return n.target, name, known
         if plain and n.op == "call_method" and known:
-            return operator.methodcaller(_ACT_METHODS[n.target]), name, known
+            return operator.methodcaller(ACT_METHODS[n.target]), name, known
         return _Composite(self.root, s, nodes, name), name, known
 
     def _norm_of(self, n: fx.Node) -> str | None:
@@ -493,8 +514,8 @@ class _FxReader:
                 layers.append(LayerInfo(target, m, type(m).__name__, None, "attention", "non-elementwise", **shared))
                 layers.append(LayerInfo(f"{target}.out_proj", m.out_proj, type(m.out_proj).__name__, **walk,
                                         branch_final=n in final, **shared))
-            elif isinstance(m, _RECURRENT):
-                layers.append(_recurrent_info(target, m, walk["is_output"], **shared, branch_final=n in final))
+            elif isinstance(m, RECURRENT):
+                layers.append(recurrent_info(target, m, walk["is_output"], **shared, branch_final=n in final))
             else:
                 layers.append(LayerInfo(target, m, type(m).__name__, **walk, branch_final=n in final, **shared))
         unused = [name for name, m in self.root.named_modules() if is_weight_module(m) and name not in first

@@ -8,8 +8,16 @@ import torch
 from torch import Tensor, nn
 
 from initlab.graph.ops import (
-    _ACT_MODULES, _RECURRENT, LayerInfo, ModelGraph, _out_of_place,
-    _recurrent_info, is_elementwise, is_pass_module, is_weight_module)
+    ACT_MODULES,
+    RECURRENT,
+    LayerInfo,
+    ModelGraph,
+    is_elementwise,
+    is_pass_module,
+    is_weight_module,
+    out_of_place,
+    recurrent_info,
+)
 
 
 class _CallOrder:
@@ -115,7 +123,7 @@ def _residuals(order: _CallOrder) -> tuple[dict[str, int], dict[int, int]]:
     return final, {k: v for k, v in streams.items() if v}
 
 
-def _read_hooks(model: nn.Module, args: tuple, kwargs: dict, reason: str) -> ModelGraph:
+def read_hooks(model: nn.Module, args: tuple, kwargs: dict, reason: str) -> ModelGraph:
     # Grad stays on: nn.TransformerEncoderLayer's inference fast path would skip its Linear modules.
     with _CallOrder(model) as order, torch.enable_grad():
         model(*args, **kwargs)
@@ -130,8 +138,8 @@ def _read_hooks(model: nn.Module, args: tuple, kwargs: dict, reason: str) -> Mod
         done.add(name)
         stop = weights[k + 1] if k + 1 < len(weights) else len(calls)
         is_output = all(calls[j][0] == name for j in weights[k + 1:])
-        if isinstance(m, _RECURRENT):
-            layers.append(_recurrent_info(name, m, is_output))
+        if isinstance(m, RECURRENT):
+            layers.append(recurrent_info(name, m, is_output))
             continue
         through, act, feeds, act_name = (), None, "none", None
         for j in range(i + 1, stop):
@@ -139,8 +147,8 @@ def _read_hooks(model: nn.Module, args: tuple, kwargs: dict, reason: str) -> Mod
             if is_pass_module(u):
                 through += (type(u).__name__,)
                 continue
-            if type(u) in _ACT_MODULES or (like is not None and is_elementwise(u, like)):
-                act, act_name, feeds = _out_of_place(u), _ACT_MODULES.get(type(u), type(u).__name__), "activation"
+            if type(u) in ACT_MODULES or (like is not None and is_elementwise(u, like)):
+                act, act_name, feeds = out_of_place(u), ACT_MODULES.get(type(u), type(u).__name__), "activation"
             else:
                 act_name, feeds = type(u).__name__, "non-elementwise"
             break

@@ -18,7 +18,7 @@ __all__ = ["LayerInfo", "ModelGraph", "WEIGHT_TYPES", "is_elementwise", "is_weig
 
 WEIGHT_TYPES = (nn.Linear, nn.Bilinear, nn.Embedding, nn.EmbeddingBag, _m.conv._ConvNd, nn.MultiheadAttention,
                 _m.rnn.RNNBase, _m.rnn.RNNCellBase)
-_RECURRENT = (_m.rnn.RNNBase, _m.rnn.RNNCellBase)
+RECURRENT = (_m.rnn.RNNBase, _m.rnn.RNNCellBase)
 _PASS_MODULES = tuple(c for c in (
     _m.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, getattr(nn, "RMSNorm", None),
     _m.pooling._MaxPoolNd, _m.pooling._AvgPoolNd, _m.pooling._AdaptiveAvgPoolNd, _m.pooling._AdaptiveMaxPoolNd,
@@ -50,45 +50,45 @@ def _functions(namespaces, names) -> set:
     return {f for ns in namespaces for n in names if callable(f := getattr(ns, n, None))}
 
 
-_PASS_FUNCTIONS = _functions((F, torch), (
+PASS_FUNCTIONS = _functions((F, torch), (
     "batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm", "rms_norm", "normalize",
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
     *(f"{p}pool{d}d" for p in ("max_", "avg_", "adaptive_avg_", "adaptive_max_", "lp_") for d in (1, 2, 3)),
     "pad", "interpolate", "pixel_shuffle", "pixel_unshuffle", "flatten", "reshape", "permute", "transpose",
     "squeeze", "unsqueeze", "movedim", "swapaxes", "clone", "mean", "sum", "narrow", "select", "t", "chunk",
     "split", "unbind"))
-_PASS_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose", "t",
+PASS_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose", "t",
                  "contiguous", "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "clone", "to", "float",
                  "double", "half", "bfloat16", "type_as", "detach", "mean", "sum", "narrow", "select", "movedim",
                  "swapaxes", "chunk", "split", "unbind"}
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
-_CAT_FUNCTIONS = _functions((torch,), ("cat", "concat", "concatenate", "stack"))
+ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+ADD_METHODS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
+CAT_FUNCTIONS = _functions((torch,), ("cat", "concat", "concatenate", "stack"))
 
 # Known activations: name as in initlab.models.ACTIVATIONS where one exists. Trusted as
 # elementwise without the numeric test (RReLU in train mode is random, so it would fail it).
 _ACT_NAMES = ("relu", "relu6", "leaky_relu", "rrelu", "elu", "celu", "selu", "gelu", "silu", "mish", "tanh",
               "sigmoid", "hardtanh", "hardswish", "hardsigmoid", "softplus", "softsign", "tanhshrink",
               "logsigmoid", "softshrink", "hardshrink")
-_ACT_FUNCTIONS = {f: n for n in _ACT_NAMES for ns in (torch, F, torch.special)
+ACT_FUNCTIONS = {f: n for n in _ACT_NAMES for ns in (torch, F, torch.special)
                   for v in (n, n + "_") if callable(f := getattr(ns, v, None))}
-_ACT_METHODS = {v: n for n in ("relu", "tanh", "sigmoid") for v in (n, n + "_")}
-_ACT_MODULES = {getattr(nn, c): n for c, n in (
+ACT_METHODS = {v: n for n in ("relu", "tanh", "sigmoid") for v in (n, n + "_")}
+ACT_MODULES = {getattr(nn, c): n for c, n in (
     ("ReLU", "relu"), ("ReLU6", "relu6"), ("LeakyReLU", "leaky_relu"), ("RReLU", "rrelu"), ("ELU", "elu"),
     ("CELU", "celu"), ("SELU", "selu"), ("GELU", "gelu"), ("SiLU", "silu"), ("Mish", "mish"), ("Tanh", "tanh"),
     ("Sigmoid", "sigmoid"), ("Hardtanh", "hardtanh"), ("Hardswish", "hardswish"), ("Hardsigmoid", "hardsigmoid"),
     ("Softplus", "softplus"), ("Softsign", "softsign"), ("Tanhshrink", "tanhshrink"), ("LogSigmoid", "logsigmoid"),
     ("Softshrink", "softshrink"), ("Hardshrink", "hardshrink"))}
 # Tensor metadata: branching on these follows the example's shapes, not its data.
-_META_ATTRS = {"shape", "ndim", "dtype", "device", "is_nested", "is_cuda", "is_sparse", "is_quantized", "is_meta",
+META_ATTRS = {"shape", "ndim", "dtype", "device", "is_nested", "is_cuda", "is_sparse", "is_quantized", "is_meta",
                "layout", "requires_grad"}
-_META_FUNCTIONS = {getattr, len} | _functions((torch,), ("is_floating_point", "is_complex", "is_tensor", "numel",
+META_FUNCTIONS = {getattr, len} | _functions((torch,), ("is_floating_point", "is_complex", "is_tensor", "numel",
                                                           "is_same_size"))
-_META_METHODS = {"size", "dim", "ndimension", "numel", "nelement", "get_device", "is_floating_point", "is_complex",
+META_METHODS = {"size", "dim", "ndimension", "numel", "nelement", "get_device", "is_floating_point", "is_complex",
                  "is_contiguous", "element_size"}
-_SCALE_FUNCTIONS = {operator.mul, operator.truediv, torch.mul, torch.div}
-_SCALE_METHODS = {"mul", "mul_", "div", "div_", "__mul__", "__rmul__", "__truediv__"}
-_REGION_SCAN = 64  # nodes scanned past an activation's first op for the rest of it (x * sigmoid(x))
+SCALE_FUNCTIONS = {operator.mul, operator.truediv, torch.mul, torch.div}
+SCALE_METHODS = {"mul", "mul_", "div", "div_", "__mul__", "__rmul__", "__truediv__"}
+REGION_SCAN = 64  # nodes scanned past an activation's first op for the rest of it (x * sigmoid(x))
 
 
 @dataclass(frozen=True)
@@ -173,11 +173,11 @@ class _OutOfPlace:
         return f"<out-of-place {self.module!r}>"
 
 
-def _out_of_place(m: nn.Module) -> Callable[[Tensor], Tensor]:
+def out_of_place(m: nn.Module) -> Callable[[Tensor], Tensor]:
     return _OutOfPlace(m) if getattr(m, "inplace", False) else m
 
 
-def _function_name(f: Any) -> str:
+def function_name(f: Any) -> str:
     name = getattr(f, "__name__", repr(f))
     for prefix, ns in (("torch.", torch), ("torch.nn.functional.", F), ("", operator)):
         if getattr(ns, name, None) is f:
@@ -185,7 +185,7 @@ def _function_name(f: Any) -> str:
     return name
 
 
-def _recurrent_info(name: str, m: nn.Module, is_output: bool, **kw) -> LayerInfo:
+def recurrent_info(name: str, m: nn.Module, is_output: bool, **kw) -> LayerInfo:
     """Recurrent layers are opaque: their activation is the built-in cell nonlinearity (gates: sigmoid)."""
     relu = getattr(m, "nonlinearity", "tanh") == "relu"
     return LayerInfo(name, m, type(m).__name__, torch.relu if relu else torch.tanh, "relu" if relu else "tanh",

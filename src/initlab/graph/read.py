@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from initlab.graph.fx_reader import _BadExample, _read_fx, _Untraceable
-from initlab.graph.hooks_reader import _read_hooks
+from initlab.graph.fx_reader import BadExample, Untraceable, read_fx
+from initlab.graph.hooks_reader import read_hooks
 from initlab.graph.ops import ModelGraph
 
 
@@ -36,15 +36,15 @@ def read_graph(model: nn.Module, example: Any) -> ModelGraph:
     cuda = sorted({t.device.index or 0 for t in leaves if isinstance(t, Tensor) and t.device.type == "cuda"})
     with preserved(model, cuda):
         try:
-            return _read_fx(model, args, kwargs)
-        except _BadExample:
+            return read_fx(model, args, kwargs)
+        except BadExample:
             raise
-        except _Untraceable as e:
+        except Untraceable as e:
             reason = str(e)
         except Exception as e:  # anything fx cannot follow: read the call order instead
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     with preserved(model, cuda):
-        return _read_hooks(model, args, kwargs, reason)
+        return read_hooks(model, args, kwargs, reason)
 
 
 def split_example(example: Any) -> tuple[tuple, dict]:

@@ -19,7 +19,7 @@ from torch import nn
 from initlab.models.external import external_factory, is_external_spec
 from initlab.models.mlp import mlp
 from initlab.models.user import call_factory, load_factory, pick_logits
-from initlab.models.zoo import CNN, ResMLP, ResNet, Transformer, _int, check_in_shape
+from initlab.models.zoo import CNN, ResMLP, ResNet, Transformer, check_in_shape, int_param
 from initlab.schemes.specs import SchemeSpec, parse_scheme
 
 ModelSource = str | Callable[..., nn.Module]
@@ -167,8 +167,8 @@ def depth_param(model: str | ModelSpec) -> str:
 
 
 def _mlp(in_shape, num_classes, *, depth: int = 1, width: int = 128, activation: str = "relu") -> nn.Module:
-    depth = _int("depth", depth, 0, 10_000)
-    width = _int("width", width, 1, 1 << 20)
+    depth = int_param("depth", depth, 0, 10_000)
+    width = int_param("width", width, 1, 1 << 20)
     shape = check_in_shape(in_shape, image=False)
     net = mlp(math.prod(shape), (width,) * depth, num_classes, activation)
     net.input_shape = (math.prod(shape),)

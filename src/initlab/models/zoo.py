@@ -69,7 +69,8 @@ def _scalar_targets(module: Scalar, slots) -> list[Target]:
 # ----------------------------------------------------------------------------- checks
 
 
-def _int(name: str, value, lo: int, hi: int) -> int:
+def int_param(name: str, value, lo: int, hi: int) -> int:
+    """``value`` if it is an int (never a bool) in [lo, hi]; a one-line ValueError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"{name} must be an integer from {lo} to {hi}, got {value!r}")
     return value
@@ -136,17 +137,17 @@ class CNN(nn.Sequential):
                  kernel: int = 3, activation: str = "relu", norm: str = "none", pool: str = "max",
                  pools: int = 2, bias: bool = True):
         in_shape = check_in_shape(in_shape, image=True)
-        depth = _int("depth", depth, 1, MAX_LAYERS)
-        channels = _int("channels", channels, 1, MAX_CHANNELS)
-        kernel = _int("kernel", kernel, 1, 31)
+        depth = int_param("depth", depth, 1, MAX_LAYERS)
+        channels = int_param("channels", channels, 1, MAX_CHANNELS)
+        kernel = int_param("kernel", kernel, 1, 31)
         if kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (padding k//2 keeps the size), got {kernel}")
-        num_classes = _int("num_classes", num_classes, 1, 1 << 20)
+        num_classes = int_param("num_classes", num_classes, 1, 1 << 20)
         check_activation(activation)
         norm = _choice("norm", norm, ("none", "batch"))
         _choice("pool", pool, POOLS)
         max_pools = int(math.log2(min(in_shape[1:])))
-        pools = _int("pools", pools, 0, max_pools)
+        pools = int_param("pools", pools, 0, max_pools)
         _bool("bias", bias)
         # pool early (after conv1, conv2, ...): later layers run at the reduced size, which is what
         # keeps a deep stack affordable on a CPU (28×28 → 7×7 after two)
@@ -243,10 +244,10 @@ class ResMLP(_Residual):
                  activation: str = "relu", norm: str = "none", gate: bool = False, fixup: bool = False):
         super().__init__()
         in_shape = check_in_shape(in_shape, image=False)
-        blocks = _int("blocks", blocks, 1, MAX_LAYERS)
-        width = _int("width", width, 1, 1 << 20)
-        m = _int("m", m, 1, 64)
-        num_classes = _int("num_classes", num_classes, 1, 1 << 20)
+        blocks = int_param("blocks", blocks, 1, MAX_LAYERS)
+        width = int_param("width", width, 1, 1 << 20)
+        m = int_param("m", m, 1, 64)
+        num_classes = int_param("num_classes", num_classes, 1, 1 << 20)
         check_activation(activation)
         norm = _choice("norm", norm, NORMS)
         _bool("gate", gate), _bool("fixup", fixup)
@@ -277,13 +278,13 @@ class ResNet(_Residual):
                  fixup: bool = False):
         super().__init__()
         in_shape = check_in_shape(in_shape, image=True)
-        blocks = _int("blocks", blocks, 1, MAX_LAYERS)
-        width = _int("width", width, 1, MAX_CHANNELS)
-        m = _int("m", m, 1, 64)
-        kernel = _int("kernel", kernel, 1, 31)
+        blocks = int_param("blocks", blocks, 1, MAX_LAYERS)
+        width = int_param("width", width, 1, MAX_CHANNELS)
+        m = int_param("m", m, 1, 64)
+        kernel = int_param("kernel", kernel, 1, 31)
         if kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (padding k//2 keeps the size), got {kernel}")
-        num_classes = _int("num_classes", num_classes, 1, 1 << 20)
+        num_classes = int_param("num_classes", num_classes, 1, 1 << 20)
         check_activation(activation)
         norm = _choice("norm", norm, NORMS)
         _bool("gate", gate), _bool("fixup", fixup)
@@ -365,15 +366,15 @@ class Transformer(nn.Module):
         super().__init__()
         in_shape = check_in_shape(in_shape, image=True)
         c, h, w = in_shape
-        depth = _int("depth", depth, 1, MAX_LAYERS)
-        width = _int("width", width, 1, 1 << 16)
-        heads = _int("heads", heads, 1, width)
+        depth = int_param("depth", depth, 1, MAX_LAYERS)
+        width = int_param("width", width, 1, 1 << 16)
+        heads = int_param("heads", heads, 1, width)
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
-        patch = _int("patch", patch, 0, min(h, w))
+        patch = int_param("patch", patch, 0, min(h, w))
         if patch and (h % patch or w % patch):
             raise ValueError(f"patch ({patch}) must divide the image size {h}×{w}; or patch=0 for rows")
-        num_classes = _int("num_classes", num_classes, 1, 1 << 20)
+        num_classes = int_param("num_classes", num_classes, 1, 1 << 20)
         check_activation(activation)
         self.input_shape, self.patch = in_shape, patch
         tokens, token_dim = (h, c * w) if patch == 0 else ((h // patch) * (w // patch), c * patch * patch)

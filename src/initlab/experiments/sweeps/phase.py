@@ -167,3 +167,17 @@ def plot_phase(runs: pd.DataFrame, path: str | Path, *, title: str = "", thresho
                  diverged_value=0.1, vmin=0.0, vmax=1.0, overlay=overlay, annotate=True, cmap="magma",
                  xlabel="σ_w² (weights N(0, σ_w²/fan_in))", ylabel="depth (hidden layers)")
     return table
+
+
+def write_phase(spec: SweepSpec, runs: pd.DataFrame, out: str | Path) -> PhaseTable:
+    """:func:`plot_phase` of the finished ``runs`` of the phase sweep ``spec`` into ``out`` (its folder made),
+    titled with the network, data and SGD steps; a file that cannot be written is a one-line ValueError."""
+    first = spec.runs()[0]
+    steps = first["epochs"] * -(-KNOWN_SIZES[first["dataset"]][0] // first["batch_size"])
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        return plot_phase(runs, out, title=f"tanh MLP, width {first['width']}, {first['dataset']}: final training "
+                                           f"accuracy after {steps} SGD steps (lr {first['lr']:g}, batch "
+                                           f"{first['batch_size']})")
+    except OSError as e:
+        raise ValueError(f"cannot write '{out}': {e.strerror or e}") from None

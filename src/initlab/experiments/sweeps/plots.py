@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initlab.experiments.sweeps.runstore import open_store
 from initlab.experiments.sweeps.select import best_lr, context_columns, lr_table
 from initlab.plots.compare import STYLES, plt, save_figure
 from initlab.schemes import parse_scheme
@@ -152,3 +153,33 @@ def plot_lr_sensitivity(runs: pd.DataFrame, path: str | Path, *, metric: str = "
     fig.suptitle((title + "\n" if title else "") + f"line: mean over {seeds} seed{'s' if seeds > 1 else ''}, band: "
                  "min–max; ★ lr chosen on validation; x: diverged runs (count as 0)", fontsize=9)
     return save_figure(fig, Path(path))
+
+
+AGGREGATES = ("mean", "median", "min", "max")
+
+
+def store_heatmap(store: str | Path, x: str, y: str, metric: str, out: str | Path, *, agg: str = "mean",
+                  sweep: str | None = None) -> pd.DataFrame:
+    """:func:`plot_heatmap` of a sweep in the run ``store`` (default: the latest sweep), titled with its name;
+    returns the table drawn. A file that cannot be written is a one-line ValueError."""
+    if agg not in AGGREGATES:
+        raise ValueError(f"unknown --agg {agg!r}; choose from: {', '.join(AGGREGATES)}")
+    try:
+        st = open_store(store)
+        sw = st.find_sweep(sweep)
+        return plot_heatmap(st.runs(sw["id"]), x, y, metric, out, agg=agg, title=f"{sw['name']}: {metric} ({agg})")
+    except OSError as e:
+        raise ValueError(f"cannot write '{out}': {e.strerror or e}") from None
+
+
+def best_lr_runs(store: str | Path, sweep: str | None = None) -> tuple[dict, pd.DataFrame]:
+    """A sweep in ``store`` (default: the latest) and its runs, for choosing each init's best lr: the sweep
+    must vary lr and have validation metrics."""
+    st = open_store(store)
+    sw = st.find_sweep(sweep)
+    runs = st.runs(sw["id"])
+    if runs.empty or runs["lr"].nunique() < 2:
+        raise ValueError(f"sweep {sw['name']!r} has one lr; a best lr needs an lr axis")
+    if runs["final_val_acc"].isna().all():
+        raise ValueError(f"sweep {sw['name']!r} has no validation metrics (val_fraction = 0, or no run finished)")
+    return sw, runs

@@ -92,6 +92,19 @@ def record_compare(result, store: str | Path) -> dict:
     return counts
 
 
+def record_results(results, store: str | Path) -> dict:
+    """:func:`record_compare` for each of ``results`` (a comparison, or a depth sweep's comparisons), counts summed;
+    a store that cannot take them is a one-line ValueError naming it."""
+    total = {"recorded": 0, "kept": 0, "unfinished": 0}
+    try:
+        for result in results:
+            for k, n in record_compare(result, store).items():
+                total[k] += n
+    except (ValueError, OSError) as e:
+        raise ValueError(f"recording into the run store '{store}' failed: {e}") from None
+    return total
+
+
 def _num(v):
     try:
         f = float(v)

@@ -26,6 +26,7 @@ and are claimed again.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -38,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from initlab import store as files
+from initlab.schemes import split_top_level
 
 SCHEMA_VERSION = 1
 STATUSES = ("queued", "running", "done", "diverged", "failed", "interrupted")
@@ -465,3 +469,54 @@ class RunStore:
             "SELECT w.name FROM sweep_runs s JOIN sweeps w ON w.id = s.sweep_id WHERE s.run_id = ?", (run_id,))]
         out["epochs"] = self.epochs(run_ids=[run_id])
         return out
+
+
+# ----------------------------------------------------------------------------- reading commands
+
+
+def open_store(path: str | Path) -> RunStore:
+    """The run store at ``path``, which must exist: the commands that read a store never create one."""
+    if not Path(path).exists():
+        raise ValueError(f"no run store at '{path}'; run `initlab sweep` first or pass --store")
+    return RunStore(path)
+
+
+def select_runs(st: RunStore, sweep: str | None = None, status: str | None = None) -> tuple[dict | None, pd.DataFrame]:
+    """The runs of ``sweep`` (name, id or hash; None: every run in the store) whose status is in ``status``
+    (comma-separated, e.g. ``"failed,interrupted"``; None: any), with the sweep found (or None)."""
+    sw = st.find_sweep(sweep) if sweep is not None else None
+    statuses = None if status is None else split_top_level(status, what="--status")
+    if statuses:
+        bad = [s for s in statuses if s not in STATUSES]
+        if bad:
+            raise ValueError(f"unknown status {bad[0]!r}; choose from: {', '.join(STATUSES)}")
+    return sw, st.runs(sw["id"] if sw else None, statuses)
+
+
+def export_runs(path: str | Path, out: Path, *, sweep: str | None = None, epochs: bool = False) -> int:
+    """Write the runs of ``sweep`` (default: every run) with their parameters as columns to ``out`` (.csv, or
+    .parquet with pyarrow); ``epochs``: one row per run per epoch instead. Returns the number of rows."""
+    try:
+        st = open_store(path)
+        sw = st.find_sweep(sweep) if sweep is not None else None
+        frame = st.runs(sw["id"] if sw else None)
+        if epochs and len(frame):
+            ep = st.epochs(sw["id"] if sw else None)
+            frame = frame.drop(columns=[c for c in frame.columns if c.startswith("final_")]).merge(
+                ep.drop(columns=["hash"]), on="id")
+        suffix = out.suffix.lower()
+        if suffix == ".parquet":
+            try:
+                import pyarrow  # noqa: F401  (optional: Parquet only)
+            except ImportError:
+                raise ValueError("Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
+            buf = io.BytesIO()
+            frame.to_parquet(buf, index=False)
+            files.atomic_write_bytes(out, buf.getvalue())
+        elif suffix == ".csv":
+            files.atomic_write_csv(out, frame)
+        else:
+            raise ValueError(f"unknown export format {out.suffix or '(none)'!r}; choose from: .csv, .parquet")
+    except OSError as e:
+        raise ValueError(f"cannot write '{out}': {e.strerror or e}") from None
+    return len(frame)
