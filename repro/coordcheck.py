@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from initlab.schemes.mup import best_lrs, lr_transfer
+from initlab.analysis.coordcheck import best_lrs, lr_transfer
 
 
 def plot(sweep, path):

@@ -146,3 +146,30 @@ def test_the_maths_core_imports_nothing_else_of_initlab():
 def test_the_circle_scan_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
+
+
+# docs/architecture.md's layers, lowest first; a module may import its own layer and those below it
+LAYERS = (
+    ("core",),
+    ("version", "data", "store"),
+    ("graph",),
+    ("schemes",),
+    ("models",),
+    ("training",),
+    ("analysis", "plots"),
+    ("experiments",),
+    ("claims", "trackers"),
+    ("report",),
+    ("cli",),
+    ("",),  # initlab/__init__.py, the public API
+)
+
+
+def layer_of(module: str) -> int:
+    part = module.split(".")[1] if module.count(".") else ""
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def test_imports_flow_down_the_layers():
+    upward = {f"{n} -> {m}" for n, deps in import_graph().items() for m in deps if layer_of(m) > layer_of(n)}
+    assert upward == set()

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from initlab.cli import app
 from initlab.data import load_dataset
 from initlab.models import make_model
-from initlab.schemes.mup import coord_check, growth, mup_parametrize, output_layer, restore_attention
+from initlab.analysis.coordcheck import coord_check, growth, output_layer
+from initlab.training.mup import mup_parametrize, restore_attention
 
 torch.set_num_threads(1)
 DIGITS = (1, 8, 8)

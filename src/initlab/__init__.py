@@ -33,7 +33,7 @@ from initlab.schemes import (
     variance_scaling_,
 )
 from initlab.schemes.materialize import materialize
-from initlab.schemes.mup import MuPPlan, mup_parametrize
+from initlab.training.mup import MuPPlan, mup_parametrize
 from initlab.schemes.sharded import initialize_sharded
 from initlab.graph import ModelGraph, read_graph
 from initlab.models import ACTIVATIONS, ModelSpec, list_models, make_model, mlp, register_model, residual_info
@@ -46,7 +46,7 @@ from initlab.analysis.jacobian import JacobianSpectrum, jacobian_spectrum
 from initlab.experiments.compare import CompareResult, CompareSpec, compare, run_compare
 from initlab.experiments.depth import DepthSweepResult, depth_sweep
 from initlab.experiments.sweeps import RunStore, SweepSpec, load_spec, run_sweep
-from initlab.schemes.mup import coord_check
+from initlab.analysis.coordcheck import coord_check
 from initlab.report import inline as _inline  # noqa: F401  (results render as their report pages in Jupyter)
 
 probe_model = probe  # the name the README used before ``initlab.probe`` was the function itself

@@ -21,7 +21,7 @@ from initlab.experiments.compare import CompareSpec, run_compare
 from initlab.models import make_model
 from initlab.schemes import initialize
 from initlab.schemes.lsuv import lsuv_
-from initlab.schemes.mup import coord_check, growth, output_layer
+from initlab.analysis.coordcheck import coord_check, growth, output_layer
 from initlab.training.loop import TrainConfig
 
 # LSUV's own criterion: an output std within tol of the target (the paper's Algorithm 1, tol 0.1).

@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.text import Text
 
-from initlab import __version__
+from initlab.version import __version__
 from initlab.cli import audit, catalog, claims, compare, coordcheck, depth, probe, report, sweep
 from initlab.cli.common import EXIT_SIGINT, EXIT_SIGTERM, Terminated, err_console, handled, on_sigterm, one_line
 from initlab.training.memory import keep_freed_memory

@@ -7,7 +7,7 @@ from typer import Option
 from initlab.cli.common import Dataset, Overwrite, Threads, call, out_option, say, show
 from initlab.experiments.options import coordcheck_args
 from initlab.report.tables import coord_growth
-from initlab.schemes.mup import output_layer, run_coord_check
+from initlab.analysis.coordcheck import output_layer, run_coord_check
 
 
 def coordcheck(

@@ -26,7 +26,7 @@ from initlab.experiments.sweeps.run import BACKENDS
 from initlab.experiments.sweeps.spec import SweepSpec, expand_range, load_spec, spec_from_options
 from initlab.models import MAX_DEPTH, MAX_WIDTH, depth_param, is_factory_spec, parse_hidden, parse_model
 from initlab.schemes import split_top_level
-from initlab.schemes.mup import check_coord_args
+from initlab.analysis.coordcheck import check_coord_args
 from initlab.store import check_out_dir
 from initlab.training.loop import TrainConfig, resolve_device
 
@@ -252,7 +252,7 @@ def coordcheck_args(*, model: str, widths: str, base_width: int | None, steps: i
                     optimizer: str, batch_size: int, dataset: str = "digits", threads: int = 1, out: str,
                     overwrite: bool = False) -> dict:
     """``initlab coordcheck``'s options, checked (``out`` too), as keyword arguments of
-    :func:`~initlab.schemes.mup.run_coord_check` with the ``dataset`` loaded (as ``data``), before anything is
+    :func:`~initlab.analysis.coordcheck.run_coord_check` with the ``dataset`` loaded (as ``data``), before anything is
     written; ``readout_zero`` is not among them."""
     check_threads(threads)
     ws = []
