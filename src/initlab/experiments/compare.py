@@ -156,6 +156,13 @@ class CompareSpec:
             object.__setattr__(self, name, int(getattr(self, name)))
 
     @property
+    def schemes(self) -> dict[str, SchemeSpec]:
+        """Each init label (as written: "he" and "kaiming_uniform" are different labels) → its parsed spec;
+        "none" (the model's own init) is ``SchemeSpec("none")``. The labels were checked when the spec was
+        made; this only reads them back (not cached: a spec stays picklable for Ray and worker processes)."""
+        return {text: parse_scheme(text) for text in self.inits}
+
+    @property
     def run_seeds(self) -> range:
         return range(self.first_seed, self.first_seed + self.seeds)
 
@@ -163,7 +170,7 @@ class CompareSpec:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["train"] = dataclasses.asdict(self.train)
         d["model"] = model_text(self.model)
-        d["schemes"] = {text: parse_scheme(text).to_dict() for text in self.inits}
+        d["schemes"] = {text: scheme.to_dict() for text, scheme in self.schemes.items()}
         return d
 
     @property
@@ -328,8 +335,7 @@ def prepare_data(spec: CompareSpec, data: Dataset) -> Dataset:
     else:
         shaped = data.shaped(input_shape_of(model, data.image_shape))
         check_output(model, shaped.x_train[:8], data.num_classes, what=f"model {model_text(spec.model)}")
-    for text in spec.inits:
-        scheme = parse_scheme(text)
+    for text, scheme in spec.schemes.items():
         if scheme.name == "none":
             continue
         extra = {"example": shaped.x_train[:16].cpu()} if _needs_example(scheme) else {}
@@ -898,7 +904,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
             book.write(steps=True, probe=True)
     except OSError as e:
         raise store.write_error(e) from None
-    schemes = {text: parse_scheme(text) for text in spec.inits}
+    schemes = spec.schemes
     reporter.start(spec, len(book.runs))
     for run in book:
         if run.finished:
