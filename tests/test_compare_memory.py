@@ -150,8 +150,11 @@ def test_steps_for_plot_is_the_plot_of_the_whole_frame(tmp_path, monkeypatch):
         want = sub[finite].groupby("step")["train_loss"].mean()
         have = got[np.isfinite(got["train_loss"])].groupby("step")["train_loss"].mean()
         np.testing.assert_allclose(have.to_numpy(), want.to_numpy(), rtol=1e-12)
-        bad = lambda f: f[~np.isfinite(f["train_loss"])].groupby("seed")["step"].min().to_dict()  # noqa: E731
-        assert bad(got) == bad(sub)
+        assert _first_bad(got) == _first_bad(sub)
+
+
+def _first_bad(frame):
+    return frame[~np.isfinite(frame["train_loss"])].groupby("seed")["step"].min().to_dict()
 
 
 def test_result_fields_keep_their_dataclass_form():

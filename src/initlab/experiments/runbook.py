@@ -194,26 +194,27 @@ class RunLog:
         lines of other runs (unfinished, or cut short by ``kill -9``) are left behind by the next rewrite."""
         self.ranges, self.fresh, self.end, self.last = {}, {}, None, -1
         try:
-            f = open(self.path, "rb")
-        except OSError:
+            with open(self.path, "rb") as f:
+                self._scan(f, _key_texts(keep))
+        except FileNotFoundError:
             return
-        raw = _key_texts(keep)
-        with f:
-            header = f.readline()
-            if not header.endswith(b"\n"):
-                return
-            self.header = self.header or header.decode()
-            pos = len(header)
-            for line in f:
-                key = raw.get(_lead(line)) if line.endswith(b"\n") else None
-                if key is not None:
-                    spans = self.ranges.setdefault(key, [])
-                    if spans and spans[-1][0] + spans[-1][1] == pos:
-                        spans[-1] = (spans[-1][0], spans[-1][1] + len(line))
-                    else:
-                        spans.append((pos, len(line)))
-                    self.last = max(self.last, self.index[key])
-                pos += len(line)
+
+    def _scan(self, f, raw: dict[bytes, Key]) -> None:
+        header = f.readline()
+        if not header.endswith(b"\n"):
+            return
+        self.header = self.header or header.decode()
+        pos = len(header)
+        for line in f:
+            key = raw.get(_lead(line)) if line.endswith(b"\n") else None
+            if key is not None:
+                spans = self.ranges.setdefault(key, [])
+                if spans and spans[-1][0] + spans[-1][1] == pos:
+                    spans[-1] = (spans[-1][0], spans[-1][1] + len(line))
+                else:
+                    spans.append((pos, len(line)))
+                self.last = max(self.last, self.index[key])
+            pos += len(line)
 
 
 def _copy_range(src, dst, offset: int, length: int) -> int:
