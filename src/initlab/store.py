@@ -41,14 +41,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     Inside a result folder (one with a marker) the file's name is recorded in the marker first, so
     ``overwrite`` can later remove exactly what initlab wrote.
     """
+    atomic_write_stream(path, lambda f: f.write(data))
+
+
+def atomic_write_stream(path: Path, fill, *, keep_mode: bool = False) -> None:
+    """Write ``path`` atomically with what ``fill(binary file)`` writes, streamed: a temporary file in the
+    same folder, fsynced, then renamed over ``path``, so readers see the old file or the new one whole.
+
+    Recorded in the folder's marker like :func:`atomic_write_bytes`. ``keep_mode``: the new file keeps
+    ``path``'s permissions (a file rewritten in place) instead of the umask's.
+    """
     path = Path(path)
     if path.name != MARKER:
         _record(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, os.stat(path).st_mode & 0o777 if keep_mode else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +171,7 @@ class RunLog:
                         n = len(data)
                     pos += n
 
-        _replace_streaming(self.path, fill)
+        store.atomic_write_stream(self.path, fill, keep_mode=True)  # already in the marker
         self.ranges, self.fresh, self.end, self.last = ranges, fresh, end, last
 
     def commit(self, retired: set[Key]) -> None:
@@ -227,25 +226,6 @@ def _copy_range(src, dst, offset: int, length: int) -> int:
         dst.write(block)
         left -= len(block)
     return length
-
-
-def _replace_streaming(path: Path, fill) -> None:
-    """Replace ``path`` (already recorded in its folder's marker) by what ``fill(file)`` writes, so that
-    readers see the old file or the new one (as :func:`initlab.store.atomic_write_bytes`, streamed)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, os.stat(path).st_mode & 0o777)
-        with os.fdopen(fd, "wb") as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _key_texts(keys: Iterable[Key]) -> dict[bytes, Key]:
