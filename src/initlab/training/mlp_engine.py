@@ -162,6 +162,15 @@ def masks_needed(alive: torch.Tensor) -> bool:
     return alive.device.type != "cpu" or not bool(alive.all())
 
 
+def logsumexp_finite(logits: torch.Tensor) -> torch.Tensor:
+    """``torch.logsumexp(logits, 2, keepdim=True)`` without its guard for infinite maxima, same ops
+    otherwise: log(Σ exp(x − m)) + m with m = max. Equal bit for bit wherever the result is finite
+    (an infinite or NaN maximum makes it NaN here); the caller recomputes with ``torch.logsumexp``
+    when a loss is not finite."""
+    m = logits.amax(2, keepdim=True)
+    return torch.sub(logits, m).exp_().sum(2, keepdim=True).log_().add_(m)
+
+
 def _act_grad(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     if name == "tanh":
         return g * (1 - out * out)
@@ -339,6 +348,7 @@ class Population(BatchedPopulation):
         self.momentum = torch.tensor([c.momentum for c in configs], dtype=f32, device=dev)
         self.index = list(range(self.size))  # position -> model index (changes as models finish)
         self._finished: dict[int, list[torch.Tensor]] = {}  # params of models no longer in the population
+        self._cache: dict[str, torch.Tensor] = {}  # per-step constants of the current population (see _keep)
 
     # ------------------------------------------------------------------ parameters
 
@@ -370,6 +380,7 @@ class Population(BatchedPopulation):
         self.biases = [pick(b) for b in self.biases]
         self.lr, self.momentum = pick(self.lr), pick(self.momentum)
         self.index = [self.index[p] for p in positions]
+        self._cache.clear()
         return [[pick(t) for t in ts] for ts in state]
 
     # ------------------------------------------------------------------ math
@@ -406,21 +417,42 @@ class Population(BatchedPopulation):
                 _note_nonfinite(first_bad, h, 2 * i + 1)
 
     def _step(self, x, y, alive, step, state, losses_out):
-        """One optimizer step of every model; writes the step's losses (NaN once frozen) to ``losses_out``."""
+        """One optimizer step of every model; writes the step's losses (NaN once frozen) to ``losses_out``.
+
+        On a CPU the step asks (at no cost: no device queue) whether every model is alive and every
+        loss finite, and while they are — nearly always — it skips the work that only frozen or
+        diverging models need: the ``torch.where`` masks, logsumexp's guard against infinite maxima
+        (a finite loss implies finite maxima; on a non-finite loss the step recomputes with
+        ``torch.logsumexp`` itself), the per-step ``-lr`` of the live models. Each skipped op is
+        the identity on those values, so the numbers are the same bit for bit (tests/test_engine.py).
+        """
         inputs, pres, logits = self._forward(x)
         bsz = x.shape[1]
-        lse = torch.logsumexp(logits, dim=2, keepdim=True)  # (K, B, 1)
-        picked = logits.gather(2, y.unsqueeze(2))
+        cpu = alive.device.type == "cpu"
+        everyone = cpu and bool(alive.all())  # every model alive before this step (CPU only: no sync on a GPU)
+        y3 = y.unsqueeze(2)
+        picked = logits.gather(2, y3)
+        lse = logsumexp_finite(logits) if cpu else torch.logsumexp(logits, dim=2, keepdim=True)  # (K, B, 1)
         loss = (lse - picked).squeeze(2).mean(1)  # mean cross-entropy per model, (K,)
-        losses_out.copy_(torch.where(alive, loss, math.nan))
-        alive = alive & torch.isfinite(loss)
+        # all finite? (a sum is; one reduction instead of isfinite's four ops; a finite sum that
+        # overflows only sends the step down the exact, slower path below)
+        finite = cpu and math.isfinite(loss.sum().item())
+        if cpu and not finite:  # a model diverges at this step: logsumexp's own inf handling decides its loss
+            lse = torch.logsumexp(logits, dim=2, keepdim=True)
+            loss = (lse - picked).squeeze(2).mean(1)
+        if everyone:
+            losses_out.copy_(loss)
+        else:
+            losses_out.copy_(torch.where(alive, loss, math.nan))
+        if not (everyone and finite):
+            alive = alive & torch.isfinite(loss)
         live = alive.view(-1, 1, 1) if masks_needed(alive) else None
         # dL/dlogits of the mean cross-entropy: (softmax - onehot) / B; zeroed for frozen models
-        g = torch.exp(logits - lse)
-        g.scatter_add_(2, y.unsqueeze(2), torch.full_like(picked, -1.0))
-        g = _mask(live, g / bsz)
+        g = torch.sub(logits, lse).exp_()
+        g.scatter_add_(2, y3, self._minus_ones(picked))
+        g = _mask(live, g.div_(bsz))
         if not state and self.config.optimizer == "sgd":
-            self._sgd_fused(g, inputs, pres, live, alive)
+            self._sgd_fused(g, inputs, pres, live, alive, everyone and finite)
             return alive
         grads = []
         for i in range(len(self.weights) - 1, -1, -1):
@@ -435,15 +467,28 @@ class Population(BatchedPopulation):
         self._update(flat, alive, step, state)
         return alive
 
-    def _sgd_fused(self, g, inputs, pres, live, alive):
+    def _minus_ones(self, like: torch.Tensor) -> torch.Tensor:
+        """A (K, B, 1) tensor of -1 (the one-hot's subtraction), kept across steps of one shape."""
+        cached = self._cache.get("minus_ones")
+        if cached is None or cached.shape != like.shape or cached.device != like.device:
+            cached = self._cache["minus_ones"] = torch.full_like(like, -1.0)
+        return cached
+
+    def _sgd_fused(self, g, inputs, pres, live, alive, everyone=False):
         """Plain SGD with the update folded into the weight-gradient matmul: W += (-lr·g)ᵀ h.
 
         Scaling the small (K, B, out) output gradient by each model's -lr and accumulating with
         ``baddbmm_`` into W saves materializing dL/dW and a separate memory-bound pass over every
         weight (both as large as the weights). Each layer's input gradient g·W is taken before its
-        W changes. Frozen models have g = 0 and lr = 0, so their weights do not move.
+        W changes. Frozen models have g = 0 and lr = 0, so their weights do not move. ``everyone``:
+        every model is live (-lr as it is, kept until the population changes).
         """
-        neg_lr = torch.where(alive, -self.lr, 0.0).float().view(-1, 1, 1)
+        if everyone:
+            neg_lr = self._cache.get("neg_lr")
+            if neg_lr is None:
+                neg_lr = self._cache["neg_lr"] = (-self.lr).float().view(-1, 1, 1)
+        else:
+            neg_lr = torch.where(alive, -self.lr, 0.0).float().view(-1, 1, 1)
         for i in range(len(self.weights) - 1, -1, -1):
             h = inputs[i] if i == 0 else _mask(live, inputs[i])
             if i > 0:
