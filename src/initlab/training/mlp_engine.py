@@ -29,7 +29,8 @@ the module's ``fc3``/``act3``) or a test loss above the bound removes the model 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ from torch import nn
 
 from initlab.data import Dataset
 from initlab.models import ACTIVATIONS, activation_fn, mlp
+from initlab.training.workers import part_sizes, train_side_by_side
 from initlab.training.loop import (
     DATA_STREAM,
     RunResult,
@@ -194,6 +196,29 @@ def _note_nonfinite(first_bad: torch.Tensor, out: torch.Tensor, position: int) -
     first_bad.copy_(torch.where((first_bad < 0) & ~finite, position, first_bad))
 
 
+@dataclass(frozen=True)
+class EpochEnd:
+    """What one epoch of a population reports: its number, each model's per-step losses
+    ``(k, losses, step0)`` and each model's epoch row (``{k: row}``), both in model order; ``k``
+    indexes the population's models."""
+
+    epoch: int
+    steps: list[tuple[int, np.ndarray, int]]
+    rows: dict[int, dict]
+
+    def replay(self, population: BatchedPopulation, *, offset: int = 0, on_epoch: PopulationCallback | None = None,
+               on_steps: PopulationStepsCallback | None = None) -> None:
+        """Call ``on_steps`` for every model, then ``on_epoch`` for every model (with
+        ``get_module`` = ``population.module``), as :meth:`BatchedPopulation.train` does; indices
+        are shifted by ``offset`` (a part of a larger population)."""
+        if on_steps is not None:
+            for k, losses, step0 in self.steps:
+                on_steps(offset + k, losses, step0)
+        if on_epoch is not None:
+            for k, row in self.rows.items():
+                on_epoch(offset + k, row, lambda k=k: population.module(k))
+
+
 class BatchedPopulation:
     """The epoch loop both population engines share; subclasses say how to step and evaluate.
 
@@ -205,6 +230,11 @@ class BatchedPopulation:
     Data order, divergence (:func:`initlab.training.loop.close_epoch`, :func:`~initlab.training.loop.close_evaluation`)
     and callbacks are handled here once, exactly as ``train_model`` does them per run.
     """
+
+    # models of the whole population when this one is a part of it trained side by side
+    # (initlab.training.workers): an engine whose evaluation chunks depend on the number of models
+    # sizes them for the whole, so the parts' memory and chunks are the whole's; None: this population
+    eval_models: int | None = None
 
     @staticmethod
     def _configs(models: Sequence[nn.Module], configs: TrainConfig | Sequence[TrainConfig],
@@ -229,7 +259,27 @@ class BatchedPopulation:
         Each result equals what ``train_model`` returns for that model, seed and config. After each
         epoch ``on_epoch(k, row, get_module)`` is called for every model that ran it (in model
         order), then ``after_epoch(epoch)`` once; ``on_steps(k, losses, step0)`` gets each model's
-        per-step losses of the epoch just before its ``on_epoch``.
+        per-step losses of the epoch just before its ``on_epoch`` (all models' before the first).
+        """
+        run = self.epochs(data)
+        while True:
+            try:
+                end = next(run)
+            except StopIteration as stop:
+                return stop.value
+            end.replay(self, on_epoch=on_epoch, on_steps=on_steps)
+            if after_epoch is not None:
+                after_epoch(end.epoch)
+
+    @torch.no_grad()
+    def epochs(self, data: Dataset, cancel: threading.Event | None = None
+               ) -> Generator[EpochEnd, None, list[RunResult]]:
+        """:meth:`train` one epoch per ``next()``: each yields what that epoch reports (an
+        :class:`EpochEnd`: per-step losses and rows of the models that ran it); the generator
+        returns the ``RunResult`` list. Between two ``next()`` calls the population is idle, so
+        :meth:`module` may be called then (what ``get_module`` does). A driver may advance several
+        populations' generators in worker threads (:mod:`initlab.training.workers`). A set
+        ``cancel`` stops it before the next step (the generator then returns None).
         """
         if self._finished:
             raise ValueError(f"this population has already trained; build a new {type(self).__name__} to train again")
@@ -251,18 +301,19 @@ class BatchedPopulation:
             losses = torch.empty(kk, len(idx_batches), device=dev)
             alive = torch.ones(kk, dtype=torch.bool, device=dev)
             for i, idx in enumerate(idx_batches):
+                if cancel is not None and cancel.is_set():
+                    return None
                 idx = idx.T.reshape(-1)
                 xb = x_train.index_select(0, idx).view(kk, -1, *x_train.shape[1:])
                 yb = y_train.index_select(0, idx).view(kk, -1)
                 step += 1
                 alive = self._step(xb, yb, alive, step, state, losses[:, i])
             losses_np = losses.cpu().double().numpy()
-            rows, keep = {}, []
+            rows, keep, steps = {}, [], []
             for pos, k in enumerate(self.index):
                 chunks[k].append(losses_np[pos])
                 rows[k] = close_epoch(results[k], epoch, losses_np[pos], step0)
-                if on_steps is not None:
-                    on_steps(k, losses_np[pos], step0)
+                steps.append((k, losses_np[pos], step0))
                 if not results[k].diverged:
                     keep.append(pos)
             if len(keep) < len(self.index):
@@ -276,13 +327,10 @@ class BatchedPopulation:
                     state = self._keep(keep, state)
             for k in sorted(rows):
                 results[k].epochs.append(rows[k])
-                if on_epoch is not None:
-                    on_epoch(k, rows[k], lambda k=k: self.module(k))
+            yield EpochEnd(epoch, steps, {k: rows[k] for k in sorted(rows)})
             step0 += len(idx_batches)
             if epoch == cfg.epochs:
                 self._keep([], [])
-            if after_epoch is not None:
-                after_epoch(epoch)
         for k, res in enumerate(results):
             res.step_losses = np.concatenate(chunks[k]) if chunks[k] else np.zeros(0)
         return results
@@ -565,7 +613,7 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
                      seeds: Sequence[int], *, on_epoch: PopulationCallback | None = None,
                      after_epoch: Callable[[int], None] | None = None, max_models: int | None = None,
                      memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                     on_steps: PopulationStepsCallback | None = None) -> list[RunResult]:
+                     on_steps: PopulationStepsCallback | None = None, workers: int = 1) -> list[RunResult]:
     """Train many ``mlp`` models batched; return per model what ``train_model`` returns.
 
     Models are grouped by layout and by everything in their config except ``lr`` and ``momentum``;
@@ -580,6 +628,8 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
         seeds: run seed per model (its data order).
         max_models: largest group trained at once.
         memory_budget: bytes per group, used when ``max_models`` is None.
+        workers: train each group as this many parts side by side, one worker thread each with one
+            intra-op thread (:mod:`initlab.training.workers`); the same results.
     """
     configs = population_configs(models, configs, seeds, max_models)
     groups: dict[tuple, list[int]] = {}
@@ -590,7 +640,7 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
         return max_models or default_max_models(key[0], configs[members[0]], data.x_train.shape[0], memory_budget)
 
     return train_in_groups(Population, groups, models, configs, seeds, data, cap,
-                           on_epoch=on_epoch, after_epoch=after_epoch, on_steps=on_steps)
+                           on_epoch=on_epoch, after_epoch=after_epoch, on_steps=on_steps, workers=workers)
 
 
 def population_configs(models: Sequence[nn.Module], configs: TrainConfig | Sequence[TrainConfig],
@@ -608,18 +658,41 @@ def train_in_groups(population: Callable[..., BatchedPopulation], groups: dict[t
                     models: Sequence[nn.Module], configs: Sequence[TrainConfig], seeds: Sequence[int], data: Dataset,
                     cap: Callable[[tuple, list[int]], int], *, on_epoch: PopulationCallback | None = None,
                     after_epoch: Callable[[int], None] | None = None,
-                    on_steps: PopulationStepsCallback | None = None) -> list[RunResult]:
+                    on_steps: PopulationStepsCallback | None = None, workers: int = 1) -> list[RunResult]:
     """Train each group (key -> model indices) in consecutive parts of at most ``cap(key, members)``
-    models, one ``population(models, configs, seeds, device)`` per part; callbacks get indices into ``models``."""
+    models, one ``population(models, configs, seeds, device)`` per part; callbacks get indices into ``models``.
+
+    ``workers`` > 1: each part is cut into that many contiguous populations (fewer if it has fewer
+    models), trained side by side by worker threads with one intra-op thread each
+    (:func:`initlab.training.workers.train_side_by_side`): same results, same callback order.
+    """
+    workers = check_workers(workers)
     results: list[RunResult | None] = [None] * len(models)
     device = data.x_train.device
     for key, members in groups.items():
         size = cap(key, members)
         for start in range(0, len(members), size):
             part = members[start:start + size]
-            pop = population([models[k] for k in part], [configs[k] for k in part], [seeds[k] for k in part], device)
             cb = None if on_epoch is None else (lambda j, row, get, part=part: on_epoch(part[j], row, get))
             sb = None if on_steps is None else (lambda j, losses, step0, part=part: on_steps(part[j], losses, step0))
-            for j, res in enumerate(pop.train(data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)):
+            pops, at = [], 0
+            for n in part_sizes(len(part), workers):
+                sub = part[at:at + n]
+                pops.append(population([models[k] for k in sub], [configs[k] for k in sub], [seeds[k] for k in sub],
+                                       device))
+                pops[-1].eval_models = len(part) if workers > 1 else None
+                at += n
+            if len(pops) == 1:
+                trained = pops[0].train(data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)
+            else:
+                trained = train_side_by_side(pops, data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)
+            for j, res in enumerate(trained):
                 results[part[j]] = res
     return results
+
+
+def check_workers(workers) -> int:
+    """``workers`` as a positive int, or a one-line ValueError."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
+        raise ValueError(f"workers must be a positive integer (1: one population, no worker threads), got {workers!r}")
+    return int(workers)
