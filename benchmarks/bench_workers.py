@@ -28,7 +28,7 @@ import torch
 
 from initlab.data import load_dataset
 from initlab.experiments.compare import CompareSpec, new_model, prepare_data
-from initlab.training.choice import choose, engine_candidates
+from initlab.training.choice import choose, engine_candidates, intra_op_threads
 from initlab.training.func_engine import train_func_population
 from initlab.training.loop import TrainConfig
 from initlab.training.memory import keep_freed_memory
@@ -94,18 +94,23 @@ def main() -> None:
         del cands, c
         if args.epochs:
             train = train_population if kind == "mlp" else train_func_population
-            times: dict[int, list[float]] = {1: [], args.workers: []}
+            setups = {"torch threads": (1, None), **({"1 thread": (1, 1)} if len(threads) > 1 else {}),
+                      f"{args.workers} workers": (args.workers, None)}
+            times: dict[str, list[float]] = {label: [] for label in setups}
             for _ in range(max(1, args.rounds - 1)):
-                for w in times:
+                for label, (w, t) in setups.items():
                     fresh = [copy.deepcopy(model) for _ in range(k)]
                     sync(device)
                     t0 = time.perf_counter()
-                    train(fresh, data, spec.train, list(range(k)), max_models=k, workers=w)
+                    with intra_op_threads(t):
+                        train(fresh, data, spec.train, list(range(k)), max_models=k, workers=w)
                     sync(device)
-                    times[w].append(time.perf_counter() - t0)
-            b1, bw = min(times[1]), min(times[args.workers])
-            print(f"{'':12s} end to end, {args.epochs} epoch(s), best of {len(times[1])}: workers=1 {b1:.2f} s, "
-                  f"workers={args.workers} {bw:.2f} s ({b1 / bw:.2f}x)", flush=True)
+                    times[label].append(time.perf_counter() - t0)
+            best = {label: min(v) for label, v in times.items()}
+            one = min(v for label, v in best.items() if not label.endswith("workers"))
+            print(f"{'':12s} end to end, {args.epochs} epoch(s), best of {len(times[label])}: "
+                  + ", ".join(f"{label} {v:.2f} s" for label, v in best.items())
+                  + f"; split / best one-process {one / best[f'{args.workers} workers']:.2f}x", flush=True)
     print(f"\n{machine_info(device)}")
 
 

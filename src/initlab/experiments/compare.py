@@ -559,7 +559,8 @@ def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str
     return ("func", None) if why is None else ("single", why)
 
 
-def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: int, runs: int) -> EngineChoice:
+def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: int, runs: int, *,
+                  workers: bool = False) -> EngineChoice:
     """The engine that trains ``runs`` runs of ``spec`` in groups of ``group_size``, and why.
 
     ``engine="single"`` or ``"batched"`` is forced (the batched engine :func:`choose_engine` names, or
@@ -575,7 +576,10 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
     engines and thread counts give the same numbers up to float32 summation order, so the choice
     changes the time, not the results beyond that. With fewer than
     :data:`MEASURE_MIN_MODEL_STEPS` optimizer steps in all, auto does not measure and takes the
-    batched engine.
+    batched engine. ``workers``: the caller can train a group in parts side by side
+    (``EngineChoice.workers``, :mod:`initlab.training.workers`); on such a CPU the batched engines
+    are then also timed split across as many worker threads of one intra-op thread as torch has
+    intra-op threads (``mlp/2w``).
     """
     kind, why = choose_engine(spec, data, pb)
     if spec.engine == "single":
@@ -598,7 +602,8 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
         model = new_model(spec, data, spec.first_seed).to(device)
         k = max(1, min(group_size, runs, MEASURE_MAX_MODELS))
         models = [model] + [copy.deepcopy(model) for _ in range(k - 1)]
-        choice = choose(engine_candidates(kinds, models, data, spec.train, threads), work=total,
+        split = (torch.get_num_threads(),) if workers and len(threads) > 1 and k > 1 else ()
+        choice = choose(engine_candidates(kinds, models, data, spec.train, threads, split), work=total,
                         min_work_seconds=MEASURE_MIN_SECONDS, budget=MEASURE_BUDGET)
     conv = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
     del models, model
@@ -631,9 +636,10 @@ CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
                 torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
 
 
-def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, kind="mlp"):
+def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, kind="mlp", workers=1):
     """Groups of ``group_size`` runs, each group one :func:`initlab.training.mlp_engine.train_population`
-    (``kind`` "mlp") or :func:`initlab.training.func_engine.train_func_population` ("func").
+    (``kind`` "mlp") or :func:`initlab.training.func_engine.train_func_population` ("func"), in
+    ``workers`` parts side by side (``EngineChoice.workers``; the same results).
 
     Only one group's models exist at a time. metrics.csv/runs.csv are rewritten after every epoch,
     before the reporter hears of it, so an interrupt keeps every reported epoch; per-step losses
@@ -672,7 +678,7 @@ def _train_batched(spec, data, schemes, device, book, reporter, pb, group_size, 
             queue.clear()
 
         results = train_population(models, data, spec.train, [r.seed for r in runs], on_epoch=on_epoch,
-                                   after_epoch=after_epoch, max_models=len(models),
+                                   after_epoch=after_epoch, max_models=len(models), workers=workers,
                                    on_steps=lambda k, losses, step0: book.append_steps(runs[k], losses, step0))
         del models
         for run, res in zip(runs, results):

@@ -48,6 +48,10 @@ from initlab.training.mlp_engine import Population
 from initlab.training.workers import Workers, part_sizes
 
 KINDS = ("mlp", "func", "single")  # the hand-written MLP engine, the torch.func engine, train_model per run
+# a timed call of a split candidate (mlp/2w) gives each worker this many seconds of steps (at most
+# SPLIT_MAX_STEPS), estimated from one step before the warm-up
+SPLIT_CALL_SECONDS = 0.02
+SPLIT_MAX_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
                         c.sync()
                 if warmup:
                     elapsed = clock() - t0
-                    warm[c.name] = c.models / elapsed if elapsed > 0 else math.inf
+                    warm[c.name] = models_per_call(c, fn) / elapsed if elapsed > 0 else math.inf
             steps[c.name] = fn
         except Exception as e:  # noqa: BLE001 - a candidate that cannot run is left out, with its reason
             failed[c.name] = _first_line(e)
@@ -235,6 +239,12 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
                         tuple(failed.items()), chosen.threads, chosen.workers)
 
 
+def models_per_call(c: Candidate, step: Callable[[], None]) -> int:
+    """Model-steps one call of ``step`` takes: its ``models_per_call`` attribute if it has one (a step
+    function that takes several optimizer steps per call), else ``c.models``."""
+    return getattr(step, "models_per_call", c.models)
+
+
 def _round_rate(step: Callable[[], None], c: Candidate, min_steps: int, min_seconds: float,
                 clock: Callable[[], float]) -> float:
     """Model-steps per second of one timed round."""
@@ -247,7 +257,7 @@ def _round_rate(step: Callable[[], None], c: Candidate, min_steps: int, min_seco
                 c.sync()
             elapsed = clock() - t0
             if elapsed >= min_seconds and elapsed > 0:
-                return n * c.models / elapsed
+                return n * models_per_call(c, step) / elapsed
 
 
 def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: Dataset,
@@ -317,8 +327,23 @@ def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: D
                 part = models[at:at + n]
                 steps.append(populations[kind](part, config, seeds[at:at + n], device).stepper(x, y))
                 at += n
+            # each call hands the workers enough steps to last ~SPLIT_CALL_SECONDS: training hands
+            # them a whole epoch, and a hand-over per step (a thread wake-up, which waits for a free
+            # core on a loaded machine) would time the scheduler rather than the engine
+            with intra_op_threads(1):
+                for fn in steps:
+                    fn()  # first-call costs (vmap tracing, oneDNN primitives) outside the estimate
+                t0 = time.perf_counter()
+                steps[0]()
+                one = time.perf_counter() - t0
+            reps = max(1, min(SPLIT_MAX_STEPS, math.ceil(SPLIT_CALL_SECONDS / max(one, 1e-6))))
+            runs = [lambda fn=fn: [fn() for _ in range(reps)] for fn in steps]
             pool = Workers(len(steps))
-            step = lambda: pool.run(steps)  # noqa: E731
+
+            def step() -> None:
+                pool.run(runs)
+
+            step.models_per_call = reps * len(models)
             weakref.finalize(step, pool.close)  # the worker threads end with the candidate
             return step
         return make
