@@ -192,3 +192,18 @@ def test_an_error_in_one_part_stops_the_others_and_is_raised(small):
         train_side_by_side([Failing(models[:1], cfg, [0]), Counting(models[1:], cfg, [1])], big)
     assert steps["good"] < 1600  # stopped before the end of its epoch
     assert np.isfinite(steps["good"])
+
+
+def test_an_interrupt_in_a_callback_ends_the_worker_threads(small):
+    models = [mlp(64, (16,), 10) for _ in range(4)]
+    pops = [Population(models[:2], TrainConfig(epochs=3), [0, 1]), Population(models[2:], TrainConfig(epochs=3), [2, 3])]
+    epochs = []
+
+    def on_epoch(k, row, get):
+        epochs.append(row["epoch"])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_side_by_side(pops, small, on_epoch=on_epoch)
+    assert epochs == [1]
+    assert not [t for t in threading.enumerate() if t.name.startswith("initlab-worker")]
