@@ -96,7 +96,7 @@ def test_mlp_engine_split_with_momentum_and_adam(small):
     spec = CompareSpec(dataset="digits", hidden=(16, 16), activation="tanh")
     runs = [("he", 0), ("xavier", 1), ("he", 2), ("xavier", 3)]
     for cfg in (TrainConfig(epochs=2, lr=0.05, momentum=0.9), TrainConfig(epochs=2, optimizer="adam", lr=1e-3)):
-        def trainer(**kw):
+        def trainer(cfg=cfg, **kw):
             models = [build_model(spec, small, parse_scheme(i), s, "cpu") for i, s in runs]
             return train_population(models, small, cfg, [s for _, s in runs], **kw)
 

@@ -39,7 +39,6 @@ from torch import nn
 
 from initlab.data import Dataset
 from initlab.models import ACTIVATIONS, activation_fn, mlp
-from initlab.training.workers import part_sizes, train_side_by_side
 from initlab.training.loop import (
     DATA_STREAM,
     RunResult,
@@ -51,6 +50,7 @@ from initlab.training.loop import (
     make_generator,
     nonfinite_reason,
 )
+from initlab.training.workers import part_sizes, train_side_by_side
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of engine state per group (params, optimizer state, activations)
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults
