@@ -25,6 +25,10 @@ At the end of that epoch it is recorded as diverged, exactly as ``train_model`` 
 removed from the population. The end-of-epoch evaluation applies the rest of the divergence rule
 (:data:`initlab.training.loop.DIVERGE_LOSS`) as ``train_model`` does: a NaN/inf layer output (named like
 the module's ``fc3``/``act3``) or a test loss above the bound removes the model too.
+
+:meth:`BatchedPopulation.epochs` runs the same training one epoch per ``next()``, so a driver can
+advance several populations at once: ``train_population(..., workers=N)`` trains each group as N
+parts side by side in worker threads (:mod:`initlab.training.workers`), with the same results.
 """
 from __future__ import annotations
 
