@@ -9,6 +9,14 @@ path, the sgemm peaks included, runs on the GPU (the seed pipeline's DataLoader 
 CPU and copies each batch over, as the notebook would), timed with ``torch.cuda.synchronize``
 around each measurement; the columns and ratios are the same.
 
+The same-run sgemm peaks (torch.mm at the layer shapes and 2048³, with torch's intra-op threads, and
+2048³ with one thread) are printed first; "of peak" is each path's GFLOP/s against the best of the
+first four. On a CPU with several intra-op threads the K = 12 engine is also timed with one intra-op
+thread (c1) and split into ``--workers`` parts side by side, one worker thread of one intra-op
+thread each (d; ``train_population(..., workers=N)``, :mod:`initlab.training.workers`).
+``--skip-seed`` leaves out the seed pipeline, ``--ks ""`` the scaling table (a run of about a
+minute on 2 cores: ``--skip-seed --ks "" --steps 200``).
+
 FLOP count per step of one model, batch B, layers 784→128→10 (only what training must compute):
 forward 2B(784·128 + 128·10); backward: weight grads 2B(784·128 + 128·10) plus the input grad of
 layer 2, 2B·128·10 (layer 1's input grad is not needed). Total = 4B·101,632 + 2B·1,280 ≈ 26.2 MFLOP
@@ -27,7 +35,8 @@ import torch
 from torch import nn
 
 from initlab import load_dataset
-from initlab.training.mlp_engine import Population
+from initlab.training.choice import intra_op_threads
+from initlab.training.mlp_engine import train_population
 from initlab.experiments.compare import CompareSpec, build_model
 from initlab.schemes import parse_scheme
 from initlab.training.loop import TrainConfig, train_model
@@ -58,19 +67,21 @@ def machine_info():
             f"python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
-def sgemm(m, k, n, seconds=1.0):
-    """GFLOP/s of torch.mm on (m,k)@(k,n) float32 on DEVICE (TF32 off: plain float32, as training runs)."""
+def sgemm(m, k, n, seconds=1.0, threads=None):
+    """GFLOP/s of torch.mm on (m,k)@(k,n) float32 on DEVICE (TF32 off: plain float32, as training runs),
+    with ``threads`` intra-op threads (None: torch's)."""
     a, b = torch.randn(m, k, device=DEVICE), torch.randn(k, n, device=DEVICE)
-    for _ in range(3):
-        a @ b
-    sync()
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(10):
+    with intra_op_threads(threads):
+        for _ in range(3):
             a @ b
         sync()
-        reps += 10
-    return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(10):
+                a @ b
+            sync()
+            reps += 10
+        return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 
 
 class SeedDataset(torch.utils.data.Dataset):
@@ -127,17 +138,21 @@ def time_single(data, steps):
     return (time.perf_counter() - t0) / steps
 
 
-def time_engine(data, k, steps, inits=("zero", "random", "xavier", "he")):
+def time_engine(data, k, steps, inits=("zero", "random", "xavier", "he"), workers=1, threads=None):
+    """Seconds per optimizer step of K models in the MLP engine (``train_population``: one population,
+    or ``workers`` parts side by side), with ``threads`` intra-op threads (None: torch's)."""
     spec = CompareSpec(dataset=data.name, hidden=(HID,))
     part = subset(data, steps * B)
     runs = [(inits[i % len(inits)], i // len(inits)) for i in range(k)]
     models = [build_model(spec, part, parse_scheme(i), s, DEVICE) for i, s in runs]
-    Population(models, TrainConfig(epochs=1), [s for _, s in runs]).train(subset(data, 10 * B))  # warm-up
-    pop = Population(models, TrainConfig(epochs=1), [s for _, s in runs])
-    sync()
-    t0 = time.perf_counter()
-    pop.train(part)
-    sync()
+    seeds = [s for _, s in runs]
+    with intra_op_threads(threads):
+        train_population(models, subset(data, 10 * B), TrainConfig(epochs=1), seeds, max_models=k,
+                         workers=workers)  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        train_population(models, part, TrainConfig(epochs=1), seeds, max_models=k, workers=workers)
+        sync()
     return (time.perf_counter() - t0) / steps
 
 
@@ -149,6 +164,9 @@ def main():
     ap.add_argument("--ks", default="1,2,4,8,16,32,64", help="population sizes for the scaling table")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (every path and the sgemm peaks on it)")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="the K = 12 engine also in this many parts side by side, one intra-op thread each (CPU)")
+    ap.add_argument("--skip-seed", action="store_true", help="leave out the seed pipeline (slow)")
     args = ap.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -173,20 +191,37 @@ def main():
     for name, g in peaks.items():
         print(f"sgemm {name:45s} {g:7.1f} GFLOP/s")
     roof = max(peaks.values())
+    cpu_split = DEVICE.type == "cpu" and args.workers > 1
+    one_thread = DEVICE.type == "cpu" and torch.get_num_threads() > 1
+    roof1 = sgemm(2048, 2048, 2048, seconds=2.0, threads=1) if one_thread else None
+    if roof1:
+        print(f"sgemm {'2048^3 with 1 intra-op thread':45s} {roof1:7.1f} GFLOP/s")
+    print(f"peak: {roof:.1f} GFLOP/s (the best of the above with torch's {torch.get_num_threads()} threads); "
+          f"'of peak' below is against it")
 
     images = ((data.x_train * 0.5 + 0.5) * 255).round().to(torch.uint8).view(n, 28, 28)  # back to the raw bytes
     rows = []
-    t_seed = time_seed_pipeline(images, data.y_train, args.seed_steps)
-    rows.append(("(a) seed pipeline (DataLoader, per-sample transform)", 1, t_seed))
+    t_seed = None if args.skip_seed else time_seed_pipeline(images, data.y_train, args.seed_steps)
+    if t_seed is not None:
+        rows.append(("(a) seed pipeline (DataLoader, per-sample transform)", 1, t_seed))
     rows.append(("(b) single-model loop (train_model)", 1, time_single(data, args.steps)))
     rows.append(("(c) batched engine, 4 inits x 3 seeds", 12, time_engine(data, 12, args.steps)))
+    if one_thread:
+        rows.append(("(c1) the same, 1 intra-op thread", 12, time_engine(data, 12, args.steps, threads=1)))
+    if cpu_split:
+        rows.append((f"(d) the same, {args.workers} worker threads x 1 intra-op thread", 12,
+                     time_engine(data, 12, args.steps, workers=args.workers)))
     print(f"\n{'path':55s} {'K':>3s} {'s/model-epoch':>14s} {'model-epochs/s':>15s} {'x seed':>7s} {'GFLOP/s':>8s} {'of peak':>8s}")
     for name, k, t_step in rows:
         per_model_epoch = t_step * steps_per_epoch / k
         gflops = f_step * k / t_step / 1e9
+        xseed = f"{t_seed / (t_step / k):7.1f}" if t_seed is not None else f"{'-':>7s}"
         print(f"{name:55s} {k:3d} {per_model_epoch:14.3f} {1 / per_model_epoch:15.2f} "
-              f"{t_seed / (t_step / k):7.1f} {gflops:8.1f} {gflops / roof:8.0%}")
+              f"{xseed} {gflops:8.1f} {gflops / roof:8.0%}")
 
+    if not args.ks:
+        print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; {machine_info()}")
+        return
     print(f"\nscaling of the engine with K ({args.steps} steps each):")
     print(f"{'K':>3s} {'ms/step':>8s} {'s/model-epoch':>14s} {'model-epochs/s':>15s} {'GFLOP/s':>8s} {'of peak':>8s}")
     for k in [int(v) for v in args.ks.split(",")]:

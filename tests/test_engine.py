@@ -182,3 +182,53 @@ def test_skipping_the_masks_while_all_models_live_changes_no_bit(small, monkeypa
             a, b = skipped.module(k).state_dict(), masked.module(k).state_dict()
             assert all(torch.equal(a[name], b[name]) for name in a)
         assert not torch.equal(skipped.module(0).fc1.weight, models[0].fc1.weight)  # it did train
+
+
+def test_logsumexp_without_the_inf_guard_equals_torchs_where_finite():
+    """logsumexp_finite is torch.logsumexp's own arithmetic minus its guard for infinite maxima:
+    the same bits wherever the result is finite (large, small and mixed-scale logits)."""
+    import initlab.training.mlp_engine as engine
+
+    g = torch.Generator().manual_seed(0)
+    for scale in (1e-3, 1.0, 30.0, 1e4):
+        x = torch.randn(12, 64, 10, generator=g) * scale
+        assert torch.equal(engine.logsumexp_finite(x), torch.logsumexp(x, dim=2, keepdim=True))
+    x[0, 0, 3] = float("inf")  # an infinite maximum: NaN here, where torch gives inf (the step then recomputes)
+    assert torch.isnan(engine.logsumexp_finite(x)[0, 0, 0]) and torch.logsumexp(x, 2)[0, 0] == float("inf")
+
+
+def test_the_cpu_fast_path_changes_no_bit_when_models_diverge(small, monkeypatch):
+    """The step's CPU shortcuts (no inf guard in logsumexp, cached -lr, no masks while all live)
+    give the same step losses and weights as torch.logsumexp with masks at every step, also for a
+    population in which models diverge: by lr 1e4 (NaN), and by an infinite logit of a class absent
+    from the data (torch.logsumexp's guard makes that loss +inf, not NaN: the step must recompute)."""
+    import initlab.training.mlp_engine as engine
+
+    keep = small.y_train != 9
+    data = type(small)(name="digits", x_train=small.x_train[keep], y_train=small.y_train[keep],
+                       x_test=small.x_test, y_test=small.y_test, num_classes=10, image_shape=small.image_shape)
+    spec = CompareSpec(dataset="digits", hidden=(32,))
+    runs = [("random", 0), ("he", 1), ("xavier", 2), ("random", 3), ("he", 4)]
+    configs = [TrainConfig(epochs=2, lr=lr) for lr in (0.05, 1e4, 0.05, 1e4, 0.05)]
+
+    def train():
+        models = [build_model(spec, data, parse_scheme(i), s, "cpu") for i, s in runs]
+        with torch.no_grad():
+            models[4].fc2.bias[9] = float("inf")
+        mods = {}
+        res = train_population(models, data, configs, [s for _, s in runs],
+                               on_epoch=lambda k, row, get: mods.__setitem__(k, get()))
+        return res, mods
+
+    fast, fast_mods = train()
+    with monkeypatch.context() as m:
+        m.setattr(engine, "logsumexp_finite", lambda x: torch.logsumexp(x, dim=2, keepdim=True))
+        m.setattr(engine, "masks_needed", lambda alive: True)
+        ref, ref_mods = train()
+    assert [r.diverged for r in fast] == [False, True, False, True, True]
+    assert fast[4].step_losses[0] == float("inf")
+    for a, b in zip(fast, ref):
+        assert a.step_losses.tobytes() == b.step_losses.tobytes()
+        assert (a.diverged_epoch, a.diverged_step) == (b.diverged_epoch, b.diverged_step)
+    for k in fast_mods:
+        assert all(torch.equal(v, ref_mods[k].state_dict()[n]) for n, v in fast_mods[k].state_dict().items())

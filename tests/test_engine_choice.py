@@ -328,3 +328,46 @@ def test_the_measurement_stops_at_its_budget_of_the_projected_training():
     calls.clear()
     c = choose(cands, clock=clock, work=100_000, min_work_seconds=2.0, budget=0.05)
     assert c.engine == "single" and c.reason == "measured fastest"
+
+
+def test_split_candidates_step_every_model_in_worker_threads(digits_data):
+    """engine_candidates(workers=(2,)) adds mlp/2w and func/2w (none for the single loop): the K models
+    in two parts stepped side by side, several steps per call (models_per_call), the models untouched."""
+    spec = CompareSpec(inits=("he",), dataset="digits", hidden=(16,))
+    d, _ = _prepared(spec, digits_data)
+    models = [compare_mod.new_model(spec, d, s) for s in range(3)]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+    cands = engine_candidates(["mlp", "func", "single"], models, d, TrainConfig(batch_size=16), workers=(2,))
+    assert [(c.name, c.kind, c.threads, c.workers, c.models) for c in cands[3:]] == [
+        ("mlp/2w", "mlp", None, 2, 3), ("func/2w", "func", None, 2, 3)]
+    threads = torch.get_num_threads()
+    c = choose(cands, min_seconds=0.0, rounds=1)
+    assert {name for name, _ in c.rates} == {"mlp", "func", "single", "mlp/2w", "func/2w"} and not c.failed
+    assert torch.get_num_threads() == threads
+    step = cands[3].build()
+    assert step.models_per_call % 3 == 0 and 3 <= step.models_per_call <= 3 * 16
+    for m, sd in zip(models, before):
+        assert all(torch.equal(v, sd[k]) for k, v in m.state_dict().items())
+    with pytest.raises(ValueError, match="worker counts must be integers of at least 2, got 1"):
+        engine_candidates(["mlp"], models, d, TrainConfig(), workers=(1,))
+    assert len(engine_candidates(["mlp"], models[:1], d, TrainConfig(), workers=(2,))) == 1  # one model: no split
+
+
+def test_a_split_candidate_wins_only_when_measured_faster():
+    def split(clock, seconds, per_call):
+        def build():
+            def step():
+                clock.now += seconds
+            step.models_per_call = per_call  # several optimizer steps per call
+            return step
+        return Candidate("mlp/2w", build, 12, None, None, "mlp", 2)
+
+    clock = FakeClock()
+    # mlp: 12 models per 0.01 s = 1200/s; split: 48 model-steps per 0.03 s = 1600/s
+    c = choose([clock.engine("mlp", 0.01, models=12), split(clock, 0.03, 48)], clock=clock)
+    assert (c.engine, c.workers, c.threads, c.label) == ("mlp", 2, None, "mlp/2w")
+    assert c.rate("mlp/2w") == pytest.approx(1600) and c.to_dict()["workers"] == 2
+    clock = FakeClock()
+    c = choose([clock.engine("mlp", 0.01, models=12), split(clock, 0.05, 48)], clock=clock)  # 960/s: slower
+    assert (c.engine, c.workers, c.label) == ("mlp", 1, "mlp") and "workers" not in c.to_dict()
+    assert thread_label("func", None, 2) == "func/2w" and thread_label("func", 1) == "func/1t"

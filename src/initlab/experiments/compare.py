@@ -629,7 +629,8 @@ def choose_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch) -> tuple[str
     return ("func", None) if why is None else ("single", why)
 
 
-def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: int, runs: int) -> EngineChoice:
+def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: int, runs: int, *,
+                  workers: bool = False) -> EngineChoice:
     """The engine that trains ``runs`` runs of ``spec`` in groups of ``group_size``, and why.
 
     ``engine="single"`` or ``"batched"`` is forced (the batched engine :func:`choose_engine` names, or
@@ -645,7 +646,10 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
     engines and thread counts give the same numbers up to float32 summation order, so the choice
     changes the time, not the results beyond that. With fewer than
     :data:`MEASURE_MIN_MODEL_STEPS` optimizer steps in all, auto does not measure and takes the
-    batched engine.
+    batched engine. ``workers``: the caller can train a group in parts side by side
+    (``EngineChoice.workers``, :mod:`initlab.training.workers`); on such a CPU the batched engines
+    are then also timed split across as many worker threads of one intra-op thread as torch has
+    intra-op threads (``mlp/2w``).
     """
     kind, why = choose_engine(spec, data, pb)
     if spec.engine == "single":
@@ -668,7 +672,8 @@ def select_engine(spec: CompareSpec, data: Dataset, pb: ProbeBatch, group_size: 
         model = new_model(spec, data, spec.first_seed).to(device)
         k = max(1, min(group_size, runs, MEASURE_MAX_MODELS))
         models = [model] + [copy.deepcopy(model) for _ in range(k - 1)]
-        choice = choose(engine_candidates(kinds, models, data, spec.train, threads), work=total,
+        split = (torch.get_num_threads(),) if workers and len(threads) > 1 and k > 1 else ()
+        choice = choose(engine_candidates(kinds, models, data, spec.train, threads, split), work=total,
                         min_work_seconds=MEASURE_MIN_SECONDS, budget=MEASURE_BUDGET)
     conv = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
     del models, model
@@ -689,6 +694,8 @@ def engine_note(spec: CompareSpec, choice: EngineChoice) -> str | None:
     None otherwise (a forced engine, or a measurement stopped after the first engine)."""
     threads = "" if choice.threads is None else f" with {choice.threads} intra-op thread" + \
         ("s" if choice.threads > 1 else "")
+    if choice.workers > 1:
+        threads = f" split across {choice.workers} worker threads of 1 intra-op thread each"
     if choice.engine == "single" and spec.engine != "single":
         rates = f" ({choice.rates_text()})" if choice.measured else ""
         return f"{choice.reason}{rates}; training runs one at a time{threads}"
@@ -832,8 +839,10 @@ class ComparePlan:
         """The plan in words, one line per item, for ``initlab compare --dry-run``."""
         at_once = 1 if self.engine.engine == "single" else min(self.group_size, self.runs)
         e = self.engine
-        engine = (f"engine: {e.engine}" + ("" if e.threads is None else
-                                           f" with {e.threads} intra-op thread{'s' if e.threads > 1 else ''}")
+        how = ("" if e.threads is None else f" with {e.threads} intra-op thread{'s' if e.threads > 1 else ''}")
+        if e.workers > 1:
+            how = f" split across {e.workers} worker threads of 1 intra-op thread each"
+        engine = (f"engine: {e.engine}" + how
                   + f" — {e.reason}" + (f"; measured {e.rates_text()}" if e.measured else "")
                   + "".join(f"; {name} failed: {why}" for name, why in e.failed))
         m = self.memory
@@ -858,7 +867,7 @@ def plan_compare(spec: CompareSpec, data: Dataset | None = None, *, on_disk: boo
     est = check_memory(spec, data, device, on_disk=on_disk)
     shaped = prepare_data(spec, data).to(device)
     runs = len(spec.inits) * spec.seeds
-    choice = select_engine(spec, shaped, ProbeBatch(spec, shaped), est["group_size"], runs)
+    choice = select_engine(spec, shaped, ProbeBatch(spec, shaped), est["group_size"], runs, workers=True)
     steps = spec.train.epochs * -(-int(shaped.x_train.shape[0]) // spec.train.batch_size)
     return ComparePlan(runs, steps, est["group_size"], est, choice, on_disk)
 
@@ -897,7 +906,7 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
     except OSError as e:
         raise store.write_error(e) from None
     pb = ProbeBatch(spec, data)
-    choice = select_engine(spec, data, pb, est["group_size"], len(book.pending()))
+    choice = select_engine(spec, data, pb, est["group_size"], len(book.pending()), workers=True)
     try:
         if out_dir is not None:
             store.atomic_write_json(out_dir / "config.json", _config_record(spec, data, device, choice))
@@ -916,7 +925,8 @@ def run_compare(spec: CompareSpec, *, out: str | Path | None = None, reporter: R
         jobs = [Job(run, schemes[run.init], run.seed, spec.train) for run in book.pending()]
         run_jobs(jobs, build=lambda job: build_model(spec, data, job.scheme, job.seed, device), data=data,
                  check_x=pb.x, engine=choice.engine, sink=_FolderSink(book, pb, reporter),
-                 group_size=est["group_size"], threads=choice.threads, shared_config=spec.train)
+                 group_size=est["group_size"], threads=choice.threads, workers=choice.workers,
+                 shared_config=spec.train)
     except KeyboardInterrupt as e:
         book.interrupt()
         if out_dir is not None:

@@ -61,7 +61,7 @@ class Sink:
 
 def run_jobs(jobs: Sequence[Job], *, build: Callable[[Job], torch.nn.Module], data: Dataset, check_x: torch.Tensor,
              engine: str, sink: Sink, group_size: int | None = None, threads: int | None = None,
-             shared_config: TrainConfig | None = None) -> None:
+             workers: int = 1, shared_config: TrainConfig | None = None) -> None:
     """Train ``jobs`` (see the module docstring) with ``engine`` ("mlp", "func" or "single").
 
     Args:
@@ -70,6 +70,8 @@ def run_jobs(jobs: Sequence[Job], *, build: Callable[[Job], torch.nn.Module], da
         check_x: the probe batch the init check runs on.
         group_size: most runs trained at once by a population engine (default: all of them).
         threads: intra-op threads to train with (None: leave torch's setting).
+        workers: a population engine trains each group in this many parts side by side, worker threads
+            of one intra-op thread each (:mod:`initlab.training.workers`; the same numbers).
         shared_config: the one config of every job, handed to the engines as one (compare); None hands
             them each job's own (a sweep's runs differ in lr and momentum).
     """
@@ -97,7 +99,7 @@ def run_jobs(jobs: Sequence[Job], *, build: Callable[[Job], torch.nn.Module], da
             else:
                 configs = shared_config if shared_config is not None else [j.config for j in live]
                 results = _POPULATION[engine](
-                    models, data, configs, [j.seed for j in live], max_models=len(models),
+                    models, data, configs, [j.seed for j in live], max_models=len(models), workers=workers,
                     on_epoch=lambda k, row, get_module: sink.epoch(live[k], row, get_module),
                     after_epoch=sink.after_epoch,
                     on_steps=lambda k, losses, step0: sink.steps(live[k], losses, step0))

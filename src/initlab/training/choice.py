@@ -34,6 +34,7 @@ import contextlib
 import copy
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -44,8 +45,13 @@ from initlab.data import Dataset
 from initlab.training.func_engine import FuncPopulation
 from initlab.training.loop import TrainConfig, make_optimizer, train_step
 from initlab.training.mlp_engine import Population
+from initlab.training.workers import Workers, part_sizes
 
 KINDS = ("mlp", "func", "single")  # the hand-written MLP engine, the torch.func engine, train_model per run
+# a timed call of a split candidate (mlp/2w) gives each worker this many seconds of steps (at most
+# SPLIT_MAX_STEPS), estimated from one step before the warm-up
+SPLIT_CALL_SECONDS = 0.02
+SPLIT_MAX_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Candidate:
     sync: Callable[[], None] | None = None  # waits for queued device work (CUDA) before the clock is read
     threads: int | None = None  # torch intra-op threads while it runs; None: as set
     engine: str = ""  # the engine it runs (default: name)
+    workers: int = 1  # >1: the population in that many parts side by side (initlab.training.workers)
 
     @property
     def kind(self) -> str:
@@ -77,7 +84,10 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def thread_label(engine: str, threads: int | None) -> str:
+def thread_label(engine: str, threads: int | None, workers: int = 1) -> str:
+    """``mlp``, ``mlp/1t`` (one intra-op thread), ``mlp/2w`` (two worker threads of one intra-op thread)."""
+    if workers > 1:
+        return f"{engine}/{workers}w"
     return engine if threads is None else f"{engine}/{threads}t"
 
 
@@ -90,6 +100,9 @@ class EngineChoice:
     rates: tuple[tuple[str, float], ...] = ()  # (candidate, model-steps per second), candidate order
     failed: tuple[tuple[str, str], ...] = ()  # candidates that could not run, with the first line of the error
     threads: int | None = None  # intra-op threads to train with (intra_op_threads); None: torch's setting
+    # >1: train each group in that many parts side by side, one worker thread of one intra-op thread
+    # each (train_population / train_func_population ``workers``)
+    workers: int = 1
 
     @property
     def measured(self) -> bool:
@@ -97,8 +110,8 @@ class EngineChoice:
 
     @property
     def label(self) -> str:
-        """The winner's label among the rates: ``mlp`` or ``mlp/1t``."""
-        return thread_label(self.engine, self.threads)
+        """The winner's label among the rates: ``mlp``, ``mlp/1t`` or ``mlp/2w``."""
+        return thread_label(self.engine, self.threads, self.workers)
 
     def rate(self, name: str) -> float | None:
         return dict(self.rates).get(name)
@@ -121,10 +134,11 @@ class EngineChoice:
         return f"{self.label} ({extra})" if extra else self.label
 
     def to_dict(self) -> dict:
-        """What config.json records: engine, threads (None: torch's setting), reason, rates by candidate, failures."""
+        """What config.json records: engine, threads (None: torch's setting), reason, rates by candidate,
+        failures, and ``workers`` when the groups train in parts side by side."""
         return {"engine": self.engine, "threads": self.threads, "reason": self.reason,
                 "rates": {name: round(rate, 2) for name, rate in self.rates},
-                "failed": dict(self.failed)}
+                "failed": dict(self.failed), **({"workers": self.workers} if self.workers > 1 else {})}
 
 
 def _first_line(e: BaseException) -> str:
@@ -183,7 +197,7 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
                         c.sync()
                 if warmup:
                     elapsed = clock() - t0
-                    warm[c.name] = c.models / elapsed if elapsed > 0 else math.inf
+                    warm[c.name] = models_per_call(c, fn) / elapsed if elapsed > 0 else math.inf
             steps[c.name] = fn
         except Exception as e:  # noqa: BLE001 - a candidate that cannot run is left out, with its reason
             failed[c.name] = _first_line(e)
@@ -191,7 +205,7 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
             if work / warm[c.name] < min_work_seconds:
                 return EngineChoice(c.kind, f"not measured further: ~{work / warm[c.name]:.2g} s of training at "
                                             f"{c.name}'s rate (under {min_work_seconds:g} s)",
-                                    ((c.name, warm[c.name]),), tuple(failed.items()), c.threads)
+                                    ((c.name, warm[c.name]),), tuple(failed.items()), c.threads, c.workers)
             allowed = budget * work / warm[c.name]
     best: dict[str, float] = {}
     fastest_warm = max((warm[name] for name in steps if name in warm), default=0.0)
@@ -222,7 +236,13 @@ def choose(candidates: Sequence[Candidate], *, rounds: int = 3, warmup: int = 2,
     chosen = next(c for c in candidates if c.name == winner)
     why = "measured fastest" if not spent() else f"measured fastest within the budget ({budget:.0%} of the projected training)"
     return EngineChoice(chosen.kind, why, tuple((name, best[name]) for name in order),
-                        tuple(failed.items()), chosen.threads)
+                        tuple(failed.items()), chosen.threads, chosen.workers)
+
+
+def models_per_call(c: Candidate, step: Callable[[], None]) -> int:
+    """Model-steps one call of ``step`` takes: its ``models_per_call`` attribute if it has one (a step
+    function that takes several optimizer steps per call), else ``c.models``."""
+    return getattr(step, "models_per_call", c.models)
 
 
 def _round_rate(step: Callable[[], None], c: Candidate, min_steps: int, min_seconds: float,
@@ -237,11 +257,12 @@ def _round_rate(step: Callable[[], None], c: Candidate, min_steps: int, min_seco
                 c.sync()
             elapsed = clock() - t0
             if elapsed >= min_seconds and elapsed > 0:
-                return n * c.models / elapsed
+                return n * models_per_call(c, step) / elapsed
 
 
 def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: Dataset,
-                      config: TrainConfig, threads: Sequence[int | None] = (None,)) -> list[Candidate]:
+                      config: TrainConfig, threads: Sequence[int | None] = (None,),
+                      workers: Sequence[int] = ()) -> list[Candidate]:
     """Candidates for the real engines, stepping copies of ``models`` on fixed batches of ``data``.
 
     ``mlp`` and ``func`` train all ``models`` as one population (the group's real size K), as
@@ -258,16 +279,26 @@ def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: D
         config: the group's training config (batch size, optimizer).
         threads: intra-op thread settings to time each engine with (None: torch's setting);
             every engine × setting is one candidate, labelled :func:`thread_label`.
+        workers: worker counts w > 1 to time each population engine with: the K models in w parts
+            (:func:`~initlab.training.workers.part_sizes`), each stepped by its own worker thread
+            with one intra-op thread, all parts at once (:class:`~initlab.training.workers.Workers`),
+            as ``train_population(..., workers=w)`` trains them; labelled ``mlp/2w``. A timed step
+            waits for every part, so it includes the hand-over to the workers, which training pays
+            once per epoch: the measurement errs against the split.
     """
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ValueError(f"unknown engine {bad[0]!r}; choose from: {', '.join(KINDS)}")
     if not models:
         raise ValueError("engine candidates need at least one model")
+    bad_w = [w for w in workers if isinstance(w, bool) or not isinstance(w, int) or w < 2]
+    if bad_w:
+        raise ValueError(f"worker counts must be integers of at least 2, got {bad_w[0]!r}")
     device = data.x_train.device
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     x, y = data.x_train, data.y_train
     seeds = list(range(len(models)))  # unused by stepper (fixed batches); populations want one each
+    populations = {"mlp": Population, "func": FuncPopulation}
 
     def single() -> Callable[[], None]:
         model = copy.deepcopy(models[0]).train()
@@ -289,5 +320,36 @@ def engine_candidates(kinds: Sequence[str], models: Sequence[nn.Module], data: D
             return built[kind]
         return once
 
-    return [Candidate(thread_label(k, t), build(k), 1 if k == "single" else len(models), sync, t, k)
-            for t in threads for k in kinds]
+    def split(kind: str, w: int) -> Callable[[], Callable[[], None]]:
+        def make() -> Callable[[], None]:
+            steps, at = [], 0
+            for n in part_sizes(len(models), w):
+                part = models[at:at + n]
+                steps.append(populations[kind](part, config, seeds[at:at + n], device).stepper(x, y))
+                at += n
+            # each call hands the workers enough steps to last ~SPLIT_CALL_SECONDS: training hands
+            # them a whole epoch, and a hand-over per step (a thread wake-up, which waits for a free
+            # core on a loaded machine) would time the scheduler rather than the engine
+            with intra_op_threads(1):
+                for fn in steps:
+                    fn()  # first-call costs (vmap tracing, oneDNN primitives) outside the estimate
+                t0 = time.perf_counter()
+                steps[0]()
+                one = time.perf_counter() - t0
+            reps = max(1, min(SPLIT_MAX_STEPS, math.ceil(SPLIT_CALL_SECONDS / max(one, 1e-6))))
+            runs = [lambda fn=fn: [fn() for _ in range(reps)] for fn in steps]
+            pool = Workers(len(steps))
+
+            def step() -> None:
+                pool.run(runs)
+
+            step.models_per_call = reps * len(models)
+            weakref.finalize(step, pool.close)  # the worker threads end with the candidate
+            return step
+        return make
+
+    out = [Candidate(thread_label(k, t), build(k), 1 if k == "single" else len(models), sync, t, k)
+           for t in threads for k in kinds]
+    out += [Candidate(thread_label(k, None, w), split(k, w), len(models), sync, None, k, w)
+            for w in workers for k in kinds if k != "single" and min(w, len(models)) > 1]
+    return out

@@ -312,10 +312,13 @@ class FuncPopulation(BatchedPopulation):
 
     @torch.no_grad()
     def _eval_chunk(self, x: torch.Tensor) -> int:
-        """``config.eval_batch_size``, or fewer examples so the live models' evaluation fits EVAL_BYTES."""
+        """``config.eval_batch_size``, or fewer examples so the live models' evaluation fits EVAL_BYTES
+        (``eval_models``: the models of the whole population this one is a part of, if set)."""
         if not hasattr(self, "_largest"):
             _, self._largest = _activation_numels(self.module(self.index[0]), x[:2])
-        per = 4 * len(self.index) * (2 * self._largest + x[0].numel())
+        # a part of a population split across workers sizes its chunks for the whole (eval_models): the
+        # parts evaluate at the same time, and their chunks are then those of the whole population
+        per = 4 * (self.eval_models or len(self.index)) * (2 * self._largest + x[0].numel())
         return int(max(1, min(self.config.eval_batch_size, EVAL_BYTES // max(1, per))))
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192
@@ -386,7 +389,7 @@ def train_func_population(models: Sequence[nn.Module], data: Dataset, configs: T
                           seeds: Sequence[int], *, on_epoch: PopulationCallback | None = None,
                           after_epoch: Callable[[int], None] | None = None, max_models: int | None = None,
                           on_steps: PopulationStepsCallback | None = None,
-                          memory_budget: int = DEFAULT_MEMORY_BUDGET) -> list[RunResult]:
+                          memory_budget: int = DEFAULT_MEMORY_BUDGET, workers: int = 1) -> list[RunResult]:
     """Train many models of any vmappable architecture batched; return per model what ``train_model`` returns.
 
     Models are grouped by :func:`architecture_key` and by everything in their config except ``lr``
@@ -404,6 +407,9 @@ def train_func_population(models: Sequence[nn.Module], data: Dataset, configs: T
         seeds: run seed per model (its data order).
         max_models: largest group trained at once.
         memory_budget: bytes per group, used when ``max_models`` is None.
+        workers: train each group as this many parts side by side, one worker thread each with one
+            intra-op thread (:mod:`initlab.training.workers`); the same results. Each part sizes its
+            evaluation chunks for its own models (:data:`EVAL_BYTES` each).
     """
     configs = population_configs(models, configs, seeds, max_models)
     groups: dict[tuple, list[int]] = {}
@@ -419,4 +425,4 @@ def train_func_population(models: Sequence[nn.Module], data: Dataset, configs: T
                                                 memory_budget)
 
     return train_in_groups(FuncPopulation, groups, models, configs, seeds, data, cap,
-                           on_epoch=on_epoch, after_epoch=after_epoch, on_steps=on_steps)
+                           on_epoch=on_epoch, after_epoch=after_epoch, on_steps=on_steps, workers=workers)

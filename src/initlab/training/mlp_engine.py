@@ -25,11 +25,16 @@ At the end of that epoch it is recorded as diverged, exactly as ``train_model`` 
 removed from the population. The end-of-epoch evaluation applies the rest of the divergence rule
 (:data:`initlab.training.loop.DIVERGE_LOSS`) as ``train_model`` does: a NaN/inf layer output (named like
 the module's ``fc3``/``act3``) or a test loss above the bound removes the model too.
+
+:meth:`BatchedPopulation.epochs` runs the same training one epoch per ``next()``, so a driver can
+advance several populations at once: ``train_population(..., workers=N)`` trains each group as N
+parts side by side in worker threads (:mod:`initlab.training.workers`), with the same results.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +54,7 @@ from initlab.training.loop import (
     make_generator,
     nonfinite_reason,
 )
+from initlab.training.workers import part_sizes, train_side_by_side
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of engine state per group (params, optimizer state, activations)
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults
@@ -162,6 +168,15 @@ def masks_needed(alive: torch.Tensor) -> bool:
     return alive.device.type != "cpu" or not bool(alive.all())
 
 
+def logsumexp_finite(logits: torch.Tensor) -> torch.Tensor:
+    """``torch.logsumexp(logits, 2, keepdim=True)`` without its guard for infinite maxima, same ops
+    otherwise: log(Σ exp(x − m)) + m with m = max. Equal bit for bit wherever the result is finite
+    (an infinite or NaN maximum makes it NaN here); the caller recomputes with ``torch.logsumexp``
+    when a loss is not finite."""
+    m = logits.amax(2, keepdim=True)
+    return torch.sub(logits, m).exp_().sum(2, keepdim=True).log_().add_(m)
+
+
 def _act_grad(name: str, g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     if name == "tanh":
         return g * (1 - out * out)
@@ -185,6 +200,29 @@ def _note_nonfinite(first_bad: torch.Tensor, out: torch.Tensor, position: int) -
     first_bad.copy_(torch.where((first_bad < 0) & ~finite, position, first_bad))
 
 
+@dataclass(frozen=True)
+class EpochEnd:
+    """What one epoch of a population reports: its number, each model's per-step losses
+    ``(k, losses, step0)`` and each model's epoch row (``{k: row}``), both in model order; ``k``
+    indexes the population's models."""
+
+    epoch: int
+    steps: list[tuple[int, np.ndarray, int]]
+    rows: dict[int, dict]
+
+    def replay(self, population: BatchedPopulation, *, offset: int = 0, on_epoch: PopulationCallback | None = None,
+               on_steps: PopulationStepsCallback | None = None) -> None:
+        """Call ``on_steps`` for every model, then ``on_epoch`` for every model (with
+        ``get_module`` = ``population.module``), as :meth:`BatchedPopulation.train` does; indices
+        are shifted by ``offset`` (a part of a larger population)."""
+        if on_steps is not None:
+            for k, losses, step0 in self.steps:
+                on_steps(offset + k, losses, step0)
+        if on_epoch is not None:
+            for k, row in self.rows.items():
+                on_epoch(offset + k, row, lambda k=k: population.module(k))
+
+
 class BatchedPopulation:
     """The epoch loop both population engines share; subclasses say how to step and evaluate.
 
@@ -196,6 +234,11 @@ class BatchedPopulation:
     Data order, divergence (:func:`initlab.training.loop.close_epoch`, :func:`~initlab.training.loop.close_evaluation`)
     and callbacks are handled here once, exactly as ``train_model`` does them per run.
     """
+
+    # models of the whole population when this one is a part of it trained side by side
+    # (initlab.training.workers): an engine whose evaluation chunks depend on the number of models
+    # sizes them for the whole, so the parts' memory and chunks are the whole's; None: this population
+    eval_models: int | None = None
 
     @staticmethod
     def _configs(models: Sequence[nn.Module], configs: TrainConfig | Sequence[TrainConfig],
@@ -220,7 +263,27 @@ class BatchedPopulation:
         Each result equals what ``train_model`` returns for that model, seed and config. After each
         epoch ``on_epoch(k, row, get_module)`` is called for every model that ran it (in model
         order), then ``after_epoch(epoch)`` once; ``on_steps(k, losses, step0)`` gets each model's
-        per-step losses of the epoch just before its ``on_epoch``.
+        per-step losses of the epoch just before its ``on_epoch`` (all models' before the first).
+        """
+        run = self.epochs(data)
+        while True:
+            try:
+                end = next(run)
+            except StopIteration as stop:
+                return stop.value
+            end.replay(self, on_epoch=on_epoch, on_steps=on_steps)
+            if after_epoch is not None:
+                after_epoch(end.epoch)
+
+    @torch.no_grad()
+    def epochs(self, data: Dataset, cancel: threading.Event | None = None
+               ) -> Generator[EpochEnd, None, list[RunResult]]:
+        """:meth:`train` one epoch per ``next()``: each yields what that epoch reports (an
+        :class:`EpochEnd`: per-step losses and rows of the models that ran it); the generator
+        returns the ``RunResult`` list. Between two ``next()`` calls the population is idle, so
+        :meth:`module` may be called then (what ``get_module`` does). A driver may advance several
+        populations' generators in worker threads (:mod:`initlab.training.workers`). A set
+        ``cancel`` stops it before the next step (the generator then returns None).
         """
         if self._finished:
             raise ValueError(f"this population has already trained; build a new {type(self).__name__} to train again")
@@ -242,18 +305,19 @@ class BatchedPopulation:
             losses = torch.empty(kk, len(idx_batches), device=dev)
             alive = torch.ones(kk, dtype=torch.bool, device=dev)
             for i, idx in enumerate(idx_batches):
+                if cancel is not None and cancel.is_set():
+                    return None
                 idx = idx.T.reshape(-1)
                 xb = x_train.index_select(0, idx).view(kk, -1, *x_train.shape[1:])
                 yb = y_train.index_select(0, idx).view(kk, -1)
                 step += 1
                 alive = self._step(xb, yb, alive, step, state, losses[:, i])
             losses_np = losses.cpu().double().numpy()
-            rows, keep = {}, []
+            rows, keep, steps = {}, [], []
             for pos, k in enumerate(self.index):
                 chunks[k].append(losses_np[pos])
                 rows[k] = close_epoch(results[k], epoch, losses_np[pos], step0)
-                if on_steps is not None:
-                    on_steps(k, losses_np[pos], step0)
+                steps.append((k, losses_np[pos], step0))
                 if not results[k].diverged:
                     keep.append(pos)
             if len(keep) < len(self.index):
@@ -267,13 +331,10 @@ class BatchedPopulation:
                     state = self._keep(keep, state)
             for k in sorted(rows):
                 results[k].epochs.append(rows[k])
-                if on_epoch is not None:
-                    on_epoch(k, rows[k], lambda k=k: self.module(k))
+            yield EpochEnd(epoch, steps, {k: rows[k] for k in sorted(rows)})
             step0 += len(idx_batches)
             if epoch == cfg.epochs:
                 self._keep([], [])
-            if after_epoch is not None:
-                after_epoch(epoch)
         for k, res in enumerate(results):
             res.step_losses = np.concatenate(chunks[k]) if chunks[k] else np.zeros(0)
         return results
@@ -339,6 +400,7 @@ class Population(BatchedPopulation):
         self.momentum = torch.tensor([c.momentum for c in configs], dtype=f32, device=dev)
         self.index = list(range(self.size))  # position -> model index (changes as models finish)
         self._finished: dict[int, list[torch.Tensor]] = {}  # params of models no longer in the population
+        self._cache: dict[str, torch.Tensor] = {}  # per-step constants of the current population (see _keep)
 
     # ------------------------------------------------------------------ parameters
 
@@ -370,6 +432,7 @@ class Population(BatchedPopulation):
         self.biases = [pick(b) for b in self.biases]
         self.lr, self.momentum = pick(self.lr), pick(self.momentum)
         self.index = [self.index[p] for p in positions]
+        self._cache.clear()
         return [[pick(t) for t in ts] for ts in state]
 
     # ------------------------------------------------------------------ math
@@ -406,21 +469,42 @@ class Population(BatchedPopulation):
                 _note_nonfinite(first_bad, h, 2 * i + 1)
 
     def _step(self, x, y, alive, step, state, losses_out):
-        """One optimizer step of every model; writes the step's losses (NaN once frozen) to ``losses_out``."""
+        """One optimizer step of every model; writes the step's losses (NaN once frozen) to ``losses_out``.
+
+        On a CPU the step asks (at no cost: no device queue) whether every model is alive and every
+        loss finite, and while they are — nearly always — it skips the work that only frozen or
+        diverging models need: the ``torch.where`` masks, logsumexp's guard against infinite maxima
+        (a finite loss implies finite maxima; on a non-finite loss the step recomputes with
+        ``torch.logsumexp`` itself), the per-step ``-lr`` of the live models. Each skipped op is
+        the identity on those values, so the numbers are the same bit for bit (tests/test_engine.py).
+        """
         inputs, pres, logits = self._forward(x)
         bsz = x.shape[1]
-        lse = torch.logsumexp(logits, dim=2, keepdim=True)  # (K, B, 1)
-        picked = logits.gather(2, y.unsqueeze(2))
+        cpu = alive.device.type == "cpu"
+        everyone = cpu and bool(alive.all())  # every model alive before this step (CPU only: no sync on a GPU)
+        y3 = y.unsqueeze(2)
+        picked = logits.gather(2, y3)
+        lse = logsumexp_finite(logits) if cpu else torch.logsumexp(logits, dim=2, keepdim=True)  # (K, B, 1)
         loss = (lse - picked).squeeze(2).mean(1)  # mean cross-entropy per model, (K,)
-        losses_out.copy_(torch.where(alive, loss, math.nan))
-        alive = alive & torch.isfinite(loss)
+        # all finite? (a sum is; one reduction instead of isfinite's four ops; a finite sum that
+        # overflows only sends the step down the exact, slower path below)
+        finite = cpu and math.isfinite(loss.sum().item())
+        if cpu and not finite:  # a model diverges at this step: logsumexp's own inf handling decides its loss
+            lse = torch.logsumexp(logits, dim=2, keepdim=True)
+            loss = (lse - picked).squeeze(2).mean(1)
+        if everyone:
+            losses_out.copy_(loss)
+        else:
+            losses_out.copy_(torch.where(alive, loss, math.nan))
+        if not (everyone and finite):
+            alive = alive & torch.isfinite(loss)
         live = alive.view(-1, 1, 1) if masks_needed(alive) else None
         # dL/dlogits of the mean cross-entropy: (softmax - onehot) / B; zeroed for frozen models
-        g = torch.exp(logits - lse)
-        g.scatter_add_(2, y.unsqueeze(2), torch.full_like(picked, -1.0))
-        g = _mask(live, g / bsz)
+        g = torch.sub(logits, lse).exp_()
+        g.scatter_add_(2, y3, self._minus_ones(picked))
+        g = _mask(live, g.div_(bsz))
         if not state and self.config.optimizer == "sgd":
-            self._sgd_fused(g, inputs, pres, live, alive)
+            self._sgd_fused(g, inputs, pres, live, alive, everyone and finite)
             return alive
         grads = []
         for i in range(len(self.weights) - 1, -1, -1):
@@ -435,15 +519,28 @@ class Population(BatchedPopulation):
         self._update(flat, alive, step, state)
         return alive
 
-    def _sgd_fused(self, g, inputs, pres, live, alive):
+    def _minus_ones(self, like: torch.Tensor) -> torch.Tensor:
+        """A (K, B, 1) tensor of -1 (the one-hot's subtraction), kept across steps of one shape."""
+        cached = self._cache.get("minus_ones")
+        if cached is None or cached.shape != like.shape or cached.device != like.device:
+            cached = self._cache["minus_ones"] = torch.full_like(like, -1.0)
+        return cached
+
+    def _sgd_fused(self, g, inputs, pres, live, alive, everyone=False):
         """Plain SGD with the update folded into the weight-gradient matmul: W += (-lr·g)ᵀ h.
 
         Scaling the small (K, B, out) output gradient by each model's -lr and accumulating with
         ``baddbmm_`` into W saves materializing dL/dW and a separate memory-bound pass over every
         weight (both as large as the weights). Each layer's input gradient g·W is taken before its
-        W changes. Frozen models have g = 0 and lr = 0, so their weights do not move.
+        W changes. Frozen models have g = 0 and lr = 0, so their weights do not move. ``everyone``:
+        every model is live (-lr as it is, kept until the population changes).
         """
-        neg_lr = torch.where(alive, -self.lr, 0.0).float().view(-1, 1, 1)
+        if everyone:
+            neg_lr = self._cache.get("neg_lr")
+            if neg_lr is None:
+                neg_lr = self._cache["neg_lr"] = (-self.lr).float().view(-1, 1, 1)
+        else:
+            neg_lr = torch.where(alive, -self.lr, 0.0).float().view(-1, 1, 1)
         for i in range(len(self.weights) - 1, -1, -1):
             h = inputs[i] if i == 0 else _mask(live, inputs[i])
             if i > 0:
@@ -520,7 +617,7 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
                      seeds: Sequence[int], *, on_epoch: PopulationCallback | None = None,
                      after_epoch: Callable[[int], None] | None = None, max_models: int | None = None,
                      memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                     on_steps: PopulationStepsCallback | None = None) -> list[RunResult]:
+                     on_steps: PopulationStepsCallback | None = None, workers: int = 1) -> list[RunResult]:
     """Train many ``mlp`` models batched; return per model what ``train_model`` returns.
 
     Models are grouped by layout and by everything in their config except ``lr`` and ``momentum``;
@@ -535,6 +632,8 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
         seeds: run seed per model (its data order).
         max_models: largest group trained at once.
         memory_budget: bytes per group, used when ``max_models`` is None.
+        workers: train each group as this many parts side by side, one worker thread each with one
+            intra-op thread (:mod:`initlab.training.workers`); the same results.
     """
     configs = population_configs(models, configs, seeds, max_models)
     groups: dict[tuple, list[int]] = {}
@@ -545,7 +644,7 @@ def train_population(models: Sequence[nn.Module], data: Dataset, configs: TrainC
         return max_models or default_max_models(key[0], configs[members[0]], data.x_train.shape[0], memory_budget)
 
     return train_in_groups(Population, groups, models, configs, seeds, data, cap,
-                           on_epoch=on_epoch, after_epoch=after_epoch, on_steps=on_steps)
+                           on_epoch=on_epoch, after_epoch=after_epoch, on_steps=on_steps, workers=workers)
 
 
 def population_configs(models: Sequence[nn.Module], configs: TrainConfig | Sequence[TrainConfig],
@@ -563,18 +662,41 @@ def train_in_groups(population: Callable[..., BatchedPopulation], groups: dict[t
                     models: Sequence[nn.Module], configs: Sequence[TrainConfig], seeds: Sequence[int], data: Dataset,
                     cap: Callable[[tuple, list[int]], int], *, on_epoch: PopulationCallback | None = None,
                     after_epoch: Callable[[int], None] | None = None,
-                    on_steps: PopulationStepsCallback | None = None) -> list[RunResult]:
+                    on_steps: PopulationStepsCallback | None = None, workers: int = 1) -> list[RunResult]:
     """Train each group (key -> model indices) in consecutive parts of at most ``cap(key, members)``
-    models, one ``population(models, configs, seeds, device)`` per part; callbacks get indices into ``models``."""
+    models, one ``population(models, configs, seeds, device)`` per part; callbacks get indices into ``models``.
+
+    ``workers`` > 1: each part is cut into that many contiguous populations (fewer if it has fewer
+    models), trained side by side by worker threads with one intra-op thread each
+    (:func:`initlab.training.workers.train_side_by_side`): same results, same callback order.
+    """
+    workers = check_workers(workers)
     results: list[RunResult | None] = [None] * len(models)
     device = data.x_train.device
     for key, members in groups.items():
         size = cap(key, members)
         for start in range(0, len(members), size):
             part = members[start:start + size]
-            pop = population([models[k] for k in part], [configs[k] for k in part], [seeds[k] for k in part], device)
             cb = None if on_epoch is None else (lambda j, row, get, part=part: on_epoch(part[j], row, get))
             sb = None if on_steps is None else (lambda j, losses, step0, part=part: on_steps(part[j], losses, step0))
-            for j, res in enumerate(pop.train(data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)):
+            pops, at = [], 0
+            for n in part_sizes(len(part), workers):
+                sub = part[at:at + n]
+                pops.append(population([models[k] for k in sub], [configs[k] for k in sub], [seeds[k] for k in sub],
+                                       device))
+                pops[-1].eval_models = len(part) if workers > 1 else None
+                at += n
+            if len(pops) == 1:
+                trained = pops[0].train(data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)
+            else:
+                trained = train_side_by_side(pops, data, on_epoch=cb, after_epoch=after_epoch, on_steps=sb)
+            for j, res in enumerate(trained):
                 results[part[j]] = res
     return results
+
+
+def check_workers(workers) -> int:
+    """``workers`` as a positive int, or a one-line ValueError."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
+        raise ValueError(f"workers must be a positive integer (1: one population, no worker threads), got {workers!r}")
+    return int(workers)

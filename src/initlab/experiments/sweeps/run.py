@@ -216,14 +216,14 @@ class _Group(Sink):
     def train(self) -> None:
         # engine "auto" times the engines on this chunk's shapes (initlab.training.choice); the choice
         # is recorded per run (the store's engine column)
-        choice = select_engine(self.cs, self.data, self.pb, len(self.claimed), len(self.claimed))
+        choice = select_engine(self.cs, self.data, self.pb, len(self.claimed), len(self.claimed), workers=True)
         note = engine_note(self.cs, choice)
         if note is not None:
             self.reporter.note(note)
         jobs = [Job(c, parse_scheme(c.params["init"]), c.params["seed"], TrainConfig.from_dict(c.params))
                 for c in self.claimed]
         run_jobs(jobs, build=self._build, data=self.data, check_x=self.pb.x, engine=choice.engine, sink=self,
-                 threads=choice.threads)
+                 threads=choice.threads, workers=choice.workers)
 
 
 def _commit_record(store: RunStore, worker: str, record: dict) -> bool:
