@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from initlab import store
-from initlab.analysis.probe import layer_symmetry, probe
+from initlab.analysis.probe import probe
 from initlab.core.display import html_of
 from initlab.data import load_dataset
 from initlab.experiments.options import check_threads

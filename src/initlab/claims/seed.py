@@ -298,7 +298,7 @@ def check_normal_001(ctx: CheckContext) -> ClaimResult:
 def check_large(ctx: CheckContext) -> ClaimResult:
     runs = _cached_scale(LARGE, ctx.quick)
     chance = constant_rate()
-    shallow, deep = min(runs), max(runs)
+    deep = max(runs)
     ev = {f"depth{d}_{k}": v for d, r in runs.items() for k, v in r.items()}
     per_layer = runs[deep]["grad_ratio"] ** (1 / deep)
     ev["backward_factor_per_layer"] = per_layer

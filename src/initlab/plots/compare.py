@@ -13,7 +13,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from initlab import store  # noqa: E402
-from initlab.models import arch_text  # noqa: E402
 
 
 def save_figure(fig, path: Path, dpi: int = 130) -> Path:
