@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from initlab import schemes as S
+from initlab.analysis.probe import layer_symmetry
 from initlab.claims.registry import (
     EXPLODED,
     PRESERVE_FACTOR,
@@ -25,7 +26,6 @@ from initlab.claims.registry import (
     gradient_ratio,
     has_trained,
     is_preserved,
-    layer_symmetry,
     register_claim,
     save_plot,
     signal_profile,
