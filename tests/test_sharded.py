@@ -82,6 +82,8 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         results["dtensor/mixed"] = full_weights(net)
         if rank == 0:
             torch.save(results, out)
+        dist.barrier()  # every rank done with its collectives before any tears gloo down (a rank leaving
+        # early has aborted a slower one with "terminate called without an active exception" under load)
     finally:
         dist.destroy_process_group()
 
