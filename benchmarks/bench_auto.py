@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 import platform
 import statistics
 import time
@@ -34,6 +33,7 @@ from initlab.core import criticality as C
 from initlab.schemes.auto import layer_params
 from initlab.models import mlp
 from initlab.schemes import initialize
+from machine import machine_info  # benchmarks/machine.py: the machine line, the GPU clock barrier
 
 try:
     import anyinit
@@ -94,12 +94,6 @@ def reference_init(model, scheme, generator):
     return model
 
 
-def machine_info():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    load = os.getloadavg()
-    return (f"{platform.platform()}; CPU: {cpu}; {os.cpu_count()} cores; torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads); python {platform.python_version()}; "
-            f"anyinit {getattr(anyinit, '__version__', 'not installed')}; load average {load[0]:.2f}")
 
 
 def fmt(x):
@@ -117,7 +111,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# {datetime.date.today()} — {machine_info()}")
+    print(f"# {datetime.date.today()} — {machine_info()}; {platform.platform()}; anyinit {getattr(anyinit, '__version__', 'not installed')}")
     print(f"# MLP {args.width}-{args.width}×{args.depth}-10, batch {args.width}, inputs N(0,1), random labels, "
           f"mean cross-entropy; medians over {args.seeds} seeds")
     if anyinit is None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import time
 
 import torch
@@ -33,6 +31,7 @@ from initlab.experiments.compare import CompareSpec, Reporter, run_compare
 from initlab.training.choice import thread_label
 from initlab.training.loop import TrainConfig
 from initlab.training.memory import keep_freed_memory
+from machine import machine_info, sync  # benchmarks/machine.py: the machine line, the GPU clock barrier
 
 ENGINES = ("single", "batched", "auto")
 
@@ -42,21 +41,13 @@ class Quiet(Reporter):
         pass
 
 
-def machine_info(device: torch.device) -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    gpu = f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    load = os.getloadavg()
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads)"
-            f"{gpu}; python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def timed(spec: CompareSpec, data, device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     t0 = time.perf_counter()
     res = run_compare(spec, data=data, reporter=Quiet())
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return time.perf_counter() - t0, res
 
 

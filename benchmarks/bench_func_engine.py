@@ -19,8 +19,6 @@ GPU and every timing waits for the queue (``torch.cuda.synchronize``); the colum
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -31,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from initlab.data import Dataset
 from initlab.training.func_engine import FuncPopulation, train_func_population
 from initlab.training.loop import TrainConfig, train_model
+from machine import machine_info, sync  # benchmarks/machine.py: the machine line, the GPU clock barrier
 
 
 def small_cnn(seed: int) -> nn.Sequential:
@@ -64,31 +63,21 @@ def tune_malloc() -> bool:
 DEVICE = torch.device("cpu")  # set by --device
 
 
-def sync() -> None:
-    """Wait for queued GPU work, so the clock measures it (a no-op on the CPU)."""
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize(DEVICE)
 
 
-def machine_info() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    gpu = f"; GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""
-    load = os.getloadavg()
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}; "
-            f"python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def rate(fn, seconds: float = 1.0) -> float:
     """Calls of ``fn`` per second (after 2 warm-up calls; GPU work waited for)."""
     fn(), fn()
-    sync()
+    sync(DEVICE)
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         fn()
         reps += 1
         if reps % 10 == 0:
-            sync()
-    sync()
+            sync(DEVICE)
+    sync(DEVICE)
     return reps / (time.perf_counter() - t0)
 
 
@@ -133,7 +122,7 @@ def main() -> None:
     tuned = args.malloc == "tuned" and tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine_info() + f"; glibc malloc {'tuned (mallopt: no trim, no mmap)' if tuned else 'default'}")
+    print(machine_info(DEVICE) + f"; glibc malloc {'tuned (mallopt: no trim, no mmap)' if tuned else 'default'}")
     k, side, bsz = args.models, args.size, args.batch
     cl = torch.channels_last if args.channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(0)
@@ -167,17 +156,17 @@ def main() -> None:
     single, batched, step_only = [], [], []
     for _ in range(args.rounds):
         ms = models()
-        sync()
+        sync(DEVICE)
         t0 = time.perf_counter()
         for s, m in enumerate(ms):
             train_model(m, data, cfg, seed=s)
-        sync()
+        sync(DEVICE)
         single.append(k * args.steps / (time.perf_counter() - t0))
         ms = models()
-        sync()
+        sync(DEVICE)
         t0 = time.perf_counter()
         train_func_population(ms, data, cfg, list(range(k)), max_models=k)
-        sync()
+        sync(DEVICE)
         batched.append(k * args.steps / (time.perf_counter() - t0))
         step_only.append(k * rate(one_step, 1.0))
 

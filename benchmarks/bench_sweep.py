@@ -14,8 +14,6 @@ training set, so its cost per trained example is also shown.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,16 +24,12 @@ from initlab import load_dataset
 from initlab.experiments.compare import CompareSpec, run_compare
 from initlab.experiments.sweeps import SweepSpec, run_sweep
 from initlab.training.loop import TrainConfig
+from machine import machine_info  # benchmarks/machine.py: the machine line, the GPU clock barrier
 
 LRS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 INITS = ("zero", "random", "xavier", "he")
 
 
-def machine_info() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    load = os.getloadavg()
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-            f"python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def time_compare(data, seeds: int, epochs: int) -> tuple[float, float]:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import resource
 import time
 
@@ -40,6 +38,7 @@ from initlab.training.mlp_engine import train_population
 from initlab.experiments.compare import CompareSpec, build_model
 from initlab.schemes import parse_scheme
 from initlab.training.loop import TrainConfig, train_model
+from machine import machine_info, sync  # benchmarks/machine.py: the machine line, the GPU clock barrier
 
 B, IN, HID, OUT = 64, 784, 128, 10
 
@@ -53,18 +52,8 @@ def flops_per_step(batch=B, sizes=(IN, HID, OUT)):
 DEVICE = torch.device("cpu")  # set by --device
 
 
-def sync():
-    """Wait for queued GPU work, so the clock measures it (a no-op on the CPU)."""
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize(DEVICE)
 
 
-def machine_info():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    gpu = f"; GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""
-    load = os.getloadavg()
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}; "
-            f"python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def sgemm(m, k, n, seconds=1.0, threads=None):
@@ -74,12 +63,12 @@ def sgemm(m, k, n, seconds=1.0, threads=None):
     with intra_op_threads(threads):
         for _ in range(3):
             a @ b
-        sync()
+        sync(DEVICE)
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             for _ in range(10):
                 a @ b
-            sync()
+            sync(DEVICE)
             reps += 10
         return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 
@@ -106,7 +95,7 @@ def time_seed_pipeline(images, labels, steps):
     t0 = None
     for s in range(steps + 10):
         if s == 10:
-            sync()
+            sync(DEVICE)
             t0 = time.perf_counter()
         inputs, targets = next(it)
         inputs, targets = inputs.to(DEVICE), targets.to(DEVICE)
@@ -114,7 +103,7 @@ def time_seed_pipeline(images, labels, steps):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    sync()
+    sync(DEVICE)
     return (time.perf_counter() - t0) / steps
 
 
@@ -131,10 +120,10 @@ def time_single(data, steps):
     train_model(build_model(spec, part, parse_scheme("he"), 0, DEVICE), subset(data, 10 * B), TrainConfig(epochs=1),
                 seed=0)
     model = build_model(spec, part, parse_scheme("he"), 0, DEVICE)
-    sync()
+    sync(DEVICE)
     t0 = time.perf_counter()
     train_model(model, part, TrainConfig(epochs=1), seed=0)
-    sync()
+    sync(DEVICE)
     return (time.perf_counter() - t0) / steps
 
 
@@ -149,10 +138,10 @@ def time_engine(data, k, steps, inits=("zero", "random", "xavier", "he"), worker
     with intra_op_threads(threads):
         train_population(models, subset(data, 10 * B), TrainConfig(epochs=1), seeds, max_models=k,
                          workers=workers)  # warm-up
-        sync()
+        sync(DEVICE)
         t0 = time.perf_counter()
         train_population(models, part, TrainConfig(epochs=1), seeds, max_models=k, workers=workers)
-        sync()
+        sync(DEVICE)
     return (time.perf_counter() - t0) / steps
 
 
@@ -174,7 +163,7 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = False  # float32 as on the CPU (torch's default, stated)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine_info())
+    print(machine_info(DEVICE))
     data = load_dataset(args.dataset, normalize="seed")
     if data.in_features != IN:
         raise SystemExit(f"{args.dataset} has {data.in_features} inputs; this benchmark is for 784-128-10")
@@ -220,7 +209,7 @@ def main():
               f"{xseed} {gflops:8.1f} {gflops / roof:8.0%}")
 
     if not args.ks:
-        print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; {machine_info()}")
+        print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; {machine_info(DEVICE)}")
         return
     print(f"\nscaling of the engine with K ({args.steps} steps each):")
     print(f"{'K':>3s} {'ms/step':>8s} {'s/model-epoch':>14s} {'model-epochs/s':>15s} {'GFLOP/s':>8s} {'of peak':>8s}")
@@ -231,7 +220,7 @@ def main():
         print(f"{k:3d} {t_step * 1e3:8.2f} {per_model_epoch:14.3f} {1 / per_model_epoch:15.2f} {gflops:8.1f} {gflops / roof:8.0%}")
     gpu = (f"; peak GPU memory {torch.cuda.max_memory_allocated(DEVICE) / 2**20:.0f} MiB" if DEVICE.type == "cuda"
            else "")
-    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB{gpu}; {machine_info()}")
+    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB{gpu}; {machine_info(DEVICE)}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import time
 
 import torch
@@ -33,21 +31,13 @@ from initlab.training.func_engine import train_func_population
 from initlab.training.loop import TrainConfig
 from initlab.training.memory import keep_freed_memory
 from initlab.training.mlp_engine import train_population
+from machine import machine_info, sync  # benchmarks/machine.py: the machine line, the GPU clock barrier
 
 ZOO = ("mlp", "cnn", "resmlp", "resnet", "transformer")
 
 
-def machine_info(device: torch.device) -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    gpu = f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    load = os.getloadavg()
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch {torch.__version__} ({torch.get_num_threads()} threads)"
-            f"{gpu}; python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
